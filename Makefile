@@ -1,0 +1,52 @@
+# The two commands of the README: `make run` and `make test`. Everything they need
+# is installed here, on a fresh machine, by the targets below.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# OS packages the suite uses: kcat (broker checks). Java 17 and Maven are
+# installed by `auditrelay kafka up` itself when missing.
+APT_PACKAGES := kcat
+
+.PHONY: run test test-fast lint system-deps install kafka-up kafka-down clean
+
+run: install
+	$(BIN)/auditrelay run
+
+test: install system-deps lint
+	$(BIN)/python -m pytest
+
+# Unit tests only: no broker, a few seconds.
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -m "not broker and not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for pkg in $(APT_PACKAGES); do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+kafka-up: install
+	$(BIN)/auditrelay kafka up
+
+kafka-down: install
+	$(BIN)/auditrelay kafka down
+
+clean: kafka-down
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

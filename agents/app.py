@@ -1,0 +1,50 @@
+"""The Faust application that every worker process runs.
+
+``create_app`` is called once per process, at the entry point, with the settings
+object built there; agent modules register themselves on the app it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import faust
+
+from schemas.settings import Settings
+
+#: An agent module's ``register(app, settings)``; called once per worker.
+Registrar = Callable[[faust.App, Settings], None]
+
+
+def faust_broker_url(bootstrap: str) -> str:
+    """Faust's broker URL for a ``host:port,host:port`` bootstrap list."""
+    return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+def create_app(settings: Settings, *, app_id: str = "auditrelay",
+               registrars: Sequence[Registrar] = ()) -> faust.App:
+    app = faust.App(
+        app_id,
+        broker=faust_broker_url(settings.kafka_bootstrap),
+        store="memory://",
+        datadir=str(Path(settings.var_dir) / "faust"),
+        # Metrics have their own endpoint; Faust's web server would only add a port.
+        web_enabled=False,
+        # The leader topic is only needed by leader-only timers, which register it.
+        topic_disable_leader=True,
+        topic_replication_factor=1,
+        # Offsets are committed only for acked messages; a short interval keeps
+        # redelivery after a crash small without committing per message.
+        broker_commit_interval=1.0,
+    )
+    for register in registrars:
+        register(app, settings)
+    return app
+
+
+def default_registrars() -> list[Registrar]:
+    """The agents a production worker runs; each later stage adds itself here."""
+    from agents import intake
+
+    return [intake.register]

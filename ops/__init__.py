@@ -1,0 +1,1 @@
+"""The outer layer: the ``auditrelay`` CLI and local provisioning. Nothing imports it."""

@@ -1,0 +1,136 @@
+"""The ``auditrelay`` console script.
+
+Each command builds the one ``Settings`` object from the environment and hands it
+down. Heavy modules are imported inside commands so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from schemas.errors import AuditRelayError
+from schemas.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise click.ClickException(f"invalid AUDITRELAY_* setting: {exc}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="auditrelay")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """auditrelay: audit events from Kafka to SIEMs, signed and batched."""
+    ctx.obj = _settings()
+
+
+# --- kafka -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def kafka() -> None:
+    """The local single-node Kafka broker (KRaft, 127.0.0.1)."""
+
+
+@kafka.command("up")
+@click.pass_obj
+def kafka_up(settings: Settings) -> None:
+    """Fetch Kafka if needed, start the broker, print its bootstrap address."""
+    from ops import kafka_local
+
+    broker = kafka_local.LocalKafka.from_settings(settings)
+    started = broker.up(progress=lambda msg: click.echo(msg, err=True))
+    click.echo(broker.bootstrap)
+    if not started:
+        click.echo("(already running)", err=True)
+
+
+@kafka.command("down")
+@click.pass_obj
+def kafka_down(settings: Settings) -> None:
+    """Stop the broker that `kafka up` started (graceful, then forced)."""
+    from ops import kafka_local
+
+    stopped = kafka_local.LocalKafka.from_settings(settings).down()
+    click.echo("stopped" if stopped else "not running")
+
+
+@kafka.command("status")
+@click.pass_obj
+def kafka_status(settings: Settings) -> None:
+    """Say whether the local broker runs, and where."""
+    from ops import kafka_local
+
+    status = kafka_local.LocalKafka.from_settings(settings).status()
+    click.echo(status.describe())
+    if not status.running:
+        sys.exit(3)
+
+
+# --- topics ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """The contract's Kafka topics."""
+
+
+@topics.command("ensure")
+@click.option("--fix", is_flag=True, help="Alter drifted topic configs back to the contract.")
+@click.pass_obj
+def topics_ensure(settings: Settings, fix: bool) -> None:
+    """Create every topic of contract section 4; report (or fix) drifted ones."""
+    from ops import topics as topics_mod
+
+    report = topics_mod.ensure_topics(settings, fix=fix)
+    for line in report.lines():
+        click.echo(line)
+    if report.drifted and not fix:
+        raise click.ClickException(
+            f"{len(report.drifted)} topic(s) drifted from the contract; rerun with --fix"
+        )
+
+
+# --- worker and run --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Run the Faust worker (all agents) in the foreground."""
+    from ops import runner
+
+    runner.run_worker(settings)
+
+
+@cli.command()
+@click.option("--demo/--no-demo", default=False, help="Also start a demo receiver and producer.")
+@click.pass_obj
+def run(settings: Settings, demo: bool) -> None:
+    """Broker, topics and worker in one foreground process group; Ctrl-C stops all."""
+    from ops import runner
+
+    runner.run_all(settings, demo=demo)
+
+
+# Later commands register here (emit, bench, workspaces, destinations, dlq, ...).
+def _register_optional_commands() -> None:
+    from ops import commands
+
+    for command in commands.all_commands():
+        cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point: library errors become one clear line and exit 1."""
+    _register_optional_commands()
+    try:
+        cli(standalone_mode=True)
+    except AuditRelayError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,164 @@
+"""``auditrelay topics ensure``: the contract's topics exist, with the contract's configs.
+
+Creation is idempotent. A topic that exists with other settings (fewer
+partitions, another cleanup policy or retention) is reported as drifted, and
+altered back with ``fix=True`` (partitions can only grow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from schemas.errors import BrokerUnavailableError, TopicError
+from schemas.settings import Settings
+from schemas.topics import TopicSpec, static_topic_specs
+
+_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Drift:
+    topic: str
+    setting: str
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.setting} is {self.actual}, the contract wants {self.expected}"
+
+
+@dataclass
+class EnsureReport:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    drifted: list[Drift] = field(default_factory=list)
+    fixed: list[Drift] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"created   {name}" for name in self.created]
+        out += [f"ok        {name}" for name in self.unchanged]
+        out += [f"fixed     {d}" for d in self.fixed]
+        out += [f"DRIFTED   {d}" for d in self.drifted if d not in self.fixed]
+        return out
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+
+
+def ensure_topics(settings: Settings, *, fix: bool = False) -> EnsureReport:
+    specs = static_topic_specs(settings.topics, settings.topic_partitions)
+    return ensure(admin_client(settings.kafka_bootstrap), specs, fix=fix)
+
+
+def ensure(admin: AdminClient, specs: Sequence[TopicSpec], *, fix: bool = False) -> EnsureReport:
+    """Create missing topics, compare existing ones with their spec."""
+    report = EnsureReport()
+    existing = _existing_partitions(admin)
+    missing = [s for s in specs if s.name not in existing]
+    report.created = _create(admin, missing)
+    present = [s for s in specs if s.name in existing]
+    drifts = find_drift(present, existing, describe_configs(admin, [s.name for s in present]))
+    report.drifted = drifts
+    report.unchanged = [s.name for s in present if all(d.topic != s.name for d in drifts)]
+    if fix and drifts:
+        _fix(admin, [s for s in present if any(d.topic == s.name for d in drifts)], existing)
+        report.fixed = list(drifts)
+    return report
+
+
+def find_drift(specs: Iterable[TopicSpec], partitions: dict[str, int],
+               configs: dict[str, dict[str, str]]) -> list[Drift]:
+    """Pure comparison of specs with what the broker reports."""
+    drifts = []
+    for spec in specs:
+        actual_parts = partitions.get(spec.name, 0)
+        if actual_parts < spec.partitions:
+            drifts.append(Drift(spec.name, "partitions", str(spec.partitions), str(actual_parts)))
+        actual = configs.get(spec.name, {})
+        for key, wanted in spec.config.items():
+            if actual.get(key) != wanted:
+                drifts.append(Drift(spec.name, key, wanted, actual.get(key, "(unset)")))
+    return drifts
+
+
+def describe_configs(admin: AdminClient, names: Sequence[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    try:
+        futures = admin.describe_configs(resources, request_timeout=_TIMEOUT)
+        return {res.name: {k: str(v.value) for k, v in fut.result().items()}
+                for res, fut in futures.items()}
+    except KafkaException as exc:
+        raise TopicError(f"cannot read topic configs: {exc}") from exc
+
+
+def _existing_partitions(admin: AdminClient) -> dict[str, int]:
+    try:
+        meta = admin.list_topics(timeout=_TIMEOUT)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
+    return {name: len(t.partitions) for name, t in meta.topics.items()}
+
+
+def create_topics(admin: AdminClient, specs: Sequence[TopicSpec]) -> list[str]:
+    """Create topics, treating 'already exists' as success; returns those created now."""
+    return _create(admin, specs)
+
+
+def _create(admin: AdminClient, specs: Sequence[TopicSpec]) -> list[str]:
+    if not specs:
+        return []
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1,
+                    config=dict(s.config)) for s in specs]
+    created = []
+    for name, future in admin.create_topics(new, request_timeout=_TIMEOUT).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise TopicError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+    return created
+
+
+def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
+    """Delete topics, treating 'unknown topic' as success."""
+    if not names:
+        return
+    for name, future in admin.delete_topics(list(names), request_timeout=_TIMEOUT).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise TopicError(f"cannot delete topic {name}: {exc.args[0].str()}") from exc
+
+
+def _fix(admin: AdminClient, specs: Sequence[TopicSpec], partitions: dict[str, int]) -> None:
+    grow = [NewPartitions(s.name, s.partitions) for s in specs
+            if partitions.get(s.name, 0) < s.partitions]
+    try:
+        for fut in (admin.create_partitions(grow).values() if grow else []):
+            fut.result()
+        resources = [
+            ConfigResource(ConfigResource.Type.TOPIC, s.name, incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in s.config.items()])
+            for s in specs if s.config
+        ]
+        for fut in admin.incremental_alter_configs(resources).values():
+            fut.result()
+    except KafkaException as exc:
+        raise TopicError(f"cannot fix drifted topics: {exc}") from exc

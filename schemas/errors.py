@@ -1,0 +1,74 @@
+"""The one exception tree of auditrelay.
+
+Library errors (confluent-kafka, aiokafka, httpx, SQLAlchemy, pydantic) are
+translated into these at the boundary that calls the library, always with
+``raise ... from exc`` so the original stays on ``__cause__``::
+
+    AuditRelayError
+    ├── ConfigurationError        a setting is missing or invalid
+    ├── InvalidInputError         caller input refused; ``field`` names what is wrong
+    │   └── InvalidEventError     an audit event that breaks the envelope contract
+    ├── KafkaError                talking to Kafka failed
+    │   ├── BrokerUnavailableError   no broker answered within the deadline
+    │   ├── TopicError               a topic could not be created or is misconfigured
+    │   └── ProduceError             a record was not confirmed by the broker
+    │       └── QueueFullError          the local queue stayed full past its bound
+    ├── ProvisioningError         the local toolchain or broker could not be set up
+    └── SecretDecryptError        a secret stored encrypted could not be decrypted
+
+Messages never contain secrets: an error names the field or setting, never its
+value when that value may be a token, a key or a signing secret.
+"""
+
+from __future__ import annotations
+
+
+class AuditRelayError(Exception):
+    """Root of every error auditrelay raises on purpose."""
+
+
+class ConfigurationError(AuditRelayError):
+    """A setting is missing or has an invalid value."""
+
+
+class InvalidInputError(AuditRelayError):
+    """Input from a caller was refused; nothing was written anywhere."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidEventError(InvalidInputError):
+    """An audit event does not satisfy the envelope contract."""
+
+
+class KafkaError(AuditRelayError):
+    """Talking to Kafka failed."""
+
+
+class BrokerUnavailableError(KafkaError):
+    """No broker answered within the deadline."""
+
+
+class TopicError(KafkaError):
+    """A topic could not be created, or its configuration differs from the contract."""
+
+
+class ProduceError(KafkaError):
+    """A record was not confirmed by the broker."""
+
+
+class QueueFullError(ProduceError):
+    """The producer's local queue stayed full for longer than the allowed wait."""
+
+
+class ProvisioningError(AuditRelayError):
+    """Java, Maven, the Kafka jars or the local broker could not be set up."""
+
+
+class SecretDecryptError(AuditRelayError):
+    """A value encrypted at rest could not be decrypted: wrong key, or corrupted data.
+
+    The message never contains the ciphertext, the plaintext or the key.
+    """

@@ -1,0 +1,117 @@
+"""The one typed settings object, read from ``AUDITRELAY_*`` environment variables.
+
+Build it at an entry point (``Settings()`` in the CLI, the worker, the API) and
+pass it down; library code never reads the environment. The names of contract
+section 7 are part of the operator interface and are never renamed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.topics import TopicNames
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The newest Kafka that faust-streaming, aiokafka and the suite work with; docs/kafka.md.
+DEFAULT_KAFKA_VERSION = "4.4.0"
+
+
+class Settings(BaseSettings):
+    """Every knob of auditrelay; see the configuration table in README.md."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDITRELAY_", frozen=True, extra="ignore")
+
+    # Contract section 7.
+    kafka_bootstrap: str = Field(
+        default="", description="Kafka bootstrap servers; default 127.0.0.1:{kafka_port}"
+    )
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite var/")
+    admin_token: SecretStr | None = Field(default=None, description="admin API token; off if unset")
+    secret_key: SecretStr | None = Field(
+        default=None, description="key encrypting secrets at rest; generated under var/ if unset"
+    )
+    allow_private_cidrs: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        default=(), description="comma-separated CIDRs exempt from the SSRF rules"
+    )
+    topic_prefix: str = Field(default="audit.", description="prefix of every topic name")
+    batch_window_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="longest wait before a partial batch is sent"
+    )
+
+    # Local runtime.
+    var_dir: Path = Field(default=Path("var"), description="runtime state: broker data, db, keys")
+    cache_dir: Path = Field(default=Path(".cache"), description="downloaded Kafka jars")
+    log_level: str = Field(default="INFO", description="log level of worker and API")
+
+    # Local broker (``auditrelay kafka up``).
+    kafka_version: str = Field(default=DEFAULT_KAFKA_VERSION, description="Apache Kafka version")
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="local broker port")
+    kafka_controller_port: int = Field(
+        default=9093, ge=1, le=65535, description="local KRaft controller port"
+    )
+    kafka_heap_mb: int = Field(default=512, ge=128, le=1024, description="local broker heap")
+    kafka_start_timeout_seconds: float = Field(
+        default=90.0, gt=0, description="how long `kafka up` waits for the broker"
+    )
+
+    # Topics.
+    topic_partitions: int = Field(
+        default=6, ge=1, le=1000, description="partitions of keyed topics (parallelism)"
+    )
+
+    # Delivery (contract section 2).
+    delivery_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="TCP+TLS connect timeout of one delivery attempt"
+    )
+    delivery_request_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="deadline of one whole delivery attempt"
+    )
+    delivery_response_body_cap_bytes: int = Field(
+        default=64 * 1024, ge=0, le=16 * 1024 * 1024,
+        description="most bytes of a receiver's response body that are read",
+    )
+
+    # Event envelope.
+    event_type_prefix: str = Field(default="pro.atmos", description="prefix of event types")
+    source_base_url: str = Field(
+        default="https://app.atmos.pro", description="base of the CloudEvents source"
+    )
+
+    @field_validator("allow_private_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                         for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        # Derived defaults depend on other fields, so they cannot be plain defaults;
+        # the model is frozen, hence object.__setattr__ during validation only.
+        if not self.kafka_bootstrap:
+            object.__setattr__(self, "kafka_bootstrap", f"127.0.0.1:{self.kafka_port}")
+        if not self.database_url:
+            db = (self.var_dir / "auditrelay.db").resolve()
+            object.__setattr__(self, "database_url", f"sqlite:///{db}")
+        if self.kafka_port == self.kafka_controller_port:
+            raise ValueError("kafka_port and kafka_controller_port must differ")
+        return self
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.topic_prefix)

@@ -1,0 +1,106 @@
+"""Kafka topic layout of contract section 4, declared once.
+
+Pure data: names derive from the topic prefix setting, configurations from the
+contract's retention rules. ``ops.topics`` creates them, agents subscribe to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+#: Retry tiers, one topic each, in the order of the contract's retry schedule.
+RETRY_TIERS: tuple[str, ...] = ("10s", "1m", "5m", "30m", "2h", "5h", "10h")
+
+_DELETE_7D: Mapping[str, str] = MappingProxyType(
+    {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
+)
+_DELETE_30D: Mapping[str, str] = MappingProxyType(
+    {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}
+)
+_COMPACT: Mapping[str, str] = MappingProxyType({"cleanup.policy": "compact"})
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as the contract wants it."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    key: str = ""
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Every topic name of the contract, under one prefix (``audit.`` by default)."""
+
+    prefix: str = "audit."
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def destinations(self) -> str:
+        return f"{self.prefix}destinations"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}dlq"
+
+    @property
+    def delivery_status(self) -> str:
+        return f"{self.prefix}delivery-status"
+
+    @property
+    def delivery_attempts(self) -> str:
+        return f"{self.prefix}delivery-attempts"
+
+    @property
+    def destination_prefix(self) -> str:
+        return f"{self.prefix}dest."
+
+    def destination(self, destination_id: str) -> str:
+        return f"{self.destination_prefix}{destination_id}"
+
+    def retry(self, tier: str) -> str:
+        if tier not in RETRY_TIERS:
+            raise ValueError(f"unknown retry tier {tier!r}; known: {', '.join(RETRY_TIERS)}")
+        return f"{self.prefix}retry.{tier}"
+
+
+def static_topic_specs(names: TopicNames, partitions: int) -> list[TopicSpec]:
+    """The topics that exist regardless of destinations, with their contract configs.
+
+    ``partitions`` bounds the parallelism of the keyed topics; the compacted
+    destination-config topic has one partition because every worker reads all of it.
+    """
+    specs = [
+        TopicSpec(names.events, partitions, _DELETE_7D, "workspace id",
+                  "envelopes from producers"),
+        TopicSpec(names.destinations, 1, _COMPACT, "destination id",
+                  "destination config (secrets encrypted), tombstone on delete"),
+        TopicSpec(names.dlq, partitions, _DELETE_30D, "destination id",
+                  "batches that exhausted retries, and malformed input with a reason"),
+        TopicSpec(names.delivery_status, partitions, _COMPACT, "destination id",
+                  "latest status of a destination"),
+        TopicSpec(names.delivery_attempts, partitions, _DELETE_7D, "destination id",
+                  "one record per attempt"),
+    ]
+    specs += [
+        TopicSpec(names.retry(tier), partitions, _DELETE_7D, "destination id",
+                  f"failed batches waiting for the {tier} retry")
+        for tier in RETRY_TIERS
+    ]
+    return specs
+
+
+def destination_topic_spec(names: TopicNames, destination_id: str) -> TopicSpec:
+    """The per-destination batch topic; one partition keeps the destination's order."""
+    return TopicSpec(names.destination(destination_id), 1, _DELETE_7D, "destination id",
+                     "batches ready for one destination")

@@ -1,0 +1,93 @@
+"""`topics ensure` against the real broker: creation, configs read back, drift, fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from ops.topics import delete_topics, describe_configs, ensure_topics
+from schemas.settings import Settings
+from schemas.topics import DAY_MS, RETRY_TIERS, static_topic_specs
+
+
+@pytest.fixture
+def prefixed(kafka_bootstrap: str, kafka_admin: AdminClient,
+             unique_name: str) -> Iterator[Settings]:
+    """Settings whose topic prefix is unique to this test; its topics are deleted after."""
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
+                        topic_partitions=2)
+    yield settings
+    delete_topics(kafka_admin, [s.name for s in static_topic_specs(settings.topics, 2)])
+
+
+def test_ensure_creates_every_contract_topic_with_its_config(
+        prefixed: Settings, kafka_admin: AdminClient) -> None:
+    report = ensure_topics(prefixed)
+    names = prefixed.topics
+    expected = {names.events, names.destinations, names.dlq, names.delivery_status,
+                names.delivery_attempts} | {names.retry(t) for t in RETRY_TIERS}
+    assert set(report.created) == expected
+
+    meta = kafka_admin.list_topics(timeout=10).topics
+    assert len(meta[names.events].partitions) == 2
+    assert len(meta[names.destinations].partitions) == 1
+    configs = describe_configs(kafka_admin, sorted(expected))
+    assert configs[names.destinations]["cleanup.policy"] == "compact"
+    assert configs[names.delivery_status]["cleanup.policy"] == "compact"
+    for name in (names.events, names.delivery_attempts, names.retry("10h")):
+        assert configs[name]["cleanup.policy"] == "delete"
+        assert configs[name]["retention.ms"] == str(7 * DAY_MS)
+    assert configs[names.dlq]["retention.ms"] == str(30 * DAY_MS)
+
+
+def test_ensure_is_idempotent(prefixed: Settings) -> None:
+    ensure_topics(prefixed)
+    again = ensure_topics(prefixed)
+    assert again.created == []
+    assert again.drifted == []
+    assert len(again.unchanged) == 5 + len(RETRY_TIERS)
+
+
+def test_drift_is_reported_then_fixed(prefixed: Settings, kafka_admin: AdminClient) -> None:
+    ensure_topics(prefixed)
+    status = prefixed.topics.delivery_status
+    resource = ConfigResource(ConfigResource.Type.TOPIC, status, incremental_configs=[
+        ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SET)])
+    for future in kafka_admin.incremental_alter_configs([resource]).values():
+        future.result()
+
+    report = ensure_topics(prefixed)
+    assert [(d.topic, d.setting, d.actual) for d in report.drifted] == [
+        (status, "cleanup.policy", "delete")]
+
+    fixed = ensure_topics(prefixed, fix=True)
+    assert fixed.fixed == report.drifted
+    assert describe_configs(kafka_admin, [status])[status]["cleanup.policy"] == "compact"
+    assert ensure_topics(prefixed).drifted == []
+
+
+def test_cli_reports_drift_with_a_failing_exit(prefixed: Settings,
+                                               kafka_admin: AdminClient) -> None:
+    env = {**os.environ, "AUDITRELAY_TOPIC_PREFIX": prefixed.topic_prefix,
+           "AUDITRELAY_KAFKA_BOOTSTRAP": prefixed.kafka_bootstrap,
+           "AUDITRELAY_TOPIC_PARTITIONS": "2"}
+    argv = [sys.executable, "-m", "ops", "topics", "ensure"]
+    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    assert f"created   {prefixed.topics.events}" in first.stdout
+
+    events = prefixed.topics.events
+    resource = ConfigResource(ConfigResource.Type.TOPIC, events, incremental_configs=[
+        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
+    for future in kafka_admin.incremental_alter_configs([resource]).values():
+        future.result()
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert second.returncode == 1
+    assert f"DRIFTED   {events}: retention.ms is 1000" in second.stdout
+    assert "drifted from the contract; rerun with --fix" in second.stderr

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from ops.topics import Drift, EnsureReport, find_drift
+from schemas.topics import TopicSpec
+
+SPEC = TopicSpec("audit.events", 6, {"cleanup.policy": "delete", "retention.ms": "604800000"})
+
+
+def test_matching_topic_has_no_drift() -> None:
+    configs = {"audit.events": {"cleanup.policy": "delete", "retention.ms": "604800000",
+                                "segment.ms": "1"}}
+    assert find_drift([SPEC], {"audit.events": 6}, configs) == []
+
+
+def test_more_partitions_than_asked_is_not_drift() -> None:
+    configs = {"audit.events": dict(SPEC.config)}
+    assert find_drift([SPEC], {"audit.events": 12}, configs) == []
+
+
+def test_each_difference_is_reported() -> None:
+    configs = {"audit.events": {"cleanup.policy": "compact"}}
+    drifts = find_drift([SPEC], {"audit.events": 3}, configs)
+    assert drifts == [
+        Drift("audit.events", "partitions", "6", "3"),
+        Drift("audit.events", "cleanup.policy", "delete", "compact"),
+        Drift("audit.events", "retention.ms", "604800000", "(unset)"),
+    ]
+    assert str(drifts[1]) == (
+        "audit.events: cleanup.policy is compact, the contract wants delete")
+
+
+def test_report_lines() -> None:
+    drift = Drift("t", "retention.ms", "1", "2")
+    report = EnsureReport(created=["a"], unchanged=["b"], drifted=[drift])
+    assert report.lines() == ["created   a", "ok        b",
+                              "DRIFTED   t: retention.ms is 2, the contract wants 1"]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from schemas.topics import (
+    DAY_MS,
+    RETRY_TIERS,
+    TopicNames,
+    destination_topic_spec,
+    static_topic_specs,
+)
+
+
+def test_names_follow_the_prefix() -> None:
+    names = TopicNames("acme.")
+    assert names.events == "acme.events"
+    assert names.destinations == "acme.destinations"
+    assert names.dlq == "acme.dlq"
+    assert names.delivery_status == "acme.delivery-status"
+    assert names.delivery_attempts == "acme.delivery-attempts"
+    assert names.destination("dst_1") == "acme.dest.dst_1"
+    assert names.retry("5m") == "acme.retry.5m"
+
+
+def test_unknown_retry_tier_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown retry tier '7m'"):
+        TopicNames().retry("7m")
+
+
+def test_static_specs_carry_the_contract_cleanup_policies() -> None:
+    specs = {s.name: s for s in static_topic_specs(TopicNames(), partitions=6)}
+    expected = {"audit.events", "audit.destinations", "audit.dlq", "audit.delivery-status",
+                "audit.delivery-attempts"} | {f"audit.retry.{t}" for t in RETRY_TIERS}
+    assert set(specs) == expected
+    assert specs["audit.destinations"].config == {"cleanup.policy": "compact"}
+    assert specs["audit.delivery-status"].config == {"cleanup.policy": "compact"}
+    assert specs["audit.events"].config["retention.ms"] == str(7 * DAY_MS)
+    assert specs["audit.dlq"].config["retention.ms"] == str(30 * DAY_MS)
+    assert all(specs[f"audit.retry.{t}"].config["cleanup.policy"] == "delete"
+               for t in RETRY_TIERS)
+    assert specs["audit.events"].partitions == 6
+    assert specs["audit.destinations"].partitions == 1
+
+
+def test_destination_topic_keeps_order_in_one_partition() -> None:
+    spec = destination_topic_spec(TopicNames(), "dst_abc")
+    assert spec.name == "audit.dest.dst_abc"
+    assert spec.partitions == 1
+    assert spec.config["cleanup.policy"] == "delete"
