@@ -1,0 +1,67 @@
+"""`auditrelay run`: broker, topics and worker in the foreground; Ctrl-C stops all it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ops.kafka_local import LocalKafka, broker_answers
+from schemas.settings import Settings
+
+
+@pytest.mark.slow
+def test_run_starts_everything_and_ctrl_c_stops_everything(kafka_bootstrap: str,
+                                                           tmp_path: Path) -> None:
+    shared = Settings()
+    env = {**os.environ, "AUDITRELAY_VAR_DIR": str(tmp_path), "AUDITRELAY_KAFKA_PORT": "19592",
+           "AUDITRELAY_KAFKA_CONTROLLER_PORT": "19593", "AUDITRELAY_KAFKA_HEAP_MB": "256",
+           "AUDITRELAY_CACHE_DIR": str(shared.cache_dir.resolve()), "AUDITRELAY_TOPIC_PARTITIONS": "1"}
+    env.pop("AUDITRELAY_KAFKA_BOOTSTRAP", None)
+    broker = LocalKafka.from_settings(Settings(var_dir=tmp_path, kafka_port=19592,
+                                               kafka_controller_port=19593,
+                                               cache_dir=shared.cache_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "ops", "run"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def _read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Worker ready" in line:
+                ready.set()
+
+    reader = threading.Thread(target=_read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(timeout=90), "".join(lines[-30:])
+        assert broker.status().running
+        assert any("topic created   audit.events" in line for line in lines)
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        reader.join(timeout=10)
+        output = "".join(lines)
+        assert "[run] stopping" in output
+        assert "[run] broker stopped" in output
+        assert not broker.status().running
+        deadline = time.monotonic() + 10
+        while broker_answers(broker.bootstrap, timeout=0.5) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not broker_answers(broker.bootstrap, timeout=0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        broker.down()
