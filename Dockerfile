@@ -8,6 +8,7 @@ COPY agents ./agents
 COPY schemas ./schemas
 COPY producer ./producer
 COPY ops ./ops
+COPY api ./api
 RUN pip install ".[postgres]" \
     && useradd --system --uid 10001 --home /var/lib/auditrelay auditrelay \
     && mkdir -p /var/lib/auditrelay && chown auditrelay /var/lib/auditrelay

@@ -118,17 +118,19 @@ def run(settings: Settings, demo: bool) -> None:
     runner.run_all(settings, demo=demo)
 
 
-# Later commands register here (emit, bench, workspaces, destinations, dlq, ...).
-def _register_optional_commands() -> None:
+# The commands that live in modules of their own (emit, bench, api, workspaces, ...).
+def _register_commands() -> None:
     from ops import commands
 
     for command in commands.all_commands():
         cli.add_command(command)
 
 
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point: library errors become one clear line and exit 1."""
-    _register_optional_commands()
     try:
         cli(standalone_mode=True)
     except AuditRelayError as exc:

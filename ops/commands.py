@@ -10,5 +10,9 @@ import click
 
 
 def all_commands() -> list[click.Command]:
-    commands: list[click.Command] = []
+    from ops.api_cmd import api, destinations, postgres, workspaces
+    from ops.bench import bench
+    from ops.emit_cmd import emit
+
+    commands: list[click.Command] = [emit, bench, api, workspaces, destinations, postgres]
     return commands

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.system import apt_install, run_checked
 from schemas.errors import BrokerUnavailableError, ProvisioningError
 from schemas.settings import Settings
 
@@ -178,7 +179,7 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         progress(f"formatting KRaft storage in {self.data_dir}")
-        _run([*self._java(), _STORAGE_TOOL, "format", "-t", cluster_id,
+        run_checked([*self._java(), _STORAGE_TOOL, "format", "-t", cluster_id,
               "-c", str(self.config_path)], "format Kafka storage")
 
     def _java(self) -> list[str]:
@@ -277,16 +278,8 @@ def ensure_toolchain(progress: Progress = _quiet) -> None:
         packages.append("maven")
     if not packages:
         return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise ProvisioningError(
-            f"missing {', '.join(packages)}: install them (Debian: apt-get install "
-            f"{' '.join(packages)}) or run as root so `kafka up` can"
-        )
     progress(f"installing {', '.join(packages)} from Debian")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _run(["apt-get", "update", "-q"], "apt-get update", env=env)
-    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-         "apt-get install", env=env)
+    apt_install(packages)
 
 
 def _pom(version: str) -> str:
@@ -320,12 +313,12 @@ def fetch_jars(cache: Path, version: str, progress: Progress = _quiet) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     (cache / "pom.xml").write_text(_pom(version))
     mvn = ["mvn", "-B", "-q", "-f", str(cache / "pom.xml")]
-    _run([*mvn, "dependency:copy-dependencies", "-DincludeScope=runtime",
+    run_checked([*mvn, "dependency:copy-dependencies", "-DincludeScope=runtime",
           f"-DoutputDirectory={staging}"], f"fetch kafka_2.13:{version}")
     # The kafka_2.13 POM brings slf4j-api and log4j-core but no binding between
     # them, so the broker would log nothing: add the bridge of log4j-core's version.
     log4j = _log4j_version(staging)
-    _run([*mvn, "dependency:copy",
+    run_checked([*mvn, "dependency:copy",
           f"-Dartifact=org.apache.logging.log4j:log4j-slf4j-impl:{log4j}",
           f"-DoutputDirectory={staging}"], "fetch log4j-slf4j-impl")
     shutil.rmtree(lib, ignore_errors=True)
@@ -370,16 +363,6 @@ def wait_for_broker(bootstrap: str, timeout: float,
 
 
 # -- process helpers --------------------------------------------------------------------------
-
-
-def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    except FileNotFoundError as exc:
-        raise ProvisioningError(f"cannot {what}: {argv[0]} is not installed") from exc
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-        raise ProvisioningError(f"cannot {what} (exit {proc.returncode}):\n{tail}")
 
 
 def _alive(pid: int) -> bool:

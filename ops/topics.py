@@ -17,14 +17,16 @@ from confluent_kafka.admin import (
     ConfigEntry,
     ConfigResource,
     NewPartitions,
-    NewTopic,
 )
 
+from agents.kafka_admin import admin_client, create_topics, describe_configs
 from schemas.errors import BrokerUnavailableError, TopicError
 from schemas.settings import Settings
 from schemas.topics import TopicSpec, static_topic_specs
 
 _TIMEOUT = 30.0
+
+__all__ = ["EnsureReport", "admin_client", "ensure", "ensure_topics", "find_drift"]
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,6 @@ class EnsureReport:
         return out
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-
-
 def ensure_topics(settings: Settings, *, fix: bool = False) -> EnsureReport:
     specs = static_topic_specs(settings.topics, settings.topic_partitions)
     return ensure(admin_client(settings.kafka_bootstrap), specs, fix=fix)
@@ -67,7 +65,7 @@ def ensure(admin: AdminClient, specs: Sequence[TopicSpec], *, fix: bool = False)
     report = EnsureReport()
     existing = _existing_partitions(admin)
     missing = [s for s in specs if s.name not in existing]
-    report.created = _create(admin, missing)
+    report.created = create_topics(admin, missing)
     present = [s for s in specs if s.name in existing]
     drifts = find_drift(present, existing, describe_configs(admin, [s.name for s in present]))
     report.drifted = drifts
@@ -93,57 +91,12 @@ def find_drift(specs: Iterable[TopicSpec], partitions: dict[str, int],
     return drifts
 
 
-def describe_configs(admin: AdminClient, names: Sequence[str]) -> dict[str, dict[str, str]]:
-    if not names:
-        return {}
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
-    try:
-        futures = admin.describe_configs(resources, request_timeout=_TIMEOUT)
-        return {res.name: {k: str(v.value) for k, v in fut.result().items()}
-                for res, fut in futures.items()}
-    except KafkaException as exc:
-        raise TopicError(f"cannot read topic configs: {exc}") from exc
-
-
 def _existing_partitions(admin: AdminClient) -> dict[str, int]:
     try:
         meta = admin.list_topics(timeout=_TIMEOUT)
     except KafkaException as exc:
         raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
     return {name: len(t.partitions) for name, t in meta.topics.items()}
-
-
-def create_topics(admin: AdminClient, specs: Sequence[TopicSpec]) -> list[str]:
-    """Create topics, treating 'already exists' as success; returns those created now."""
-    return _create(admin, specs)
-
-
-def _create(admin: AdminClient, specs: Sequence[TopicSpec]) -> list[str]:
-    if not specs:
-        return []
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1,
-                    config=dict(s.config)) for s in specs]
-    created = []
-    for name, future in admin.create_topics(new, request_timeout=_TIMEOUT).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise TopicError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
-    return created
-
-
-def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
-    """Delete topics, treating 'unknown topic' as success."""
-    if not names:
-        return
-    for name, future in admin.delete_topics(list(names), request_timeout=_TIMEOUT).items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
-                raise TopicError(f"cannot delete topic {name}: {exc.args[0].str()}") from exc
 
 
 def _fix(admin: AdminClient, specs: Sequence[TopicSpec], partitions: dict[str, int]) -> None:

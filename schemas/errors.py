@@ -14,7 +14,12 @@ translated into these at the boundary that calls the library, always with
     │   └── ProduceError             a record was not confirmed by the broker
     │       └── QueueFullError          the local queue stayed full past its bound
     ├── ProvisioningError         the local toolchain or broker could not be set up
-    └── SecretDecryptError        a secret stored encrypted could not be decrypted
+    ├── SecretDecryptError        a secret stored encrypted could not be decrypted
+    ├── AuthenticationError       no valid bearer token (HTTP 401)
+    ├── PermissionDeniedError     a valid token, not allowed here (HTTP 403)
+    ├── NotFoundError             no such object, or not visible to this token (HTTP 404)
+    ├── EntitlementError          the workspace's plan does not include this (HTTP 402)
+    └── ConflictError             the request clashes with the current state (HTTP 409)
 
 Messages never contain secrets: an error names the field or setting, never its
 value when that value may be a token, a key or a signing secret.
@@ -72,3 +77,23 @@ class SecretDecryptError(AuditRelayError):
 
     The message never contains the ciphertext, the plaintext or the key.
     """
+
+
+class AuthenticationError(AuditRelayError):
+    """The request carries no valid bearer token."""
+
+
+class PermissionDeniedError(AuditRelayError):
+    """The token is valid but may not do this."""
+
+
+class NotFoundError(AuditRelayError):
+    """No such object, or none that this token may see (the two look the same)."""
+
+
+class EntitlementError(AuditRelayError):
+    """The workspace's plan does not include the feature asked for."""
+
+
+class ConflictError(AuditRelayError):
+    """The request clashes with the current state of the object."""

@@ -11,12 +11,31 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.topics import TopicNames
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Plan(BaseModel):
+    """What a plan entitles a workspace to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    forwarding: bool = Field(description="may stream events to destinations")
+    retention_days: int = Field(ge=1, le=3650, description="days archived events are kept")
+    #: Enterprise workspaces may be given a longer retention of their own.
+    extended_retention: bool = False
+
+
+DEFAULT_PLANS: dict[str, Plan] = {
+    "free": Plan(forwarding=False, retention_days=7),
+    "team": Plan(forwarding=False, retention_days=30),
+    "business": Plan(forwarding=False, retention_days=90),
+    "enterprise": Plan(forwarding=True, retention_days=365, extended_retention=True),
+}
 
 #: The newest Kafka that faust-streaming, aiokafka and the suite work with; docs/kafka.md.
 DEFAULT_KAFKA_VERSION = "4.4.0"
@@ -48,6 +67,16 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="runtime state: broker data, db, keys")
     cache_dir: Path = Field(default=Path(".cache"), description="downloaded Kafka jars")
     log_level: str = Field(default="INFO", description="log level of worker and API")
+
+    # Plans and entitlements: JSON such as {"enterprise": {"forwarding": true,
+    # "retention_days": 365, "extended_retention": true}}.
+    plans: dict[str, Plan] = Field(
+        default_factory=lambda: dict(DEFAULT_PLANS),
+        description="plans and their entitlements (JSON object)",
+    )
+
+    # Local PostgreSQL (``auditrelay postgres up``), for tests and development.
+    postgres_port: int = Field(default=5433, ge=1, le=65535, description="local PostgreSQL port")
 
     # Local broker (``auditrelay kafka up``).
     kafka_version: str = Field(default=DEFAULT_KAFKA_VERSION, description="Apache Kafka version")
@@ -81,6 +110,9 @@ class Settings(BaseSettings):
     event_type_prefix: str = Field(default="pro.atmos", description="prefix of event types")
     source_base_url: str = Field(
         default="https://app.atmos.pro", description="base of the CloudEvents source"
+    )
+    allow_unknown_event_types: bool = Field(
+        default=False, description="accept event types outside the catalogue (docs/events.md)"
     )
 
     @field_validator("allow_private_cidrs", mode="before")

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from agents.kafka_admin import admin_client, create_topics, delete_topics
 from ops import kafka_local
-from ops.topics import admin_client, create_topics, delete_topics
 from schemas.settings import Settings
 from schemas.topics import TopicSpec
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.kafka_admin import admin_client, create_topics
 from ops.kafka_local import LocalKafka, broker_answers
-from ops.topics import admin_client, create_topics
 from schemas.settings import Settings
 from schemas.topics import TopicSpec
 

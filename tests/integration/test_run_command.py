@@ -22,7 +22,8 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(kafka_bootstrap: str,
     shared = Settings()
     env = {**os.environ, "AUDITRELAY_VAR_DIR": str(tmp_path), "AUDITRELAY_KAFKA_PORT": "19592",
            "AUDITRELAY_KAFKA_CONTROLLER_PORT": "19593", "AUDITRELAY_KAFKA_HEAP_MB": "256",
-           "AUDITRELAY_CACHE_DIR": str(shared.cache_dir.resolve()), "AUDITRELAY_TOPIC_PARTITIONS": "1"}
+           "AUDITRELAY_CACHE_DIR": str(shared.cache_dir.resolve()),
+           "AUDITRELAY_TOPIC_PARTITIONS": "1"}
     env.pop("AUDITRELAY_KAFKA_BOOTSTRAP", None)
     broker = LocalKafka.from_settings(Settings(var_dir=tmp_path, kafka_port=19592,
                                                kafka_controller_port=19593,

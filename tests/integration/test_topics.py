@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from ops.topics import delete_topics, describe_configs, ensure_topics
+from agents.kafka_admin import delete_topics, describe_configs
+from ops.topics import ensure_topics
 from schemas.settings import Settings
 from schemas.topics import DAY_MS, RETRY_TIERS, static_topic_specs
 

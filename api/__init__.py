@@ -1,0 +1,1 @@
+"""The management API (FastAPI): workspaces, destinations, test deliveries."""

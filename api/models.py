@@ -1,0 +1,115 @@
+"""Request and response bodies of the management API (contract section 5)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Globs over event types: lower snake-case segments separated by dots, ``*`` anywhere.
+EVENT_TYPE_GLOB = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
+MASK = "********"
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Url = Annotated[str, Field(min_length=1, max_length=2048)]
+Description = Annotated[str, Field(max_length=1000)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_globs(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if len(value) > 50:
+        raise ValueError("at most 50 event type globs")
+    for glob in value:
+        if not EVENT_TYPE_GLOB.fullmatch(glob):
+            raise ValueError(f"{glob!r} is not an event-type glob such as pro.atmos.billing.*")
+    return value
+
+
+class WorkspaceIn(_Body):
+    name: Name
+    plan: str = Field(min_length=1, max_length=50)
+
+
+class WorkspaceCreated(BaseModel):
+    id: str
+    name: str
+    plan: str
+    #: Shown once; only its hash is stored.
+    token: str
+
+
+class DestinationIn(_Body):
+    name: Name
+    url: Url
+    description: Description | None = None
+    enabled: bool = True
+    event_types: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    _globs = field_validator("event_types")(_check_globs)
+
+
+class DestinationPatch(_Body):
+    name: Name | None = None
+    url: Url | None = None
+    description: Description | None = None
+    enabled: bool | None = None
+    event_types: list[str] | None = None
+    headers: dict[str, str] | None = None
+
+    _globs = field_validator("event_types")(_check_globs)
+
+
+class DestinationOut(BaseModel):
+    id: str
+    workspace_id: str
+    name: str
+    url: str
+    description: str | None
+    enabled: bool
+    event_types: list[str]
+    #: Header names with masked values: values often carry tokens.
+    headers: dict[str, str]
+    status: Literal["active", "disabled"]
+    disabled_reason: str | None
+    last_delivery_at: datetime | None = None
+    last_delivery_ok: bool | None = None
+    last_error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DestinationCreated(DestinationOut):
+    #: The signing secret, shown this once.
+    secret: str
+
+
+class DestinationList(BaseModel):
+    items: list[DestinationOut]
+
+
+class SecretOut(BaseModel):
+    secret: str
+
+
+class TestResult(BaseModel):
+    delivered: bool
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,288 @@
+"""What the management API does, apart from HTTP: workspaces and destinations.
+
+Every change writes its row and its outbox entries (topic, config record,
+self-audit event) in one transaction. Validation happens before anything is
+written: a refused request leaves no trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from ulid import ULID
+
+from agents.headers import validate_custom_headers
+from agents.http_client import DeliveryClient, DeliveryResult
+from agents.secrets import SecretBox, load_or_create_dev_key
+from agents.signing import delivery_headers, generate_secret, new_batch_id, sign
+from agents.ssrf import Resolver, validate_destination_url
+from api import outbox
+from api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
+from api.tokens import hash_token, new_token
+from schemas.builder import EncodedEvent, EventBuilder
+from schemas.db import Destination, Workspace, utcnow
+from schemas.destinations import DestinationConfig
+from schemas.errors import EntitlementError, InvalidInputError, NotFoundError
+from schemas.ids import new_workspace_id
+from schemas.settings import Settings
+from schemas.topics import destination_topic_spec
+
+log = logging.getLogger(__name__)
+
+ROTATION_OVERLAP = timedelta(hours=24)
+VERSION = version("auditrelay")
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    """The encryption key of secrets at rest: the setting, or a development key."""
+    if settings.secret_key is not None:
+        return SecretBox(settings.secret_key.get_secret_value())
+    key, created = load_or_create_dev_key(settings.var_dir)
+    log.warning("AUDITRELAY_SECRET_KEY is not set: using the development key in %s%s; "
+                "set the variable in production", settings.var_dir,
+                " (just generated)" if created else "")
+    return SecretBox(key)
+
+
+def new_destination_id() -> str:
+    return f"dst_{str(ULID()).lower()}"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change, as the self-audit events name them."""
+
+    type: str
+    id: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "id": self.id}
+
+
+ADMIN_ACTOR = Actor("system", "admin")
+
+
+def workspace_actor(workspace_id: str) -> Actor:
+    return Actor("api_key", f"token:{workspace_id}")
+
+
+class Service:
+    """The API's operations, bound to one process's settings, keys and clients."""
+
+    def __init__(self, settings: Settings, box: SecretBox, *, resolver: Resolver,
+                 client: DeliveryClient | None = None) -> None:
+        self.settings = settings
+        self.box = box
+        self.resolver = resolver
+        self.client = client
+        self.builder = EventBuilder(type_prefix=settings.event_type_prefix,
+                                    source_base_url=settings.source_base_url)
+
+    # -- workspaces ------------------------------------------------------------------------
+
+    def create_workspace(self, session: Session, name: str, plan: str) -> tuple[Workspace, str]:
+        if plan not in self.settings.plans:
+            known = ", ".join(sorted(self.settings.plans))
+            raise InvalidInputError(f"plan: unknown plan {plan!r}; known plans: {known}",
+                                    field="plan")
+        token = new_token()
+        workspace = Workspace(id=new_workspace_id(), name=name, plan=plan,
+                              token_hash=hash_token(token), created_at=utcnow())
+        session.add(workspace)
+        self._audit(session, workspace.id, "workspace", "created", ADMIN_ACTOR,
+                    {"type": "workspace", "id": workspace.id}, {"plan": plan})
+        return workspace, token
+
+    @staticmethod
+    def workspace_for_token(session: Session, token: str) -> Workspace | None:
+        return session.scalar(select(Workspace).where(Workspace.token_hash == hash_token(token)))
+
+    def require_forwarding(self, workspace: Workspace) -> None:
+        plan = self.settings.plans.get(workspace.plan)
+        if plan is None or not plan.forwarding:
+            with_forwarding = sorted(n for n, p in self.settings.plans.items() if p.forwarding)
+            raise EntitlementError(
+                f"the {workspace.plan} plan does not include event forwarding to destinations; "
+                f"upgrade to a plan that does ({', '.join(with_forwarding) or 'none configured'})")
+
+    # -- destinations ----------------------------------------------------------------------
+
+    def list_destinations(self, session: Session, workspace: Workspace) -> list[Destination]:
+        query = (select(Destination).where(Destination.workspace_id == workspace.id)
+                 .order_by(Destination.created_at, Destination.id))
+        return list(session.scalars(query))
+
+    @staticmethod
+    def get_destination(session: Session, workspace: Workspace, dest_id: str) -> Destination:
+        dest = session.get(Destination, dest_id)
+        if dest is None or dest.workspace_id != workspace.id:
+            raise NotFoundError(f"no destination {dest_id} in workspace {workspace.id}")
+        return dest
+
+    def create_destination(self, session: Session, workspace: Workspace, body: DestinationIn,
+                           actor: Actor) -> tuple[Destination, str]:
+        url = self._validated_url(body.url)
+        headers = validate_custom_headers(body.headers)
+        secret = generate_secret()
+        now = utcnow()
+        dest = Destination(
+            id=new_destination_id(), workspace_id=workspace.id, name=body.name, url=url,
+            description=body.description, enabled=body.enabled,
+            disabled_reason=None if body.enabled else "manual",
+            event_types=list(body.event_types), headers_encrypted=self._seal_headers(headers),
+            secret_encrypted=self.box.encrypt(secret), version=1, created_at=now, updated_at=now)
+        session.add(dest)
+        session.flush()
+        outbox.enqueue_topic(session, outbox.CREATE_TOPIC, self._topic_spec(dest))
+        self.publish_config(session, workspace, dest)
+        self._audit_destination(session, dest, "created", actor)
+        return dest, secret
+
+    def update_destination(self, session: Session, workspace: Workspace, dest_id: str,
+                           patch: DestinationPatch, actor: Actor) -> Destination:
+        dest = self.get_destination(session, workspace, dest_id)
+        given = patch.model_fields_set
+        if "name" in given and patch.name is not None:
+            dest.name = patch.name
+        if "url" in given and patch.url is not None:
+            dest.url = self._validated_url(patch.url)
+        if "description" in given:
+            dest.description = patch.description
+        if "event_types" in given and patch.event_types is not None:
+            dest.event_types = list(patch.event_types)
+        if "headers" in given and patch.headers is not None:
+            dest.headers_encrypted = self._seal_headers(validate_custom_headers(patch.headers))
+        toggled = "enabled" in given and patch.enabled is not None and patch.enabled != dest.enabled
+        if toggled and patch.enabled is not None:
+            dest.enabled = patch.enabled
+            dest.disabled_reason = None if patch.enabled else "manual"
+        self._touch(dest)
+        self.publish_config(session, workspace, dest)
+        self._audit_destination(session, dest, "updated", actor)
+        if toggled:
+            self._audit_destination(session, dest, "enabled" if dest.enabled else "disabled",
+                                    actor)
+        return dest
+
+    def delete_destination(self, session: Session, workspace: Workspace, dest_id: str,
+                           actor: Actor) -> None:
+        dest = self.get_destination(session, workspace, dest_id)
+        names = self.settings.topics
+        outbox.enqueue_record(session, names.destinations, dest.id.encode(), None)
+        outbox.enqueue_topic(session, outbox.DELETE_TOPIC, self._topic_spec(dest))
+        self._audit_destination(session, dest, "deleted", actor)
+        session.delete(dest)
+
+    def rotate_secret(self, session: Session, workspace: Workspace, dest_id: str,
+                      actor: Actor) -> str:
+        dest = self.get_destination(session, workspace, dest_id)
+        secret = generate_secret()
+        dest.previous_secret_encrypted = dest.secret_encrypted
+        dest.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
+        dest.secret_encrypted = self.box.encrypt(secret)
+        self._touch(dest)
+        self.publish_config(session, workspace, dest)
+        self._audit_destination(session, dest, "secret_rotated", actor)
+        return secret
+
+    def signing_secrets(self, dest: Destination, now: datetime | None = None) -> list[str]:
+        """The current secret, and the previous one while its 24 h overlap lasts."""
+        secrets = [self.box.decrypt(dest.secret_encrypted)]
+        expires = dest.previous_secret_expires_at
+        if dest.previous_secret_encrypted and expires and (now or utcnow()) < expires:
+            secrets.append(self.box.decrypt(dest.previous_secret_encrypted))
+        return secrets
+
+    def custom_headers(self, dest: Destination) -> dict[str, str]:
+        if not dest.headers_encrypted:
+            return {}
+        headers: dict[str, str] = json.loads(self.box.decrypt(dest.headers_encrypted))
+        return headers
+
+    def to_out(self, dest: Destination) -> DestinationOut:
+        return DestinationOut(
+            id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url,
+            description=dest.description, enabled=dest.enabled,
+            event_types=list(dest.event_types),
+            headers=dict.fromkeys(self.custom_headers(dest), MASK),
+            status="active" if dest.enabled else "disabled",
+            disabled_reason=dest.disabled_reason, created_at=dest.created_at,
+            updated_at=dest.updated_at)
+
+    # -- test delivery ---------------------------------------------------------------------
+
+    def prepare_test(self, session: Session, dest: Destination,
+                     actor: Actor) -> tuple[str, bytes, dict[str, str]]:
+        """The signed request of a test delivery; its event is also self-audited."""
+        event = self._event(dest.workspace_id, "webhook", "test_sent", actor,
+                            {"type": "destination", "id": dest.id}, {"destination": dest.name})
+        outbox.enqueue_event(session, self.settings.topics.events, event)
+        body = b"[" + event.value + b"]"
+        msg_id, timestamp = new_batch_id(), int(time.time())
+        signature = sign(self.signing_secrets(dest), msg_id, timestamp, body)
+        headers = {**self.custom_headers(dest),
+                   **delivery_headers(msg_id, timestamp, signature, VERSION)}
+        return dest.url, body, headers
+
+    async def send_test(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
+        if self.client is None:
+            raise RuntimeError("this service has no delivery client")
+        return await self.client.post_batch(url, body, headers)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _validated_url(self, url: str) -> str:
+        return validate_destination_url(url, resolver=self.resolver,
+                                        allow_private_cidrs=self.settings.allow_private_cidrs).url
+
+    def _seal_headers(self, headers: Mapping[str, str]) -> str | None:
+        return self.box.encrypt(json.dumps(dict(headers))) if headers else None
+
+    def _topic_spec(self, dest: Destination) -> Any:
+        return destination_topic_spec(self.settings.topics, dest.id)
+
+    @staticmethod
+    def _touch(dest: Destination) -> None:
+        dest.version += 1
+        dest.updated_at = max(utcnow(), dest.updated_at + timedelta(microseconds=1))
+
+    def publish_config(self, session: Session, workspace: Workspace, dest: Destination) -> None:
+        outbox.enqueue_record(session, self.settings.topics.destinations, dest.id.encode(),
+                              self.config_of(workspace, dest).model_dump_json().encode())
+
+    def config_of(self, workspace: Workspace, dest: Destination) -> DestinationConfig:
+        """The record of ``dest`` on audit.destinations."""
+        plan = self.settings.plans.get(workspace.plan)
+        return DestinationConfig(
+            id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url,
+            enabled=dest.enabled, disabled_reason=dest.disabled_reason,
+            event_types=tuple(dest.event_types), forwarding=bool(plan and plan.forwarding),
+            headers_encrypted=dest.headers_encrypted, secret_encrypted=dest.secret_encrypted,
+            previous_secret_encrypted=dest.previous_secret_encrypted,
+            previous_secret_expires_at=dest.previous_secret_expires_at, version=dest.version,
+            updated_at=dest.updated_at)
+
+    def _audit_destination(self, session: Session, dest: Destination, action: str,
+                           actor: Actor) -> None:
+        self._audit(session, dest.workspace_id, "webhook", action, actor,
+                    {"type": "destination", "id": dest.id},
+                    {"destination": dest.name, "version": dest.version})
+
+    def _audit(self, session: Session, workspace_id: str, category: str, action: str,
+               actor: Actor, target: Mapping[str, str], metadata: Mapping[str, Any]) -> None:
+        event = self._event(workspace_id, category, action, actor, target, metadata)
+        outbox.enqueue_event(session, self.settings.topics.events, event)
+
+    def _event(self, workspace_id: str, category: str, action: str, actor: Actor,
+               target: Mapping[str, str], metadata: Mapping[str, Any]) -> EncodedEvent:
+        return self.builder.build(workspace_id, category, action, actor=actor.as_dict(),
+                                  target=target, metadata=metadata, time=datetime.now(UTC))

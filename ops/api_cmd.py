@@ -1,0 +1,107 @@
+"""CLI commands of the management side: ``api``, ``workspaces``, ``destinations``, ``postgres``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from agents.ssrf import IPAddress
+from schemas.settings import Settings
+
+
+@click.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_obj
+def api(settings: Settings, host: str, port: int) -> None:
+    """Serve the management API (OpenAPI at /docs and /openapi.json)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+@click.group()
+def workspaces() -> None:
+    """Workspaces and their plans."""
+
+
+@workspaces.command("create")
+@click.argument("name")
+@click.option("--plan", required=True, help="A plan name from AUDITRELAY_PLANS.")
+@click.pass_obj
+def workspaces_create(settings: Settings, name: str, plan: str) -> None:
+    """Create a workspace; prints its id and its token (shown this once)."""
+    from api.service import Service, secret_box
+    from api.store import Store, make_engine
+
+    store = Store(make_engine(settings.database_url))
+    service = Service(settings, secret_box(settings), resolver=_no_resolver)
+    with store.transaction() as session:
+        workspace, token = service.create_workspace(session, name, plan)
+    click.echo(f"id     {workspace.id}")
+    click.echo(f"token  {token}")
+    click.echo("(the self-audit event is published by the API's outbox publisher, "
+               "or by `auditrelay destinations resync`)", err=True)
+
+
+@click.group()
+def destinations() -> None:
+    """Destinations as Kafka sees them."""
+
+
+@destinations.command("resync")
+@click.pass_obj
+def destinations_resync(settings: Settings) -> None:
+    """Repair drift between the database and Kafka (configs, tombstones, topics)."""
+    from agents.kafka_admin import admin_client
+    from api.outbox import OutboxPublisher
+    from api.resync import resync
+    from api.service import Service, secret_box
+    from api.store import Store, make_engine
+    from producer.config import ProducerConfig
+
+    store = Store(make_engine(settings.database_url))
+    service = Service(settings, secret_box(settings), resolver=_no_resolver)
+    admin = admin_client(settings.kafka_bootstrap)
+    publisher = OutboxPublisher(store, ProducerConfig.from_settings(
+        settings, client_id="auditrelay-resync").kafka_config(), admin)
+    report = resync(service, store, admin, publisher)
+    for line in report.lines():
+        click.echo(line)
+
+
+@click.group()
+def postgres() -> None:
+    """The local PostgreSQL server (development and tests, 127.0.0.1)."""
+
+
+@postgres.command("up")
+@click.pass_obj
+def postgres_up(settings: Settings) -> None:
+    """Install (Debian) and start PostgreSQL; print its SQLAlchemy URL."""
+    from ops.postgres_local import LocalPostgres
+
+    server = LocalPostgres.from_settings(settings)
+    started = server.up()
+    click.echo(server.url)
+    if not started:
+        click.echo("(already running)", err=True)
+
+
+@postgres.command("down")
+@click.pass_obj
+def postgres_down(settings: Settings) -> None:
+    """Stop the local PostgreSQL server."""
+    from ops.postgres_local import LocalPostgres
+
+    click.echo("stopped" if LocalPostgres.from_settings(settings).down() else "not running")
+
+
+def _no_resolver(host: str, port: int) -> list[IPAddress]:
+    # These commands never validate URLs; a resolver that is called is a bug.
+    raise RuntimeError(f"unexpected DNS lookup of {host}:{port}")

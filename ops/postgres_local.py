@@ -1,0 +1,114 @@
+"""A PostgreSQL server of the project's own, on 127.0.0.1, from Debian's packages.
+
+``LocalPostgres.up()`` installs ``postgresql`` from Debian when missing, creates a
+cluster under ``var/postgres`` (owned by the ``postgres`` system user, because the
+server refuses to run as root), starts it on 127.0.0.1 (port setting, 5433 by
+default so it never collides with Debian's own cluster on 5432) and creates the
+``auditrelay`` database. Authentication is ``trust`` on loopback: this server is
+for development and tests on one machine, never for production.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops.system import apt_install, run_checked
+from schemas.errors import ProvisioningError
+from schemas.settings import Settings
+
+_SYSTEM_USER = "postgres"
+_DATABASE = "auditrelay"
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    port: int
+    home: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalPostgres:
+        return cls(port=settings.postgres_port, home=(settings.var_dir / "postgres").resolve())
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://{_SYSTEM_USER}@127.0.0.1:{self.port}/{_DATABASE}"
+
+    def up(self) -> bool:
+        """Start the server unless it runs; True when this call started it."""
+        bin_dir = ensure_installed()
+        if self.running():
+            return False
+        self._prepare(bin_dir)
+        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path),
+                      "-w", "-t", "60", "-o",
+                      f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1",
+                      "start"], "start PostgreSQL")
+        self._create_database(bin_dir)
+        return True
+
+    def down(self) -> bool:
+        if not self.running():
+            return False
+        bin_dir = ensure_installed()
+        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
+                      "stop"], "stop PostgreSQL")
+        return True
+
+    def running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _prepare(self, bin_dir: Path) -> None:
+        user = pwd.getpwnam(_SYSTEM_USER)
+        for path in (self.home, self.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, user.pw_uid, user.pw_gid)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        _as_postgres([str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", _SYSTEM_USER,
+                      "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"], "initdb")
+
+    def _create_database(self, bin_dir: Path) -> None:
+        psql = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
+                "-U", _SYSTEM_USER, "-d", "postgres", "-tAc"]
+        # _DATABASE is a constant identifier, never input.
+        listed = run_checked([*psql, "SELECT datname FROM pg_database"], "list databases")
+        if _DATABASE not in listed.split():
+            run_checked([*psql, f"CREATE DATABASE {_DATABASE}"], "create the auditrelay database")
+
+
+def ensure_installed() -> Path:
+    """The server binaries' folder, installing Debian's postgresql when missing."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found:
+        apt_install(["postgresql"])
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found:
+        raise ProvisioningError("postgresql installed, but no pg_ctl under /usr/lib/postgresql")
+    return found[-1].parent
+
+
+def _as_postgres(argv: list[str], what: str) -> None:
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", _SYSTEM_USER, "--", *argv]
+    run_checked(argv, what)

@@ -1,0 +1,25 @@
+"""Alembic migrations of ``schemas.db``, run programmatically (no alembic.ini)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine
+
+HERE = Path(__file__).parent
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(HERE))
+    # The engine travels as an attribute, not as a URL option: URLs may hold
+    # passwords and '%' characters that configparser would mangle or log.
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (the newest by default)."""
+    command.upgrade(alembic_config(engine), revision)

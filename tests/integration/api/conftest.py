@@ -1,0 +1,383 @@
+"""Fixtures of the management API suite: real servers, real databases, real broker.
+
+Every API test runs twice, on SQLite (a file under the test's tmp dir) and on
+PostgreSQL (the project's local server, one fresh database per test or module).
+The app is served by uvicorn on 127.0.0.1 in a background thread and called with
+``httpx.Client`` over real HTTP. Names resolve through a ``FakeResolver`` the test
+controls, so nothing outside loopback is ever looked up or connected to.
+
+- ``api``: a fresh app and database per test, publishing its outbox to the real
+  broker under a topic prefix unique to the test (topics deleted afterwards).
+- ``shared_api``: one app per module and database kind, outbox not published;
+  for table-driven tests, each of which works in a workspace of its own.
+- ``make_api``: builds servers with other options (CA-trusting TLS context,
+  allowed private CIDRs, admin token off, ...) inside a test.
+- ``receiver``: an HTTPS receiver on 127.0.0.1 whose trustme certificate is for
+  ``RECEIVER_HOST``, a made-up name the resolver maps to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import trustme
+import uvicorn
+from confluent_kafka.admin import AdminClient
+from fastapi import FastAPI
+from psycopg import sql
+from sqlalchemy import func, select
+
+from agents.kafka_admin import create_topics, delete_topics
+from agents.secrets import generate_key
+from api.app import create_app
+from api.store import Store
+from ops.postgres_local import LocalPostgres
+from schemas.db import Destination, OutboxEntry
+from schemas.settings import Settings
+from schemas.topics import static_topic_specs
+from tests.unit.agents.test_ssrf import FakeResolver
+
+DB_KINDS = ["sqlite", "postgresql"]
+RECEIVER_HOST = "siem.receiver.example"
+#: Names the suite's resolver knows; everything else does not resolve.
+NAMES: dict[str, list[str]] = {
+    "siem.example.com": ["93.184.216.34"],
+    "v6.example.com": ["2606:4700::1111"],
+    "dual.example.com": ["93.184.216.34", "2606:4700::1111"],
+    "xn--bcher-kva.example.com": ["93.184.216.34"],
+    "private.example.com": ["10.0.0.1"],
+    "metadata.example.com": ["169.254.169.254"],
+    "loop.example.com": ["127.0.0.1"],
+    "mixed.example.com": ["93.184.216.34", "192.168.1.10"],
+    "ula.example.com": ["fd00::1"],
+    "mapped.example.com": ["::ffff:10.0.0.1"],
+    "nat64.example.com": ["64:ff9b::a9fe:a9fe"],
+    "cgnat.example.com": ["100.64.0.1"],
+    "linklocal6.example.com": ["fe80::1"],
+    "multicast.example.com": ["239.1.2.3"],
+    "empty.example.com": [],
+    RECEIVER_HOST: ["127.0.0.1"],
+}
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+_DEADLINE = 30.0
+
+
+def make_resolver() -> FakeResolver:
+    return FakeResolver(NAMES)
+
+
+def error_of(response: httpx.Response) -> dict[str, str]:
+    """The ``{"code", "message"}`` of an error response, checking the contract's shape."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    return dict(body["error"])
+
+
+# -- databases ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """The project's local PostgreSQL; stopped at the end only if this session started it."""
+    server = LocalPostgres.from_settings(Settings())
+    started = server.up()
+    try:
+        yield server
+    finally:
+        if started:
+            server.down()
+
+
+@contextmanager
+def fresh_database(kind: str, folder: Path,
+                   postgres: Callable[[], LocalPostgres]) -> Iterator[str]:
+    """The URL of an empty database of ``kind``, dropped (PostgreSQL) afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'api.db'}"
+        return
+    server = postgres()
+    admin = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    name = f"test_api_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+@dataclass
+class ApiServer:
+    """One running app: its base URL, settings, store and an HTTP client."""
+
+    base_url: str
+    settings: Settings
+    app: FastAPI
+    resolver: FakeResolver
+    http: httpx.Client
+    admin_token: str | None
+    responses: list[httpx.Response] = field(default_factory=list)
+
+    @property
+    def store(self) -> Store:
+        store: Store = self.app.state.store
+        return store
+
+    def call(self, method: str, path: str, token: str | None = None,
+             **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        response = self.http.request(method, path, headers=headers, **kwargs)
+        self.responses.append(response)
+        return response
+
+    def create_workspace(self, plan: str = "enterprise", name: str = "Acme") -> tuple[str, str]:
+        """A new workspace's ``(id, token)``."""
+        response = self.call("POST", "/v1/workspaces", self.admin_token,
+                             json={"name": name, "plan": plan})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return body["id"], body["token"]
+
+    def create_destination(self, ws: str, token: str, **body: Any) -> dict[str, Any]:
+        payload = {"name": "SIEM", "url": "https://siem.example.com/ingest", **body}
+        response = self.call("POST", f"/v1/workspaces/{ws}/destinations", token, json=payload)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    def outbox_count(self) -> int:
+        with self.store.transaction() as session:
+            return int(session.scalar(select(func.count()).select_from(OutboxEntry)) or 0)
+
+    def destination_row(self, dest_id: str) -> Destination | None:
+        with self.store.transaction() as session:
+            return session.get(Destination, dest_id)
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on",
+                            ws="none", http="h11", loop="asyncio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + _DEADLINE
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the API server stopped during startup (see the log)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the API server did not start within the deadline")
+        thread.join(0.02)
+    try:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(_DEADLINE)
+        assert not thread.is_alive(), "the API server did not stop"
+
+
+@contextmanager
+def running_api(database_url: str, tmp: Path, *, kafka: tuple[str, str] | None = None,
+                admin_token: str | None = "admin-token-for-tests", **options: Any,
+                ) -> Iterator[ApiServer]:
+    """A served app on ``database_url``; ``kafka=(bootstrap, prefix)`` publishes its outbox."""
+    settings_overrides: dict[str, Any] = options.pop("settings", {})
+    resolver = options.pop("resolver", None) or make_resolver()
+    settings = Settings(
+        database_url=database_url, var_dir=tmp, secret_key=generate_key(),
+        admin_token=admin_token, kafka_bootstrap=kafka[0] if kafka else "127.0.0.1:9092",
+        topic_prefix=kafka[1] if kafka else f"test.unpublished.{uuid.uuid4().hex[:8]}.",
+        **settings_overrides)
+    app = create_app(settings, resolver=resolver, publish=kafka is not None, **options)
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30.0) as client:
+        yield ApiServer(base_url=base_url, settings=settings, app=app, resolver=resolver,
+                        http=client, admin_token=admin_token)
+
+
+@contextmanager
+def kafka_prefix(admin: AdminClient, prefix: str) -> Iterator[None]:
+    """The topics the outbox writes records to exist under ``prefix``; all are deleted after."""
+    names = Settings(topic_prefix=prefix).topics
+    specs = [s for s in static_topic_specs(names, 1) if s.name in (names.events,
+                                                                   names.destinations)]
+    create_topics(admin, specs)
+    try:
+        yield
+    finally:
+        existing = admin.list_topics(timeout=10).topics
+        delete_topics(admin, sorted(t for t in existing if t.startswith(prefix)))
+
+
+MakeApi = Callable[..., ApiServer]
+
+
+@pytest.fixture(params=DB_KINDS)
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(db_kind: str, tmp_path: Path,
+                 request: pytest.FixtureRequest) -> Iterator[str]:
+    with fresh_database(db_kind, tmp_path,
+                        lambda: request.getfixturevalue("postgres_server")) as url:
+        yield url
+
+
+@pytest.fixture
+def make_api(database_url: str, tmp_path: Path, request: pytest.FixtureRequest,
+             unique_name: str) -> Iterator[MakeApi]:
+    """Starts API servers on this test's database; ``publish=True`` uses the real broker.
+
+    Several servers made in one test share the database, each stopped at the end.
+    """
+    with ExitStack() as stack:
+        count = 0
+
+        def make(*, publish: bool = False, **options: Any) -> ApiServer:
+            nonlocal count
+            count += 1
+            kafka = None
+            if publish:
+                bootstrap = request.getfixturevalue("kafka_bootstrap")
+                admin = request.getfixturevalue("kafka_admin")
+                prefix = f"test.{unique_name}.{count}."
+                stack.enter_context(kafka_prefix(admin, prefix))
+                kafka = (bootstrap, prefix)
+            return stack.enter_context(running_api(database_url, tmp_path / f"var{count}",
+                                                   kafka=kafka, **options))
+
+        yield make
+
+
+@pytest.fixture
+def api(make_api: MakeApi) -> ApiServer:
+    """A fresh app and database for this test, publishing to the real broker."""
+    return make_api(publish=True)
+
+
+@pytest.fixture(scope="module", params=DB_KINDS)
+def shared_api(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One unpublished app per module and database kind; tests use workspaces of their own."""
+    tmp = tmp_path_factory.mktemp(f"api-{request.param}")
+    with fresh_database(str(request.param), tmp,
+                        lambda: request.getfixturevalue("postgres_server")) as url, \
+            running_api(url, tmp / "var") as server:
+        yield server
+
+
+# -- an HTTPS receiver -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A loopback HTTPS server recording every request and answering ``status``."""
+
+    def __init__(self, cert: trustme.LeafCert) -> None:
+        self.requests: list[Received] = []
+        self.status = 200
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                outer.requests.append(Received("POST", self.path, dict(self.headers.items()),
+                                               body))
+                payload = json.dumps({"received": True}).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # quiet: the test inspects self.requests
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="receiver",
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://{RECEIVER_HOST}:{self.port}/ingest"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(_DEADLINE)
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context trusting only the test CA, verifying host names as the default does."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def receiver(ca: trustme.CA) -> Iterator[Receiver]:
+    server = Receiver(ca.issue_cert(RECEIVER_HOST))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def delivering_api(make_api: MakeApi, client_tls: ssl.SSLContext) -> ApiServer:
+    """An app whose test deliveries may reach 127.0.0.1 and trust the test CA."""
+    return make_api(publish=True, ssl_context=client_tls,
+                    settings={"allow_private_cidrs": LOOPBACK})

@@ -1,0 +1,221 @@
+"""Destination changes reach Kafka: config records, topics, self-audit events, resync.
+
+Each test has its own topic prefix, so nothing lands in the real ``audit.`` topics.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from agents.kafka_admin import admin_client, delete_topics
+from agents.ssrf import IPAddress
+from api.app import create_app
+from ops.kafka_local import LocalKafka
+from ops.topics import ensure_topics
+from schemas.codec import parse_event
+from schemas.settings import Settings
+from schemas.topics import static_topic_specs
+from tests.support.servers import serve
+
+ADMIN = "admin-token-for-tests"
+PUBLIC = ipaddress.ip_address("93.184.216.34")
+
+
+def _resolver(host: str, port: int) -> list[IPAddress]:
+    return [PUBLIC]
+
+
+def _settings(tmp_path: Path, bootstrap: str, prefix: str) -> Settings:
+    return Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, topic_partitions=1,
+                    var_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'api.db'}",
+                    admin_token=ADMIN)
+
+
+def _cleanup(admin: AdminClient, settings: Settings) -> None:
+    names = settings.topics
+    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
+    delete_topics(admin, sorted(set(mine) | {s.name for s in static_topic_specs(names, 1)}))
+
+
+class Tail:
+    """Reads a topic from the beginning, collecting (key, value) pairs as they arrive."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.records: list[tuple[str, bytes | None]] = []
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"tail-{topic}",
+                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                   "log_level": 0})
+        self._consumer.subscribe([topic])
+
+    def wait_for(self, predicate: Callable[[list[tuple[str, bytes | None]]], bool],
+                 timeout: float) -> float:
+        """Poll until ``predicate(records)``; returns the seconds it took."""
+        started = time.monotonic()
+        while not predicate(self.records):
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"{self.topic}: condition not met within {timeout} s; "
+                                     f"saw {[(k, v and v[:80]) for k, v in self.records]}")
+            msg = self._consumer.poll(0.1)
+            if msg is not None and msg.error() is None:
+                self.records.append(((msg.key() or b"").decode(), msg.value()))
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _config(records: list[tuple[str, bytes | None]], dest_id: str) -> dict[str, object] | None:
+    values = [v for k, v in records if k == dest_id]
+    if not values:
+        return None
+    return json.loads(values[-1]) if values[-1] is not None else {}
+
+
+@pytest.fixture
+def api_env(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
+            unique_name: str) -> Iterator[tuple[Settings, httpx.Client, str, str]]:
+    settings = _settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.")
+    ensure_topics(settings)
+    try:
+        with serve(create_app(settings, resolver=_resolver)) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            created = client.post("/v1/workspaces", json={"name": "acme", "plan": "enterprise"},
+                                  headers={"Authorization": f"Bearer {ADMIN}"})
+            assert created.status_code == 201, created.text
+            body = created.json()
+            client.headers["Authorization"] = f"Bearer {body['token']}"
+            yield settings, client, body["id"], base
+    finally:
+        _cleanup(kafka_admin, settings)
+
+
+def test_create_patch_delete_each_reach_kafka_within_5_s(
+        api_env: tuple[Settings, httpx.Client, str, str], kafka_admin: AdminClient) -> None:
+    settings, client, ws, _ = api_env
+    names = settings.topics
+    configs = Tail(settings.kafka_bootstrap, names.destinations)
+    events = Tail(settings.kafka_bootstrap, names.events)
+    try:
+        created = client.post(f"/v1/workspaces/{ws}/destinations",
+                              json={"name": "splunk", "url": "https://siem.example.com/in"})
+        assert created.status_code == 201, created.text
+        dest = created.json()["id"]
+        assert configs.wait_for(lambda r: _config(r, dest) is not None, 5) < 5
+        first = _config(configs.records, dest)
+        assert first is not None
+        assert first["enabled"] is True
+        assert first["version"] == 1
+        assert str(first["secret_encrypted"]).startswith("v1:")
+        assert created.json()["secret"] not in json.dumps(first)
+        topics = kafka_admin.list_topics(timeout=10).topics
+        assert names.destination(dest) in topics
+
+        patched = client.patch(f"/v1/workspaces/{ws}/destinations/{dest}",
+                               json={"enabled": False})
+        assert patched.status_code == 200, patched.text
+        configs.wait_for(lambda r: (_config(r, dest) or {}).get("version") == 2, 5)
+        assert (_config(configs.records, dest) or {})["enabled"] is False
+
+        assert client.delete(f"/v1/workspaces/{ws}/destinations/{dest}").status_code == 204
+        configs.wait_for(lambda r: _config(r, dest) == {}, 5)  # a tombstone
+
+        wanted = {"pro.atmos.webhook.created", "pro.atmos.webhook.updated",
+                  "pro.atmos.webhook.disabled", "pro.atmos.webhook.deleted"}
+
+        def audited(records: list[tuple[str, bytes | None]]) -> bool:
+            return wanted <= {parse_event(v).type for _, v in records if v is not None}
+
+        events.wait_for(audited, 10)
+        assert all(k == ws for k, _ in events.records)
+        deadline = time.monotonic() + 10
+        while names.destination(dest) in kafka_admin.list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, "the destination topic was not deleted"
+            time.sleep(0.2)
+    finally:
+        configs.close()
+        events.close()
+
+
+def test_resync_repairs_drift(api_env: tuple[Settings, httpx.Client, str, str],
+                              kafka_admin: AdminClient) -> None:
+    from click.testing import CliRunner
+
+    from ops.cli import cli
+
+    settings, client, ws, _ = api_env
+    names = settings.topics
+    created = client.post(f"/v1/workspaces/{ws}/destinations",
+                          json={"name": "dd", "url": "https://dd.example.com/in"})
+    dest = created.json()["id"]
+    configs = Tail(settings.kafka_bootstrap, names.destinations)
+    try:
+        configs.wait_for(lambda r: _config(r, dest) is not None, 5)
+        # Drift: the destination's topic vanished, and a record for a destination
+        # the database does not know sits in the compacted topic.
+        delete_topics(kafka_admin, [names.destination(dest)])
+        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+        producer.produce(names.destinations, key=b"dst_ghost", value=b'{"id": "dst_ghost"}')
+        assert producer.flush(10) == 0
+
+        env = {f"AUDITRELAY_{k.upper()}": str(v) for k, v in {
+            "kafka_bootstrap": settings.kafka_bootstrap, "topic_prefix": settings.topic_prefix,
+            "var_dir": settings.var_dir, "database_url": settings.database_url}.items()}
+        result = CliRunner().invoke(cli, ["destinations", "resync"], env=env,
+                                    obj=None, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert "tombstoned  dst_ghost" in result.output
+        assert f"created     {names.destination(dest)}" in result.output
+
+        configs.wait_for(lambda r: _config(r, "dst_ghost") == {}, 10)
+        assert names.destination(dest) in admin_client(
+            settings.kafka_bootstrap).list_topics(timeout=10).topics
+        again = CliRunner().invoke(cli, ["destinations", "resync"], env=env,
+                                   catch_exceptions=False)
+        assert again.output.strip().endswith("in sync"), again.output
+    finally:
+        configs.close()
+
+
+@pytest.mark.slow
+def test_a_change_accepted_while_kafka_is_down_is_published_when_it_returns(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    shared = LocalKafka.from_settings(Settings())
+    broker = LocalKafka(version=shared.version, port=19692, controller_port=19693, heap_mb=256,
+                        home=tmp_path / "kafka", cache=shared.cache, start_timeout=90.0)
+    try:
+        broker.up()
+        settings = _settings(tmp_path, broker.bootstrap, "audit.")
+        ensure_topics(settings)
+        with serve(create_app(settings, resolver=_resolver)) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            ws = client.post("/v1/workspaces", json={"name": "acme", "plan": "enterprise"},
+                             headers={"Authorization": f"Bearer {ADMIN}"}).json()
+            client.headers["Authorization"] = f"Bearer {ws['token']}"
+            broker.down()
+            created = client.post(f"/v1/workspaces/{ws['id']}/destinations",
+                                  json={"name": "while-down", "url": "https://x.example.com/"})
+            assert created.status_code == 201, created.text
+            dest = created.json()["id"]
+            broker.up()
+            configs = Tail(broker.bootstrap, settings.topics.destinations)
+            try:
+                configs.wait_for(lambda r: _config(r, dest) is not None, 60)
+            finally:
+                configs.close()
+            deadline = time.monotonic() + 30
+            admin = admin_client(broker.bootstrap)
+            while settings.topics.destination(dest) not in admin.list_topics(timeout=10).topics:
+                assert time.monotonic() < deadline, "the destination topic was never created"
+                time.sleep(0.2)
+    finally:
+        broker.down()
