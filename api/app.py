@@ -22,7 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agents.http_client import DeliveryClient, DeliveryConfig
 from agents.kafka_admin import admin_client
+from agents.outbox import OutboxPublisher
 from agents.ssrf import Resolver, system_resolver
+from agents.store import Store, make_engine
 from api.models import (
     DestinationCreated,
     DestinationIn,
@@ -35,9 +37,7 @@ from api.models import (
     WorkspaceCreated,
     WorkspaceIn,
 )
-from api.outbox import OutboxPublisher
 from api.service import ADMIN_ACTOR, VERSION, Actor, Service, secret_box, workspace_actor
-from api.store import Store, make_engine
 from api.tokens import same_secret
 from producer.config import ProducerConfig
 from schemas.db import Workspace

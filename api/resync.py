@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import select
 
+from agents import outbox
 from agents.kafka_admin import read_compacted
-from api import outbox
+from agents.store import Store
 from api.service import Service
-from api.store import Store
 from schemas.db import Destination, Workspace
 from schemas.destinations import DestinationConfig
 from schemas.errors import BrokerUnavailableError
@@ -72,8 +72,14 @@ def resync(service: Service, store: Store, admin: AdminClient,
             outbox.enqueue_topic(session, outbox.DELETE_TOPIC,
                                  destination_topic_spec(names, orphan))
             report.topics_deleted.append(topic)
-    while publisher.publish_pending():
-        pass
+    # The repairs are committed to the outbox; publish them now unless another
+    # process (a running API or worker) holds the lease and will do it.
+    if publisher.acquire():
+        try:
+            while publisher.publish_pending():
+                pass
+        finally:
+            publisher.release()
     return report
 
 

@@ -20,12 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from ulid import ULID
 
+from agents import outbox
 from agents.headers import validate_custom_headers
 from agents.http_client import DeliveryClient, DeliveryResult
 from agents.secrets import SecretBox, load_or_create_dev_key
 from agents.signing import delivery_headers, generate_secret, new_batch_id, sign
 from agents.ssrf import Resolver, validate_destination_url
-from api import outbox
 from api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
 from api.tokens import hash_token, new_token
 from schemas.builder import EncodedEvent, EventBuilder

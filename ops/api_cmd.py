@@ -36,8 +36,8 @@ def workspaces() -> None:
 @click.pass_obj
 def workspaces_create(settings: Settings, name: str, plan: str) -> None:
     """Create a workspace; prints its id and its token (shown this once)."""
+    from agents.store import Store, make_engine
     from api.service import Service, secret_box
-    from api.store import Store, make_engine
 
     store = Store(make_engine(settings.database_url))
     service = Service(settings, secret_box(settings), resolver=_no_resolver)
@@ -59,10 +59,10 @@ def destinations() -> None:
 def destinations_resync(settings: Settings) -> None:
     """Repair drift between the database and Kafka (configs, tombstones, topics)."""
     from agents.kafka_admin import admin_client
-    from api.outbox import OutboxPublisher
+    from agents.outbox import OutboxPublisher
+    from agents.store import Store, make_engine
     from api.resync import resync
     from api.service import Service, secret_box
-    from api.store import Store, make_engine
     from producer.config import ProducerConfig
 
     store = Store(make_engine(settings.database_url))

@@ -118,3 +118,17 @@ class OutboxEntry(Base):
     value: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     headers: Mapped[list[list[str]] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboxLease(Base):
+    """Which process publishes the outbox: one at a time, so entries keep their order.
+
+    A single row (id 1). A publisher takes it over when it is free or expired,
+    with one conditional UPDATE, which is atomic on SQLite and PostgreSQL alike.
+    """
+
+    __tablename__ = "outbox_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column()

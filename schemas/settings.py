@@ -106,6 +106,23 @@ class Settings(BaseSettings):
         description="most bytes of a receiver's response body that are read",
     )
 
+    # Pipeline.
+    batch_max_events: int = Field(default=100, ge=1, le=100,
+                                  description="most events in one delivered batch")
+    retry_schedule_seconds: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=(10, 60, 300, 1800, 7200, 18000, 36000),
+        description="waits before retries 1, 2, ... (comma-separated seconds; the last repeats)",
+    )
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1, description="retry wait jitter, +/-")
+    retry_give_up_seconds: float = Field(
+        default=72 * 3600, gt=0,
+        description="after this long since the first attempt a batch is dead-lettered",
+    )
+    destination_poll_seconds: float = Field(
+        default=5.0, gt=0, le=60,
+        description="how often delivery looks for new destination topics",
+    )
+
     # Event envelope.
     event_type_prefix: str = Field(default="pro.atmos", description="prefix of event types")
     source_base_url: str = Field(
@@ -121,6 +138,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(ipaddress.ip_network(part.strip(), strict=False)
                          for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_schedule_seconds", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("retry_schedule_seconds")
+    @classmethod
+    def _positive_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(v <= 0 for v in value):
+            raise ValueError("needs at least one wait, each above 0 seconds")
         return value
 
     @field_validator("log_level")

@@ -44,7 +44,7 @@ from sqlalchemy import func, select
 from agents.kafka_admin import create_topics, delete_topics
 from agents.secrets import generate_key
 from api.app import create_app
-from api.store import Store
+from agents.store import Store
 from ops.postgres_local import LocalPostgres
 from schemas.db import Destination, OutboxEntry
 from schemas.settings import Settings

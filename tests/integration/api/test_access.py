@@ -37,7 +37,7 @@ def all_endpoints(ws: str, dest: str) -> list[tuple[str, str, dict[str, Any] | N
 
 
 @pytest.mark.parametrize("authorization", [
-    None, "", "Bearer", "Bearer ", "Basic YWRtaW46YWRtaW4=", "Bearer art_not-a-real-token",
+    None, "", "Bearer", "Bearer  x y", "Basic YWRtaW46YWRtaW4=", "Bearer art_not-a-real-token",
     "Token admin-token-for-tests", "admin-token-for-tests",
 ])
 def test_missing_or_invalid_tokens_get_401(api: ApiServer, authorization: str | None) -> None:

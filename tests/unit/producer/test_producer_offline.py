@@ -1,4 +1,4 @@
-"""Producer behaviour that needs no broker: configuration, refusals, full queue, undeliverable events.
+"""Producer behaviour without a broker: config, refusals, full queue, undeliverable events.
 
 "Offline" means the bootstrap address is a closed loopback port, so librdkafka
 runs for real and every delivery fails after the (short) delivery timeout.

@@ -6,25 +6,32 @@ causes (topic creation or deletion, the config record or tombstone on
 ``OutboxPublisher`` thread performs them in id order and deletes each entry once
 the broker confirmed it. While Kafka is down entries wait, and are published
 when it returns: a change accepted by the API is never lost.
+
+Every API and worker process runs a publisher; a lease row in the database lets
+exactly one of them publish at a time, which keeps the entries' order.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from agents.kafka_admin import create_topics, delete_topics
-from api.store import Store
+from agents.store import Store
 from schemas.builder import EncodedEvent
-from schemas.db import OutboxEntry
+from schemas.db import OutboxEntry, OutboxLease, utcnow
 from schemas.errors import KafkaError, ProduceError
 from schemas.topics import TopicSpec
 
@@ -33,6 +40,9 @@ log = logging.getLogger(__name__)
 RECORD, CREATE_TOPIC, DELETE_TOPIC = "record", "create_topic", "delete_topic"
 _BATCH = 200
 _FLUSH_TIMEOUT = 30.0
+#: Longer than the slowest batch (a flush timing out), so a holder never loses
+#: the lease in the middle of one.
+LEASE = timedelta(seconds=60)
 
 
 def enqueue_record(session: Session, topic: str, key: bytes, value: bytes | None,
@@ -77,6 +87,7 @@ class OutboxPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
+        self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def start(self) -> None:
         self._thread.start()
@@ -91,11 +102,32 @@ class OutboxPublisher:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._producer.flush(min(timeout, 5.0))
+        self.release()
+
+    def acquire(self) -> bool:
+        """Take or renew the lease; True while this publisher holds it."""
+        now = utcnow()
+        with self._store.transaction() as session:
+            taken = session.execute(
+                update(OutboxLease)
+                .where(OutboxLease.id == 1,
+                       or_(OutboxLease.holder == self.holder, OutboxLease.expires_at < now))
+                .values(holder=self.holder, expires_at=now + LEASE))
+        return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+    def release(self) -> None:
+        with self._store.transaction() as session:
+            session.execute(update(OutboxLease)
+                            .where(OutboxLease.id == 1, OutboxLease.holder == self.holder)
+                            .values(expires_at=utcnow()))
 
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             try:
+                if not self.acquire():
+                    self._stop.wait(self._idle_wait)
+                    continue
                 published = self.publish_pending()
                 backoff = 0.5
             except KafkaError as exc:
