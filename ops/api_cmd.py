@@ -12,9 +12,10 @@ from schemas.settings import Settings
 
 @click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=None, type=click.IntRange(1, 65535),
+              help="Port to listen on [default: AUDITRELAY_API_PORT, 8080].")
 @click.pass_obj
-def api(settings: Settings, host: str, port: int) -> None:
+def api(settings: Settings, host: str, port: int | None) -> None:
     """Serve the management API (OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -22,7 +23,8 @@ def api(settings: Settings, host: str, port: int) -> None:
 
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    uvicorn.run(create_app(settings), host=host, port=port or settings.api_port,
+                log_level=settings.log_level.lower())
 
 
 @click.group()

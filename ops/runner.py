@@ -1,6 +1,6 @@
 """Foreground processes: ``auditrelay worker`` and the all-in-one ``auditrelay run``.
 
-``run`` supervises child processes (the worker now; the API and the demo later)
+``run`` supervises child processes (the worker and the API; the demo later)
 in the foreground: Ctrl-C or SIGTERM stops them all, and the broker too when
 this run started it.
 """
@@ -89,6 +89,7 @@ def run_all(settings: Settings, *, demo: bool) -> None:
         for line in topics.ensure_topics(settings).lines():
             click.echo(f"[run] topic {line}", err=True)
         supervisor.start("worker", _self_command("worker"))
+        supervisor.start("api", _self_command("api"))
         name = supervisor.wait_any()
         click.echo(f"[run] {name} exited; stopping everything", err=True)
     except KeyboardInterrupt:

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         description="plans and their entitlements (JSON object)",
     )
 
+    # Management API.
+    api_port: int = Field(default=8080, ge=1, le=65535,
+                          description="port of `auditrelay api` when --port is not given")
+
     # Local PostgreSQL (``auditrelay postgres up``), for tests and development.
     postgres_port: int = Field(default=5433, ge=1, le=65535, description="local PostgreSQL port")
 

@@ -10,20 +10,23 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ops.kafka_local import LocalKafka, broker_answers
 from schemas.settings import Settings
+from tests.support.servers import free_port
 
 
 @pytest.mark.slow
 def test_run_starts_everything_and_ctrl_c_stops_everything(kafka_bootstrap: str,
                                                            tmp_path: Path) -> None:
     shared = Settings()
+    api_port = free_port()
     env = {**os.environ, "AUDITRELAY_VAR_DIR": str(tmp_path), "AUDITRELAY_KAFKA_PORT": "19592",
            "AUDITRELAY_KAFKA_CONTROLLER_PORT": "19593", "AUDITRELAY_KAFKA_HEAP_MB": "256",
            "AUDITRELAY_CACHE_DIR": str(shared.cache_dir.resolve()),
-           "AUDITRELAY_TOPIC_PARTITIONS": "1"}
+           "AUDITRELAY_TOPIC_PARTITIONS": "1", "AUDITRELAY_API_PORT": str(api_port)}
     env.pop("AUDITRELAY_KAFKA_BOOTSTRAP", None)
     broker = LocalKafka.from_settings(Settings(var_dir=tmp_path, kafka_port=19592,
                                                kafka_controller_port=19593,
@@ -46,6 +49,15 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(kafka_bootstrap: str,
         assert ready.wait(timeout=90), "".join(lines[-30:])
         assert broker.status().running
         assert any("topic created   audit.events" in line for line in lines)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "".join(lines[-30:])
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok"}
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
