@@ -1,0 +1,165 @@
+"""``auditrelay dlq list|replay``: what is in the dead-letter topic, and sending it again.
+
+``list`` reads the whole topic (a snapshot, no consumer group). ``replay
+--destination ID`` puts that destination's dead-lettered batches back on its
+topic with a fresh attempt count, each exactly once: a consumer group per
+destination remembers how far replay got, so running it twice replays nothing
+twice. Malformed input is listed but never replayed (there is no destination).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import click
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from agents.kafka_admin import admin_client
+from schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta, Headers
+from schemas.errors import KafkaError
+from schemas.settings import Settings
+
+_POLL = 1.0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str
+    value: bytes
+    raw_headers: Headers
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``ar_*`` headers without their prefix, as text."""
+        out = {}
+        for key, value in self.raw_headers:
+            if key.startswith(HEADER_PREFIX):
+                text = value.decode(errors="replace") if isinstance(value, bytes) else value
+                out[key[len(HEADER_PREFIX):]] = text or ""
+        return out
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get("reason", "(none)")
+
+    def line(self) -> str:
+        when = datetime.fromtimestamp(self.timestamp_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        detail = self.headers.get("detail", "")
+        return (f"{self.partition}:{self.offset:<8} {when}  {self.key or '-':<30} "
+                f"{self.headers.get('batch_id', '-'):<30} {self.headers.get('events', '-'):>4}  "
+                f"{self.reason}{': ' + detail if detail else ''}")
+
+
+def read_until_end(consumer: Consumer, topic: str, *, from_beginning: bool,
+                   timeout: float = 30.0) -> Iterator[DeadLetter]:
+    """Yield records up to the end offsets that exist now, then stop."""
+    meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    ends = {}
+    for partition in meta.partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        ends[partition] = high
+    if from_beginning:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    else:
+        consumer.subscribe([topic])
+    positions = dict.fromkeys(ends, -1)
+    deadline = time.monotonic() + timeout
+    while any(positions[p] + 1 < ends[p] for p in ends):
+        msg = consumer.poll(_POLL)
+        if msg is None:
+            if _caught_up(consumer, ends) or time.monotonic() > deadline:
+                return
+            continue
+        deadline = time.monotonic() + timeout
+        if msg.error() is not None:
+            raise KafkaError(f"cannot read {topic}: {msg.error()}")
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        positions[partition] = offset
+        raw = msg.headers() or []
+        yield DeadLetter(partition, offset, msg.timestamp()[1], (msg.key() or b"").decode(),
+                         msg.value() or b"", list(raw.items() if isinstance(raw, dict) else raw))
+
+
+def _caught_up(consumer: Consumer, ends: dict[int, int]) -> bool:
+    """A group consumer may start past old records: ask where it stands."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    # Before the first fetch the position is unset; the committed offset is where
+    # the group will start.
+    committed = {tp.partition: tp.offset for tp in consumer.committed(assigned, timeout=10)}
+    for tp in consumer.position(assigned):
+        at = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+        if max(at, 0) < ends.get(tp.partition, 0):
+            return False
+    return True
+
+
+@click.group()
+def dlq() -> None:
+    """The dead-letter topic: batches that exhausted retries, and malformed input."""
+
+
+@dlq.command("list")
+@click.option("--destination", default=None, help="Only this destination's records.")
+@click.pass_obj
+def dlq_list(settings: Settings, destination: str | None) -> None:
+    """Every dead-lettered record: position, time, destination, batch, events, reason."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": "auditrelay-dlq-list", "enable.auto.commit": False})
+    count = 0
+    try:
+        for letter in read_until_end(consumer, settings.topics.dlq, from_beginning=True):
+            if destination is None or letter.key == destination:
+                click.echo(letter.line())
+                count += 1
+    except KafkaException as exc:
+        raise KafkaError(f"cannot read {settings.topics.dlq}: {exc}") from exc
+    finally:
+        consumer.close()
+    click.echo(f"{count} record(s)", err=True)
+
+
+@dlq.command("replay")
+@click.option("--destination", required=True, help="The destination whose batches to resend.")
+@click.pass_obj
+def dlq_replay(settings: Settings, destination: str) -> None:
+    """Put the destination's dead-lettered batches back on its topic, each once."""
+    names = settings.topics
+    admin = admin_client(settings.kafka_bootstrap)
+    if names.destination(destination) not in admin.list_topics(timeout=30).topics:
+        raise click.ClickException(
+            f"{names.destination(destination)} does not exist: is {destination} a destination "
+            "that still exists? (`auditrelay destinations resync` recreates missing topics)")
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"auditrelay-dlq-replay-{destination}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "enable.idempotence": True, "acks": "all"})
+    replayed = consumed = 0
+    try:
+        for letter in read_until_end(consumer, names.dlq, from_beginning=False):
+            consumed += 1
+            if letter.key != destination or letter.reason == REASON_MALFORMED:
+                continue
+            meta = BatchMeta.from_headers(letter.raw_headers)
+            fresh = BatchMeta(meta.batch_id, meta.destination_id, meta.workspace_id, meta.events,
+                              meta.first_event_ms)
+            producer.produce(names.destination(destination), key=destination.encode(),
+                             value=letter.value, headers=list(fresh.headers()))
+            replayed += 1
+        if producer.flush(30) != 0:
+            raise KafkaError("replayed batches were not all confirmed; nothing committed")
+        if consumed:
+            consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        raise KafkaError(f"cannot replay from {names.dlq}: {exc}") from exc
+    finally:
+        consumer.close()
+    click.echo(f"replayed {replayed} batch(es) to {names.destination(destination)}")
