@@ -12,7 +12,7 @@ APT_PACKAGES := kcat postgresql
 .PHONY: run test test-fast lint system-deps install kafka-up kafka-down clean
 
 run: install
-	$(BIN)/auditrelay run
+	$(BIN)/auditrelay run --demo
 
 test: install system-deps lint
 	$(BIN)/python -m pytest

@@ -11,9 +11,10 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,6 +26,7 @@ from agents.kafka_admin import admin_client
 from agents.outbox import OutboxPublisher
 from agents.ssrf import Resolver, system_resolver
 from agents.store import Store, make_engine
+from api import events
 from api.models import (
     DestinationCreated,
     DestinationIn,
@@ -32,12 +34,21 @@ from api.models import (
     DestinationOut,
     DestinationPatch,
     ErrorOut,
+    EventPage,
     SecretOut,
     TestResult,
     WorkspaceCreated,
     WorkspaceIn,
 )
-from api.service import ADMIN_ACTOR, VERSION, Actor, Service, secret_box, workspace_actor
+from api.service import (
+    ADMIN_ACTOR,
+    VERSION,
+    Actor,
+    Service,
+    secret_box,
+    storable,
+    workspace_actor,
+)
 from api.tokens import same_secret
 from producer.config import ProducerConfig
 from schemas.db import Workspace
@@ -185,17 +196,23 @@ def _routes(app: FastAPI, settings: Settings, service: Service, store: Store,
 
     Who = Annotated[Principal, Depends(principal)]
 
-    def workspace(ws: str, who: Who, session: Tx) -> Workspace:
+    def visible_workspace(ws: str, who: Who, session: Tx) -> Workspace:
         if not who.admin and who.workspace_id != ws:
             # 404, not 403: another tenant's workspace must look like no workspace.
             raise NotFoundError(f"no workspace {ws}")
-        found = session.get(Workspace, ws)
+        found = session.get(Workspace, ws) if storable(ws) else None
         if found is None:
             raise NotFoundError(f"no workspace {ws}")
+        return found
+
+    def workspace(ws: str, who: Who, session: Tx) -> Workspace:
+        found = visible_workspace(ws, who, session)
         service.require_forwarding(found)
         return found
 
     Ws = Annotated[Workspace, Depends(workspace)]
+    # Every plan may read its own audit log: no forwarding check (docs/archive.md).
+    Readable = Annotated[Workspace, Depends(visible_workspace)]
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -209,6 +226,23 @@ def _routes(app: FastAPI, settings: Settings, service: Service, store: Store,
             raise PermissionDeniedError("this endpoint needs the admin token")
         created, token = service.create_workspace(session, body.name, body.plan)
         return WorkspaceCreated(id=created.id, name=created.name, plan=created.plan, token=token)
+
+    @app.get("/v1/workspaces/{ws}/events", response_model=EventPage)
+    def list_events(
+        ws: Readable, session: Tx,
+        event_type: Annotated[str | None, Query(alias="type", max_length=256,
+                                                description="type or glob: pro.atmos.billing.*")
+                              ] = None,
+        actor: Annotated[str | None, Query(max_length=256, description="actor id")] = None,
+        target: Annotated[str | None, Query(max_length=256, description="target id")] = None,
+        since: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
+        until: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=events.MAX_LIMIT)] = events.DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    ) -> EventPage:
+        query = events.EventQuery(type=event_type, actor=actor, target=target, since=since,
+                                  until=until, limit=limit, cursor=cursor)
+        return events.list_events(session, ws.id, query)
 
     base = "/v1/workspaces/{ws}/destinations"
 

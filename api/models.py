@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 #: Globs over event types: lower snake-case segments separated by dots, ``*`` anywhere.
 EVENT_TYPE_GLOB = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
 MASK = "********"
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control(value: str) -> str:
+    # PostgreSQL cannot store NUL in text at all; names are single-line labels.
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _no_control_but_whitespace(value: str) -> str:
+    if _CONTROL_BUT_WHITESPACE.search(value):
+        raise ValueError("must not contain control characters other than tab and line breaks")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_control)]
 Url = Annotated[str, Field(min_length=1, max_length=2048)]
-Description = Annotated[str, Field(max_length=1000)]
+Description = Annotated[str, Field(max_length=1000), AfterValidator(_no_control_but_whitespace)]
 
 
 class _Body(BaseModel):
@@ -34,7 +51,7 @@ def _check_globs(value: list[str] | None) -> list[str] | None:
 
 class WorkspaceIn(_Body):
     name: Name
-    plan: str = Field(min_length=1, max_length=50)
+    plan: Annotated[str, Field(min_length=1, max_length=50), AfterValidator(_no_control)]
 
 
 class WorkspaceCreated(BaseModel):
@@ -113,3 +130,12 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class EventPage(BaseModel):
+    """One page of a workspace's archived events, newest first."""
+
+    #: The CloudEvents envelopes exactly as produced.
+    items: list[dict[str, Any]]
+    #: Pass as ``cursor`` to get the next page; null on the last page.
+    next_cursor: str | None

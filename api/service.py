@@ -23,14 +23,14 @@ from ulid import ULID
 from agents import outbox
 from agents.headers import validate_custom_headers
 from agents.http_client import DeliveryClient, DeliveryResult
-from agents.secrets import SecretBox, load_or_create_dev_key
+from agents.secrets import SecretBox, box_from_settings
 from agents.signing import delivery_headers, generate_secret, new_batch_id, sign
 from agents.ssrf import Resolver, validate_destination_url
 from api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
 from api.tokens import hash_token, new_token
 from schemas.builder import EncodedEvent, EventBuilder
 from schemas.db import Destination, Workspace, utcnow
-from schemas.destinations import DestinationConfig
+from schemas.destinations import DestinationConfig, config_of
 from schemas.errors import EntitlementError, InvalidInputError, NotFoundError
 from schemas.ids import new_workspace_id
 from schemas.settings import Settings
@@ -41,16 +41,13 @@ log = logging.getLogger(__name__)
 ROTATION_OVERLAP = timedelta(hours=24)
 VERSION = version("auditrelay")
 
+#: The API app and the CLI take the key from here; it lives with SecretBox.
+secret_box = box_from_settings
 
-def secret_box(settings: Settings) -> SecretBox:
-    """The encryption key of secrets at rest: the setting, or a development key."""
-    if settings.secret_key is not None:
-        return SecretBox(settings.secret_key.get_secret_value())
-    key, created = load_or_create_dev_key(settings.var_dir)
-    log.warning("AUDITRELAY_SECRET_KEY is not set: using the development key in %s%s; "
-                "set the variable in production", settings.var_dir,
-                " (just generated)" if created else "")
-    return SecretBox(key)
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be a key at all: PostgreSQL refuses NUL in any text parameter."""
+    return "\x00" not in text
 
 
 def new_destination_id() -> str:
@@ -123,7 +120,7 @@ class Service:
 
     @staticmethod
     def get_destination(session: Session, workspace: Workspace, dest_id: str) -> Destination:
-        dest = session.get(Destination, dest_id)
+        dest = session.get(Destination, dest_id) if storable(dest_id) else None
         if dest is None or dest.workspace_id != workspace.id:
             raise NotFoundError(f"no destination {dest_id} in workspace {workspace.id}")
         return dest
@@ -262,14 +259,7 @@ class Service:
     def config_of(self, workspace: Workspace, dest: Destination) -> DestinationConfig:
         """The record of ``dest`` on audit.destinations."""
         plan = self.settings.plans.get(workspace.plan)
-        return DestinationConfig(
-            id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url,
-            enabled=dest.enabled, disabled_reason=dest.disabled_reason,
-            event_types=tuple(dest.event_types), forwarding=bool(plan and plan.forwarding),
-            headers_encrypted=dest.headers_encrypted, secret_encrypted=dest.secret_encrypted,
-            previous_secret_encrypted=dest.previous_secret_encrypted,
-            previous_secret_expires_at=dest.previous_secret_expires_at, version=dest.version,
-            updated_at=dest.updated_at)
+        return config_of(dest, forwarding=bool(plan and plan.forwarding))
 
     def _audit_destination(self, session: Session, dest: Destination, action: str,
                            actor: Actor) -> None:

@@ -109,13 +109,16 @@ def worker(settings: Settings) -> None:
 
 
 @cli.command()
-@click.option("--demo/--no-demo", default=False, help="Also start a demo receiver and producer.")
+@click.option("--demo/--no-demo", default=False,
+              help="Also start a demo receiver (verifies and prints batches) and producer.")
+@click.option("--demo-port", default=8090, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of the demo receiver on 127.0.0.1.")
 @click.pass_obj
-def run(settings: Settings, demo: bool) -> None:
-    """Broker, topics and worker in one foreground process group; Ctrl-C stops all."""
+def run(settings: Settings, demo: bool, demo_port: int) -> None:
+    """Broker, topics, worker and API in one foreground process group; Ctrl-C stops all."""
     from ops import runner
 
-    runner.run_all(settings, demo=demo)
+    runner.run_all(settings, demo=demo, demo_port=demo_port)
 
 
 # The commands that live in modules of their own (emit, bench, api, workspaces, ...).

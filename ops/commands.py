@@ -12,8 +12,10 @@ import click
 def all_commands() -> list[click.Command]:
     from ops.api_cmd import api, destinations, postgres, workspaces
     from ops.bench import bench
+    from ops.demo import demo
     from ops.dlq_cmd import dlq
     from ops.emit_cmd import emit
 
-    commands: list[click.Command] = [emit, bench, api, workspaces, destinations, postgres, dlq]
+    commands: list[click.Command] = [emit, bench, api, workspaces, destinations, postgres, dlq,
+                                     demo]
     return commands

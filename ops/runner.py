@@ -7,6 +7,8 @@ this run started it.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import signal
 import subprocess
 import sys
@@ -39,9 +41,9 @@ class Supervisor:
 
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, argv: Sequence[str]) -> None:
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         click.echo(f"[run] starting {name}", err=True)
-        self.children[name] = subprocess.Popen(list(argv))
+        self.children[name] = subprocess.Popen(list(argv), env=env)
 
     def wait_any(self) -> str:
         """Block until one child exits; returns its name."""
@@ -69,13 +71,20 @@ def _self_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ops", *args]
 
 
-def run_all(settings: Settings, *, demo: bool) -> None:
+def _demo_env(settings: Settings) -> tuple[Settings, dict[str, str]]:
+    """Settings and child environment that let the pipeline call the loopback receiver."""
+    loopback = ipaddress.ip_network("127.0.0.1/32")
+    cidrs = tuple(dict.fromkeys((*settings.allow_private_cidrs, loopback)))
+    env = {**os.environ, "AUDITRELAY_ALLOW_PRIVATE_CIDRS": ",".join(str(c) for c in cidrs)}
+    return settings.model_copy(update={"allow_private_cidrs": cidrs}), env
+
+
+def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
     from ops import kafka_local, topics
 
+    env: dict[str, str] | None = None
     if demo:
-        # The demo receiver and producer need the delivery pipeline; until it
-        # exists, refuse rather than pretend.
-        raise click.UsageError("--demo needs the delivery pipeline, which is not built yet")
+        settings, env = _demo_env(settings)
     broker = kafka_local.LocalKafka.from_settings(settings)
     started_broker = broker.up(progress=lambda msg: click.echo(f"[run] {msg}", err=True))
     click.echo(f"[run] Kafka at {broker.bootstrap}", err=True)
@@ -88,8 +97,18 @@ def run_all(settings: Settings, *, demo: bool) -> None:
     try:
         for line in topics.ensure_topics(settings).lines():
             click.echo(f"[run] topic {line}", err=True)
-        supervisor.start("worker", _self_command("worker"))
-        supervisor.start("api", _self_command("api"))
+        if demo:
+            from ops import demo as demo_mod
+
+            state = demo_mod.setup(settings, demo_port)
+            click.echo(f"[run] demo: workspace {state.workspace_id}, destination "
+                       f"{state.destination_id} -> http://127.0.0.1:{demo_port}/hook", err=True)
+            supervisor.start("receiver", _self_command("demo", "receiver", "--port",
+                                                       str(demo_port)), env)
+        supervisor.start("worker", _self_command("worker"), env)
+        supervisor.start("api", _self_command("api"), env)
+        if demo:
+            supervisor.start("producer", _self_command("demo", "producer"), env)
         name = supervisor.wait_any()
         click.echo(f"[run] {name} exited; stopping everything", err=True)
     except KeyboardInterrupt:

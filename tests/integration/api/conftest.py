@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +43,8 @@ from sqlalchemy import func, select
 
 from agents.kafka_admin import create_topics, delete_topics
 from agents.secrets import generate_key
-from api.app import create_app
 from agents.store import Store
+from api.app import create_app
 from ops.postgres_local import LocalPostgres
 from schemas.db import Destination, OutboxEntry
 from schemas.settings import Settings
@@ -54,7 +54,7 @@ from tests.unit.agents.test_ssrf import FakeResolver
 DB_KINDS = ["sqlite", "postgresql"]
 RECEIVER_HOST = "siem.receiver.example"
 #: Names the suite's resolver knows; everything else does not resolve.
-NAMES: dict[str, list[str]] = {
+NAMES: dict[str, Sequence[str]] = {
     "siem.example.com": ["93.184.216.34"],
     "v6.example.com": ["2606:4700::1111"],
     "dual.example.com": ["93.184.216.34", "2606:4700::1111"],
@@ -72,6 +72,7 @@ NAMES: dict[str, list[str]] = {
     "empty.example.com": [],
     RECEIVER_HOST: ["127.0.0.1"],
 }
+ADMIN_TOKEN = "admin-token-for-tests"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 _DEADLINE = 30.0
 
@@ -205,7 +206,7 @@ def serve(app: FastAPI) -> Iterator[str]:
 
 @contextmanager
 def running_api(database_url: str, tmp: Path, *, kafka: tuple[str, str] | None = None,
-                admin_token: str | None = "admin-token-for-tests", **options: Any,
+                admin_token: str | None = ADMIN_TOKEN, **options: Any,
                 ) -> Iterator[ApiServer]:
     """A served app on ``database_url``; ``kafka=(bootstrap, prefix)`` publishes its outbox."""
     settings_overrides: dict[str, Any] = options.pop("settings", {})
@@ -328,7 +329,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: the test inspects self.requests
 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -337,8 +338,8 @@ class Receiver:
         self._server.daemon_threads = True
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="receiver",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name="receiver", daemon=True)
 
     @property
     def url(self) -> str:

@@ -123,14 +123,24 @@ BAD_BODIES: list[tuple[str, dict[str, Any] | list[Any] | str, str]] = [
     ("create", {**VALID, "headers": {"X-A": 1}}, "headers.X-A: Input should be a valid string"),
     ("create", {**VALID, "headers": ["X-A"]}, "headers: Input should be a valid dictionary"),
     ("create", {**VALID, "url": 5}, "url: Input should be a valid string"),
+    # PostgreSQL cannot store NUL: these were 500s there before the models refused them.
+    ("create", {**VALID, "name": "a\x00b"}, "name: Value error, must not contain control"),
+    ("create", {**VALID, "name": "a\nb"}, "name: Value error, must not contain control"),
+    ("create", {**VALID, "description": "x\x00"},
+     "description: Value error, must not contain control characters other than tab"),
     ("create", [VALID], "Input should be a valid dictionary"),
     ("create", "not json", "JSON decode error"),
     ("patch", {"colour": "red"}, "colour: Extra inputs are not permitted"),
     ("patch", {"event_types": ["Pro.*"]}, "event_types: Value error, 'Pro.*' is not an"),
     ("patch", {"name": ""}, "name: String should have at least 1 character"),
+    ("patch", {"description": "\x00"}, "description: Value error, must not contain control"),
     ("workspace", {"name": "Acme", "plan": "platinum"},
      "plan: unknown plan 'platinum'; known plans: business, enterprise, free, team"),
     ("workspace", {"plan": "enterprise"}, "name: Field required"),
+    ("workspace", {"name": "Acme\x00", "plan": "enterprise"},
+     "name: Value error, must not contain control characters"),
+    ("workspace", {"name": "Acme", "plan": "enterprise\x00"},
+     "plan: Value error, must not contain control characters"),
     ("workspace", {"name": "Acme"}, "plan: Field required"),
     ("workspace", {"name": "Acme", "plan": "enterprise", "token": "x"},
      "token: Extra inputs are not permitted"),
@@ -161,3 +171,26 @@ def test_bad_bodies_are_422_naming_the_field(shared_api: ApiServer, where: str,
     assert error["code"] == "invalid_request"
     assert expected in error["message"]
     assert shared_api.outbox_count() == outbox
+
+
+def test_descriptions_may_span_lines(shared_api: ApiServer) -> None:
+    ws, token = shared_api.create_workspace()
+    dest = shared_api.create_destination(ws, token, description="Line one\n\tLine two\r\n")
+    assert dest["description"] == "Line one\n\tLine two\r\n"
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/workspaces/{ws}%00/destinations",
+    "/v1/workspaces/%00/destinations",
+    "/v1/workspaces/{ws}/destinations/dst_%00",
+    "/v1/workspaces/{ws}/destinations/%ED%A0%80",
+    "/v1/workspaces/{ws}/destinations/" + "x" * 300,
+])
+@pytest.mark.parametrize("as_admin", [False, True])
+def test_ids_that_cannot_exist_are_404(shared_api: ApiServer, path: str, as_admin: bool) -> None:
+    """Was a 500 on PostgreSQL for NUL (a text parameter it refuses), for the admin above all."""
+    ws, token = shared_api.create_workspace()
+    response = shared_api.call("GET", path.format(ws=ws),
+                               shared_api.admin_token if as_admin else token)
+    assert response.status_code == 404, response.text
+    assert error_of(response)["code"] == "not_found"
