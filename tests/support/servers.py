@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+_DEADLINE = 30.0
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -20,22 +22,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, *, startup_timeout: float = 30.0) -> Iterator[str]:
-    """Run ``app`` on 127.0.0.1 until the block ends; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+def serve(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on",
+                            ws="none", http="h11", loop="asyncio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + startup_timeout
+    deadline = time.monotonic() + _DEADLINE
     while not server.started:
         if not thread.is_alive():
-            raise RuntimeError("the test server stopped during startup")
+            raise RuntimeError("the test server stopped during startup (see the log)")
         if time.monotonic() > deadline:
-            raise TimeoutError("the test server did not start in time")
-        time.sleep(0.02)
+            server.should_exit = True
+            raise RuntimeError("the test server did not start within the deadline")
+        thread.join(0.02)
     try:
+        port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(_DEADLINE)
+        assert not thread.is_alive(), "the test server did not stop"

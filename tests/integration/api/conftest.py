@@ -23,7 +23,6 @@ import ipaddress
 import json
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -35,7 +34,6 @@ import httpx
 import psycopg
 import pytest
 import trustme
-import uvicorn
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from psycopg import sql
@@ -49,29 +47,14 @@ from ops.postgres_local import LocalPostgres
 from schemas.db import Destination, OutboxEntry
 from schemas.settings import Settings
 from schemas.topics import static_topic_specs
+from tests.support.servers import serve
+from tests.unit.agents.test_ssrf import NAMES as SSRF_NAMES
 from tests.unit.agents.test_ssrf import FakeResolver
 
 DB_KINDS = ["sqlite", "postgresql"]
 RECEIVER_HOST = "siem.receiver.example"
 #: Names the suite's resolver knows; everything else does not resolve.
-NAMES: dict[str, Sequence[str]] = {
-    "siem.example.com": ["93.184.216.34"],
-    "v6.example.com": ["2606:4700::1111"],
-    "dual.example.com": ["93.184.216.34", "2606:4700::1111"],
-    "xn--bcher-kva.example.com": ["93.184.216.34"],
-    "private.example.com": ["10.0.0.1"],
-    "metadata.example.com": ["169.254.169.254"],
-    "loop.example.com": ["127.0.0.1"],
-    "mixed.example.com": ["93.184.216.34", "192.168.1.10"],
-    "ula.example.com": ["fd00::1"],
-    "mapped.example.com": ["::ffff:10.0.0.1"],
-    "nat64.example.com": ["64:ff9b::a9fe:a9fe"],
-    "cgnat.example.com": ["100.64.0.1"],
-    "linklocal6.example.com": ["fe80::1"],
-    "multicast.example.com": ["239.1.2.3"],
-    "empty.example.com": [],
-    RECEIVER_HOST: ["127.0.0.1"],
-}
+NAMES: dict[str, Sequence[str]] = {**SSRF_NAMES, RECEIVER_HOST: ["127.0.0.1"]}
 ADMIN_TOKEN = "admin-token-for-tests"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 _DEADLINE = 30.0
@@ -177,31 +160,6 @@ class ApiServer:
     def destination_row(self, dest_id: str) -> Destination | None:
         with self.store.transaction() as session:
             return session.get(Destination, dest_id)
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on",
-                            ws="none", http="h11", loop="asyncio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + _DEADLINE
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the API server stopped during startup (see the log)")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the API server did not start within the deadline")
-        thread.join(0.02)
-    try:
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(_DEADLINE)
-        assert not thread.is_alive(), "the API server did not stop"
 
 
 @contextmanager

@@ -38,8 +38,8 @@ class FakeResolver:
         return list(self._names[host])
 
 
-def make_resolver() -> FakeResolver:
-    return FakeResolver({
+#: Names the fake resolver knows; everything else does not resolve.
+NAMES: dict[str, Sequence[str]] = {
         "siem.example.com": ["93.184.216.34"],
         "v6.example.com": ["2606:4700::1111"],
         "dual.example.com": ["93.184.216.34", "2606:4700::1111"],
@@ -55,7 +55,11 @@ def make_resolver() -> FakeResolver:
         "linklocal6.example.com": ["fe80::1"],
         "multicast.example.com": ["239.1.2.3"],
         "empty.example.com": [],
-    })
+    }
+
+
+def make_resolver() -> FakeResolver:
+    return FakeResolver(NAMES)
 
 
 REFUSED: list[tuple[str, str]] = [

@@ -1,0 +1,429 @@
+"""Delivery and retry agents end to end: real broker, real HTTP receivers on loopback.
+
+Each test runs a ``DeliveryPipeline`` (with its own registry follower) under a
+topic prefix of its own, writes destination configs and batch records straight
+onto the topics (so the router is not involved), and watches what receivers on
+127.0.0.1 get and what lands on the status, attempt and dead-letter topics.
+The retry schedule is compressed to 1, 2, 4 seconds without jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from standardwebhooks.webhooks import Webhook
+
+from agents.kafka_admin import create_topics, delete_topics
+from agents.pipeline import DeliveryPipeline, running_pipeline
+from agents.secrets import SecretBox, generate_key
+from agents.signing import generate_secret, new_batch_id
+from agents.store import Store, make_engine
+from ops.topics import ensure_topics
+from schemas.batches import (
+    REASON_DISABLED,
+    REASON_EXHAUSTED,
+    BatchMeta,
+    batch_body,
+)
+from schemas.db import Destination, Workspace
+from schemas.destinations import config_of
+from schemas.settings import Settings
+from schemas.status import DeliveryAttempt, DestinationStatus
+from schemas.topics import destination_topic_spec
+from tests.support.servers import serve
+
+WORKSPACE = "ws_delivery"
+
+# -- receivers -----------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    at: float
+    headers: dict[str, str]
+    body: bytes
+
+
+Responder = Callable[[int], tuple[int, list[tuple[bytes, bytes]]]]
+
+
+def ok(_: int) -> tuple[int, list[tuple[bytes, bytes]]]:
+    return 200, []
+
+
+@dataclass
+class Receiver:
+    """A raw ASGI app recording every request; ``respond(n)`` answers request n (0-based)."""
+
+    respond: Responder = ok
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        with self.lock:
+            index = len(self.requests)
+            self.requests.append(Received(time.monotonic(), {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}, body))
+        status, headers = self.respond(index)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    @property
+    def bodies(self) -> list[bytes]:
+        with self.lock:
+            return [r.body for r in self.requests]
+
+
+# -- the environment of one test -----------------------------------------------------------
+
+
+@dataclass
+class Env:
+    settings: Settings
+    admin: AdminClient
+    box: SecretBox
+    store: Store
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    async def add_destination(self, url: str) -> tuple[str, str]:
+        """A destination row, its topic and its config record; returns (id, secret)."""
+        dest_id = f"dst_{new_batch_id()[4:].lower()}"
+        secret = generate_secret()
+        now = datetime.now(UTC)
+        with self.store.transaction() as session:
+            if session.get(Workspace, WORKSPACE) is None:
+                session.add(Workspace(id=WORKSPACE, name="w", plan="enterprise",
+                                      token_hash=new_batch_id().ljust(64, "x")[:64]))
+                session.flush()
+            row = Destination(id=dest_id, workspace_id=WORKSPACE, name="siem", url=url,
+                              secret_encrypted=self.box.encrypt(secret), version=1,
+                              created_at=now, updated_at=now, enabled=True, event_types=[])
+            session.add(row)
+            session.flush()
+            config = config_of(row, forwarding=True)
+        await asyncio.to_thread(create_topics, self.admin,
+                                [destination_topic_spec(self.settings.topics, dest_id)])
+        await self.produce(self.settings.topics.destinations, dest_id.encode(),
+                           config.model_dump_json().encode())
+        return dest_id, secret
+
+    async def add_batch(self, dest_id: str, n_events: int = 2) -> tuple[BatchMeta, bytes]:
+        events = [json.dumps({"id": f"aud_{new_batch_id()[4:]}", "n": i}).encode()
+                  for i in range(n_events)]
+        body = batch_body(events)
+        meta = BatchMeta(new_batch_id(), dest_id, WORKSPACE, n_events, int(time.time() * 1000))
+        await self.produce(self.settings.topics.destination(dest_id), dest_id.encode(), body,
+                           meta.headers())
+        return meta, body
+
+    async def produce(self, topic: str, key: bytes, value: bytes,
+                      headers: list[tuple[str, bytes]] | None = None) -> None:
+        def _send() -> None:
+            producer = Producer({"bootstrap.servers": self.bootstrap})
+            producer.produce(topic, key=key, value=value, headers=headers or [])
+            assert producer.flush(30) == 0
+
+        await asyncio.to_thread(_send)
+
+    async def read(self, topic: str, until: Callable[[list[Message]], bool],
+                   timeout: float = 30.0) -> list[Message]:
+        """Every record of ``topic`` once ``until`` holds for them; fails after ``timeout``."""
+        return await asyncio.to_thread(_read, self.bootstrap, topic, until, timeout)
+
+    def destination_row(self, dest_id: str) -> Destination:
+        with self.store.transaction() as session:
+            row = session.get(Destination, dest_id)
+            assert row is not None
+            return row
+
+
+def _read(bootstrap: str, topic: str, until: Callable[[list[Message]], bool],
+          timeout: float) -> list[Message]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{new_batch_id()}",
+                         "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        seen: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while not until(seen):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: condition not met in {timeout} s; "
+                                     f"{len(seen)} record(s) read")
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                seen.append(msg)
+        return seen
+    finally:
+        consumer.close()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until ``predicate`` holds; returns when (monotonic). Fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic()
+
+
+def header(msg: Message, name: str) -> str | None:
+    for key, value in msg.headers() or []:
+        if key == name:
+            return bytes(value).decode()
+    return None
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Settings:
+    return Settings(topic_prefix=f"test.{unique_name}.", kafka_bootstrap=kafka_bootstrap,
+                    topic_partitions=2, allow_private_cidrs="127.0.0.0/8",
+                    retry_schedule_seconds="1,2,4", retry_jitter=0, var_dir=tmp_path,
+                    database_url=f"sqlite:///{tmp_path}/db.sqlite", secret_key=generate_key(),
+                    destination_poll_seconds=2)
+
+
+@pytest.fixture
+def env(settings: Settings, kafka_admin: AdminClient) -> Iterator[Env]:
+    ensure_topics(settings)
+    assert settings.secret_key is not None
+    store = Store(make_engine(settings.database_url))
+    try:
+        yield Env(settings, kafka_admin, SecretBox(settings.secret_key.get_secret_value()), store)
+    finally:
+        store.dispose()
+        topics = kafka_admin.list_topics(timeout=10).topics
+        delete_topics(kafka_admin, [t for t in topics if t.startswith(settings.topic_prefix)])
+
+
+@pytest.fixture
+async def pipeline(env: Env) -> AsyncIterator[DeliveryPipeline]:
+    async with running_pipeline(env.settings) as running:
+        yield running
+
+
+def receiver_url(serve_ctx: Iterator[str]) -> str:
+    return next(serve_ctx)
+
+
+Check = Callable[[], Awaitable[None]]
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_delivers_signed_batches_in_order_and_records_status(env: Env) -> None:
+    receiver = Receiver()
+    with serve(receiver) as url:
+        dest_id, secret = await env.add_destination(url + "/hook")
+        sent = [await env.add_batch(dest_id, n) for n in (1, 2, 3)]
+        async with running_pipeline(env.settings):
+            await eventually(lambda: len(receiver.requests) >= 3, 30, "three deliveries")
+
+    assert receiver.bodies == [body for _, body in sent]  # same bytes, same order
+    webhook = Webhook(secret)
+    for request, (meta, body) in zip(receiver.requests, sent, strict=True):
+        webhook.verify(request.body, request.headers)  # raises if the signature is wrong
+        assert request.headers["webhook-id"] == meta.batch_id
+        assert request.headers["x-webhook-id"] == meta.batch_id
+        assert request.headers["content-type"] == "application/cloudevents-batch+json"
+        assert request.headers["user-agent"].startswith("auditrelay/")
+    assert json.loads(sent[2][1])[2]["n"] == 2
+
+    attempts = await env.read(env.settings.topics.delivery_attempts, lambda s: len(s) >= 3)
+    records = [DeliveryAttempt.model_validate_json(m.value() or b"") for m in attempts]
+    assert {(r.batch_id, r.outcome, r.status_code, r.attempt) for r in records} == {
+        (meta.batch_id, "delivered", 200, 1) for meta, _ in sent}
+    statuses = await env.read(env.settings.topics.delivery_status, lambda s: len(s) >= 1)
+    latest = DestinationStatus.model_validate_json(statuses[-1].value() or b"")
+    assert (latest.destination_id, latest.state, latest.last_delivery_ok) == (dest_id, "ok", True)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_503_then_200_backs_off_keeps_order_and_probes_only_the_first_batch(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    receiver = Receiver(lambda n: (503, []) if n < 2 else (200, []))
+    with serve(receiver) as url:
+        dest_id, _ = await env.add_destination(url)
+        sent = [await env.add_batch(dest_id) for _ in range(3)]
+        await eventually(lambda: len(receiver.requests) >= 5, 40, "five requests")
+        bodies = [body for _, body in sent]
+        # The first batch is attempted three times; the others wait behind the circuit.
+        assert receiver.bodies == [bodies[0], bodies[0], bodies[0], bodies[1], bodies[2]]
+        times = [r.at for r in receiver.requests]
+        assert times[1] - times[0] >= 0.9  # first retry after ~1 s
+        assert times[2] - times[1] >= 1.9  # second after ~2 s
+        ids = {r.headers["webhook-id"] for r in receiver.requests[:3]}
+        assert ids == {sent[0][0].batch_id}  # identical on every retry
+
+    attempts = await env.read(env.settings.topics.delivery_attempts, lambda s: len(s) >= 5)
+    records = [DeliveryAttempt.model_validate_json(m.value() or b"") for m in attempts]
+    first = [r for r in records if r.batch_id == sent[0][0].batch_id]
+    assert [(r.attempt, r.outcome, r.tier) for r in first] == [
+        (1, "retry", "10s"), (2, "retry", "1m"), (3, "delivered", None)]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_410_disables_the_destination_and_dead_letters_its_backlog(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    receiver = Receiver(lambda _: (410, []))
+    with serve(receiver) as url:
+        dest_id, _ = await env.add_destination(url)
+        sent = [await env.add_batch(dest_id) for _ in range(3)]
+        names = env.settings.topics
+        dlq = await env.read(names.dlq, lambda s: len(s) >= 3)
+        assert len(receiver.requests) == 1  # nothing more was sent after the 410
+
+    assert [header(m, "ar_batch_id") for m in dlq] == [meta.batch_id for meta, _ in sent]
+    assert {header(m, "ar_reason") for m in dlq} == {REASON_DISABLED}
+    assert [m.value() for m in dlq] == [body for _, body in sent]
+    row = env.destination_row(dest_id)
+    assert (row.enabled, row.disabled_reason) == (False, "gone")
+    events = await env.read(names.events, lambda s: any(
+        header(m, "ce_type") == "pro.atmos.webhook.disabled" for m in s))
+    disabled = [json.loads(m.value() or b"") for m in events
+                if header(m, "ce_type") == "pro.atmos.webhook.disabled"]
+    assert disabled[0]["data"]["target"]["id"] == dest_id
+    configs = await env.read(names.destinations, lambda s: len(s) >= 2)
+    assert json.loads(configs[-1].value() or b"")["enabled"] is False
+    statuses = await env.read(names.delivery_status, lambda s: any(
+        json.loads(m.value() or b"")["state"] == "disabled" for m in s))
+    assert statuses
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_redirect_is_not_followed_and_counts_as_a_failure(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    target = Receiver()
+    with serve(target) as target_url:
+        receiver = Receiver(lambda n: (302, [(b"location", target_url.encode())]) if n == 0
+                            else (200, []))
+        with serve(receiver) as url:
+            dest_id, _ = await env.add_destination(url)
+            meta, _ = await env.add_batch(dest_id)
+            await eventually(lambda: len(receiver.requests) >= 2, 30, "retry after redirect")
+    assert target.requests == []
+    attempts = await env.read(env.settings.topics.delivery_attempts, lambda s: len(s) >= 2)
+    records = [DeliveryAttempt.model_validate_json(m.value() or b"") for m in attempts]
+    assert [(r.outcome, r.status_code) for r in records] == [("retry", 302), ("delivered", 200)]
+    assert "redirect" in (records[0].error or "")
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_hanging_destination_does_not_delay_another(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    accepted = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def hang(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read nothing, answer never
+        accepted.set()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    receiver = Receiver()
+    try:
+        with serve(receiver) as url:
+            hanging_id, _ = await env.add_destination(f"http://127.0.0.1:{port}/")
+            fine_id, _ = await env.add_destination(url)
+            # Both partitions assigned and working before the measurement.
+            await env.add_batch(fine_id)
+            await eventually(lambda: len(receiver.requests) >= 1, 30, "warm-up delivery")
+            await env.add_batch(hanging_id)
+            await asyncio.wait_for(accepted.wait(), 30)
+            started = time.monotonic()
+            await env.add_batch(fine_id)
+            arrived = await eventually(lambda: len(receiver.requests) >= 2, 10,
+                                       "delivery next to a hanging one")
+            assert arrived - started < 1.0
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_giving_up_dead_letters_auto_disables_and_emits_the_event(
+        settings: Settings, env: Env) -> None:
+    quick = settings.model_copy(update={"retry_give_up_seconds": 2.5})
+    receiver = Receiver(lambda _: (500, []))
+    with serve(receiver) as url:
+        dest_id, _ = await env.add_destination(url)
+        first, _ = await env.add_batch(dest_id)
+        backlog, _ = await env.add_batch(dest_id)
+        async with running_pipeline(quick):
+            names = settings.topics
+            dlq = await env.read(names.dlq, lambda s: len(s) >= 2, timeout=40)
+    # Attempts at ~0, ~1 and ~3 s: the third is past the 2.5 s limit.
+    assert [r.body for r in receiver.requests] == [receiver.requests[0].body] * 3
+    assert [(header(m, "ar_batch_id"), header(m, "ar_reason")) for m in dlq] == [
+        (first.batch_id, REASON_EXHAUSTED), (backlog.batch_id, REASON_DISABLED)]
+    assert header(dlq[0], "ar_detail") == "HTTP 500"
+    row = env.destination_row(dest_id)
+    assert (row.enabled, row.disabled_reason) == (False, "failing")
+    events = await env.read(names.events, lambda s: any(
+        header(m, "ce_type") == "pro.atmos.webhook.auto_disabled" for m in s))
+    assert events
+    statuses = await env.read(names.delivery_status, lambda s: any(
+        json.loads(m.value() or b"")["state"] == "disabled" for m in s))
+    assert statuses
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_retry_after_is_honoured(env: Env, pipeline: DeliveryPipeline) -> None:
+    receiver = Receiver(lambda n: (503, [(b"retry-after", b"3")]) if n == 0 else (200, []))
+    with serve(receiver) as url:
+        dest_id, _ = await env.add_destination(url)
+        await env.add_batch(dest_id)
+        await eventually(lambda: len(receiver.requests) >= 2, 30, "retry after Retry-After")
+    gap = receiver.requests[1].at - receiver.requests[0].at
+    assert 2.9 <= gap < 6  # 3 s asked (the schedule alone would have waited 1 s)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_destination_created_while_running_is_picked_up_within_10_s(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    receiver = Receiver()
+    with serve(receiver) as url:
+        created = time.monotonic()
+        dest_id, _ = await env.add_destination(url)
+        await env.add_batch(dest_id)
+        arrived = await eventually(lambda: len(receiver.requests) >= 1, 15, "new destination")
+    assert arrived - created < 10
