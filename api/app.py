@@ -27,7 +27,9 @@ from agents.outbox import OutboxPublisher
 from agents.ssrf import Resolver, system_resolver
 from agents.store import Store, make_engine
 from api import events
+from api.deliveries import DeliveryView
 from api.models import (
+    DeliveryList,
     DestinationCreated,
     DestinationIn,
     DestinationList,
@@ -132,13 +134,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
                publish: bool = True, ssl_context: ssl.SSLContext | None = None) -> FastAPI:
-    """The API for ``settings``; ``publish=False`` leaves outbox entries unpublished (tests).
+    """The API for ``settings``; ``publish=False`` (tests without Kafka) neither publishes
+    outbox entries nor reads delivery status from Kafka.
 
     ``ssl_context`` replaces the test delivery's default TLS context (the system's
     trust store); tests pass one trusting their own certificate authority.
     """
     store = Store(make_engine(settings.database_url))
-    service = Service(settings, secret_box(settings), resolver=resolver)
+    view = DeliveryView(settings) if publish else None
+    service = Service(settings, secret_box(settings), resolver=resolver, view=view)
     publisher = OutboxPublisher(
         store, ProducerConfig.from_settings(settings, client_id="auditrelay-api").kafka_config(),
         admin_client(settings.kafka_bootstrap)) if publish else None
@@ -150,9 +154,13 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
             service.client = client
             if publisher is not None:
                 publisher.start()
+            if view is not None:
+                view.start()
             try:
                 yield
             finally:
+                if view is not None:
+                    await view.stop()
                 if publisher is not None:
                     await run_in_threadpool(publisher.stop)
                 store.dispose()
@@ -270,6 +278,13 @@ def _routes(app: FastAPI, settings: Settings, service: Service, store: Store,
     def delete_destination(ws: Ws, who: Who, dest_id: str, session: Tx) -> Response:
         service.delete_destination(session, ws, dest_id, who.actor)
         return Response(status_code=204)
+
+    @app.get(base + "/{dest_id}/deliveries", response_model=DeliveryList)
+    def list_deliveries(ws: Ws, dest_id: str, session: Tx,
+                        limit: Annotated[int, Query(ge=1, le=50)] = 50) -> DeliveryList:
+        """Recent delivery attempts of the destination, newest first (the last day)."""
+        dest = service.get_destination(session, ws, dest_id)
+        return DeliveryList(items=service.recent_attempts(dest.id, limit))
 
     @app.post(base + "/{dest_id}/rotate-secret", response_model=SecretOut)
     def rotate_secret(ws: Ws, who: Who, dest_id: str, session: Tx) -> SecretOut:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from schemas.status import DeliveryAttempt
+
 #: Globs over event types: lower snake-case segments separated by dots, ``*`` anywhere.
 EVENT_TYPE_GLOB = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
 MASK = "********"
@@ -110,6 +112,10 @@ class DestinationCreated(DestinationOut):
 
 class DestinationList(BaseModel):
     items: list[DestinationOut]
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryAttempt]
 
 
 class SecretOut(BaseModel):

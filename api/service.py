@@ -26,6 +26,7 @@ from agents.http_client import DeliveryClient, DeliveryResult
 from agents.secrets import SecretBox, box_from_settings
 from agents.signing import delivery_headers, generate_secret, new_batch_id, sign
 from agents.ssrf import Resolver, validate_destination_url
+from api.deliveries import DeliveryView
 from api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
 from api.tokens import hash_token, new_token
 from schemas.builder import EncodedEvent, EventBuilder
@@ -34,6 +35,7 @@ from schemas.destinations import DestinationConfig, config_of
 from schemas.errors import EntitlementError, InvalidInputError, NotFoundError
 from schemas.ids import new_workspace_id
 from schemas.settings import Settings
+from schemas.status import DeliveryAttempt
 from schemas.topics import destination_topic_spec
 
 log = logging.getLogger(__name__)
@@ -76,11 +78,12 @@ class Service:
     """The API's operations, bound to one process's settings, keys and clients."""
 
     def __init__(self, settings: Settings, box: SecretBox, *, resolver: Resolver,
-                 client: DeliveryClient | None = None) -> None:
+                 client: DeliveryClient | None = None, view: DeliveryView | None = None) -> None:
         self.settings = settings
         self.box = box
         self.resolver = resolver
         self.client = client
+        self.view = view
         self.builder = EventBuilder(type_prefix=settings.event_type_prefix,
                                     source_base_url=settings.source_base_url)
 
@@ -205,7 +208,11 @@ class Service:
         headers: dict[str, str] = json.loads(self.box.decrypt(dest.headers_encrypted))
         return headers
 
+    def recent_attempts(self, dest_id: str, limit: int) -> list[DeliveryAttempt]:
+        return self.view.attempts.recent(dest_id, limit) if self.view is not None else []
+
     def to_out(self, dest: Destination) -> DestinationOut:
+        status = self.view.status(dest.id) if self.view is not None else None
         return DestinationOut(
             id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url,
             description=dest.description, enabled=dest.enabled,
@@ -213,7 +220,10 @@ class Service:
             headers=dict.fromkeys(self.custom_headers(dest), MASK),
             status="active" if dest.enabled else "disabled",
             disabled_reason=dest.disabled_reason, created_at=dest.created_at,
-            updated_at=dest.updated_at)
+            updated_at=dest.updated_at,
+            last_delivery_at=status.last_delivery_at if status else None,
+            last_delivery_ok=status.last_delivery_ok if status else None,
+            last_error=status.last_error if status else None)
 
     # -- test delivery ---------------------------------------------------------------------
 

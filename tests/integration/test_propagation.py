@@ -219,3 +219,45 @@ def test_a_change_accepted_while_kafka_is_down_is_published_when_it_returns(
                 time.sleep(0.2)
     finally:
         broker.down()
+
+
+def test_status_fields_and_deliveries_come_from_the_status_topics(
+        api_env: tuple[Settings, httpx.Client, str, str]) -> None:
+    from datetime import UTC, datetime
+
+    from schemas.status import DeliveryAttempt, DestinationStatus
+
+    settings, client, ws, _ = api_env
+    names = settings.topics
+    dest = client.post(f"/v1/workspaces/{ws}/destinations",
+                       json={"name": "s", "url": "https://s.example.com/"}).json()["id"]
+    now = datetime.now(UTC)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for n, (code, outcome) in enumerate(((503, "retry"), (200, "delivered"))):
+        attempt = DeliveryAttempt(destination_id=dest, workspace_id=ws, batch_id=f"msg_{n}",
+                                  attempt=n + 1, events=3, at=now, outcome=outcome,
+                                  status_code=code, latency_ms=12,
+                                  error="HTTP 503" if code == 503 else None)
+        producer.produce(names.delivery_attempts, key=dest.encode(),
+                         value=attempt.model_dump_json().encode())
+    status = DestinationStatus(destination_id=dest, workspace_id=ws, state="ok",
+                               last_delivery_at=now, last_delivery_ok=True, last_status_code=200,
+                               updated_at=now)
+    producer.produce(names.delivery_status, key=dest.encode(),
+                     value=status.model_dump_json().encode())
+    assert producer.flush(10) == 0
+
+    deadline = time.monotonic() + 15
+    while True:
+        read = client.get(f"/v1/workspaces/{ws}/destinations/{dest}").json()
+        deliveries = client.get(f"/v1/workspaces/{ws}/destinations/{dest}/deliveries").json()
+        if read["last_delivery_ok"] is True and len(deliveries["items"]) == 2:
+            break
+        assert time.monotonic() < deadline, (read, deliveries)
+        time.sleep(0.2)
+    assert read["last_delivery_at"] is not None
+    assert read["last_error"] is None
+    assert [d["batch_id"] for d in deliveries["items"]] == ["msg_1", "msg_0"]
+    assert deliveries["items"][1]["error"] == "HTTP 503"
+    other = client.get(f"/v1/workspaces/{ws}/destinations/dst_nope/deliveries")
+    assert other.status_code == 404
