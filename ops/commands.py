@@ -15,7 +15,8 @@ def all_commands() -> list[click.Command]:
     from ops.demo import demo
     from ops.dlq_cmd import dlq
     from ops.emit_cmd import emit
+    from ops.status_cmd import status
 
     commands: list[click.Command] = [emit, bench, api, workspaces, destinations, postgres, dlq,
-                                     demo]
+                                     demo, status]
     return commands
