@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# OS packages the suite uses: kcat (broker checks) and PostgreSQL (the API suite runs
-# on SQLite and on PostgreSQL). Java 17 and Maven are
-# installed by `auditrelay kafka up` itself when missing.
-APT_PACKAGES := kcat postgresql
+# OS packages the suite uses: kcat (broker checks), PostgreSQL (the API suite runs
+# on SQLite and on PostgreSQL) and Chromium (browser tests of the settings page).
+# Java 17 and Maven are installed by `auditrelay kafka up` itself when missing.
+APT_PACKAGES := kcat postgresql chromium
 
 .PHONY: run test test-fast lint system-deps install kafka-up kafka-down clean
 

@@ -13,8 +13,9 @@ import faust
 
 from schemas.settings import Settings
 
-#: An agent module's ``register(app, settings)``; called once per worker.
-Registrar = Callable[[faust.App, Settings], None]
+#: An agent module's ``register(app, settings)``; called once per worker. What it
+#: returns (e.g. the router's state, for tests) is ignored here.
+Registrar = Callable[[faust.App, Settings], object]
 
 
 def faust_broker_url(bootstrap: str) -> str:
@@ -31,7 +32,8 @@ def create_app(settings: Settings, *, app_id: str = "auditrelay",
         datadir=str(Path(settings.var_dir) / "faust"),
         # Metrics have their own endpoint; Faust's web server would only add a port.
         web_enabled=False,
-        # The leader topic is only needed by leader-only timers, which register it.
+        # The leader topic is only needed by leader-only timers and crontabs; their
+        # registrars enable it (agents.retention), and Faust then creates it itself.
         topic_disable_leader=True,
         topic_replication_factor=1,
         # Offsets are committed only for acked messages; a short interval keeps
@@ -45,6 +47,7 @@ def create_app(settings: Settings, *, app_id: str = "auditrelay",
 
 def default_registrars() -> list[Registrar]:
     """The agents a production worker runs; each later stage adds itself here."""
-    from agents import intake
+    from agents import archive, intake, pipeline, retention, router
 
-    return [intake.register]
+    return [intake.register, router.register, archive.register, retention.register,
+            pipeline.register]

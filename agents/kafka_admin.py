@@ -36,6 +36,17 @@ def describe_configs(admin: AdminClient, names: Sequence[str]) -> dict[str, dict
         raise TopicError(f"cannot read topic configs: {exc}") from exc
 
 
+def partitions_of(admin: AdminClient, topic: str) -> list[int]:
+    """The partition ids of ``topic``; TopicError if it does not exist."""
+    try:
+        meta = admin.list_topics(topic, timeout=_TIMEOUT).topics.get(topic)
+    except KafkaException as exc:
+        raise TopicError(f"cannot read the metadata of {topic}: {exc}") from exc
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise TopicError(f"topic {topic} does not exist; run `auditrelay topics ensure`")
+    return sorted(meta.partitions)
+
+
 def create_topics(admin: AdminClient, specs: Sequence[TopicSpec]) -> list[str]:
     """Create topics, treating 'already exists' as success; returns those created now."""
     if not specs:

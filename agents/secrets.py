@@ -15,8 +15,10 @@ a plaintext or a ciphertext.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +26,18 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from schemas.errors import ConfigurationError, SecretDecryptError
 
-__all__ = ["DEV_KEY_FILENAME", "SecretBox", "generate_key", "load_or_create_dev_key"]
+if typing.TYPE_CHECKING:
+    from schemas.settings import Settings
+
+__all__ = [
+    "DEV_KEY_FILENAME",
+    "SecretBox",
+    "box_from_settings",
+    "generate_key",
+    "load_or_create_dev_key",
+]
+
+log = logging.getLogger(__name__)
 
 DEV_KEY_FILENAME = "secret.key"
 _PREFIX = "v1:"
@@ -121,3 +134,14 @@ def load_or_create_dev_key(var_dir: Path) -> tuple[str, bool]:
             "new one generated (values encrypted with the old key are then lost)"
         ) from exc
     return key, created
+
+
+def box_from_settings(settings: Settings) -> SecretBox:
+    """The encryption key of secrets at rest: the setting, or a development key."""
+    if settings.secret_key is not None:
+        return SecretBox(settings.secret_key.get_secret_value())
+    key, created = load_or_create_dev_key(settings.var_dir)
+    log.warning("AUDITRELAY_SECRET_KEY is not set: using the development key in %s%s; "
+                "set the variable in production", settings.var_dir,
+                " (just generated)" if created else "")
+    return SecretBox(key)

@@ -52,6 +52,7 @@ from api.service import (
     workspace_actor,
 )
 from api.tokens import same_secret
+from api.web import install_web
 from producer.config import ProducerConfig
 from schemas.db import Workspace
 from schemas.errors import (
@@ -172,6 +173,7 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
     app.state.publisher = publisher
     _install_error_handlers(app)
     _routes(app, settings, service, store, publisher)
+    install_web(app, settings, service, store, publisher)
     return app
 
 

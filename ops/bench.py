@@ -3,6 +3,10 @@
 ``bench produce`` drives one :class:`~producer.AuditProducer` in this process
 into a fresh topic of the configured broker, with events of a chosen size,
 and reports events per second from the first ``emit`` to the end of ``flush``.
+
+``bench archive`` produces events into a fresh topic, then runs the archive agent
+(``agents.archive``) in this process into a fresh SQLite file or PostgreSQL
+database and reports archived rows per second.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import asyncio
 import cProfile
 import platform
 import pstats
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +135,140 @@ def _run_async(config: Any, actor: Any, metadata: dict[str, str], ids: list[str]
             return time.perf_counter() - started
 
     return asyncio.run(main())
+
+
+# -- bench archive ------------------------------------------------------------------------------
+
+
+@bench.command("archive")
+@click.option("--events", default=100_000, show_default=True,
+              type=click.IntRange(1, 5_000_000))
+@click.option("--db", "db_kind", type=click.Choice(["sqlite", "postgresql"]), default="sqlite",
+              show_default=True, help="A fresh SQLite file, or a fresh database on the local "
+              "PostgreSQL (`auditrelay postgres up`), dropped afterwards.")
+@click.option("--workspaces", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--partitions", default=6, show_default=True, type=click.IntRange(1, 64))
+@click.pass_obj
+def archive(settings: Settings, events: int, db_kind: str, workspaces: int,
+            partitions: int) -> None:
+    """Archive rows per second: Kafka through the archive agent into a fresh database."""
+    from agents.kafka_admin import admin_client, create_topics, delete_topics
+    from schemas.topics import TopicSpec
+
+    run_id = uuid.uuid4().hex[:12]
+    prefix = f"bench.archive.{run_id}."
+    admin = admin_client(settings.kafka_bootstrap)
+    with _bench_database(settings, db_kind, run_id) as url:
+        bench_settings = settings.model_copy(update={"topic_prefix": prefix,
+                                                     "database_url": url})
+        topic = bench_settings.topics.events
+        create_topics(admin, [TopicSpec(topic, partitions, {"retention.ms": "600000"})])
+        try:
+            values = _produce_events(bench_settings, events, workspaces)
+            insert_rate = _insert_only(url, values)
+            total, after_first = asyncio.run(_archive_run(bench_settings, events, run_id))
+        finally:
+            delete_topics(admin, [topic])
+    click.echo(f"bench archive: {events} events, {workspaces} workspaces, {partitions} "
+               f"partitions, {db_kind}, batches of {settings.archive_batch_max_events}")
+    click.echo(f"  Kafka -> archive agent -> {db_kind}: {events / total:,.0f} rows/s "
+               f"({total:.2f} s from worker start, {events / after_first:,.0f} rows/s "
+               "from the first commit)")
+    click.echo(f"  parse + bulk insert only (no Kafka): {insert_rate:,.0f} rows/s")
+    click.echo(f"  Python {platform.python_version()}, {platform.machine()}, broker "
+               f"{settings.kafka_bootstrap}")
+
+
+@contextmanager
+def _bench_database(settings: Settings, kind: str, run_id: str) -> Iterator[str]:
+    """The URL of a database that exists for this run only."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bench-archive-") as folder:
+            yield f"sqlite:///{Path(folder) / 'archive.db'}"
+        return
+    import psycopg
+    from psycopg import sql
+
+    from ops.postgres_local import LocalPostgres
+
+    server = LocalPostgres.from_settings(settings)
+    server.up()
+    admin = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    name = f"bench_archive_{run_id}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+
+
+def _produce_events(settings: Settings, events: int, workspaces: int) -> list[bytes]:
+    """Emit ``events`` events into the events topic; returns their values."""
+    from producer import Actor, AuditProducer, ProducerConfig
+
+    actor = Actor(id="usr_bench", type="user")
+    values: list[bytes] = []
+    with AuditProducer(ProducerConfig.from_settings(settings)) as producer:
+        for i in range(events):
+            values.append(producer.emit(f"ws_bench{i % workspaces:04d}", "workspace",
+                                        "updated", actor=actor).value)
+        producer.flush()
+    return values
+
+
+def _insert_only(url: str, values: list[bytes]) -> float:
+    """Rows/s of parsing and bulk-inserting ``values`` alone; the rows are removed after."""
+    from sqlalchemy import delete
+
+    from agents.archive import insert_rows, rows_from_values
+    from agents.store import make_engine
+    from schemas.db import ArchivedEvent
+
+    engine = make_engine(url)
+    try:
+        step = 2000
+        started = time.perf_counter()
+        for i in range(0, len(values), step):
+            insert_rows(engine, rows_from_values(values[i:i + step])[0])
+        elapsed = time.perf_counter() - started
+        with engine.begin() as connection:
+            connection.execute(delete(ArchivedEvent))
+    finally:
+        engine.dispose()
+    return len(values) / elapsed
+
+
+async def _archive_run(settings: Settings, events: int, run_id: str) -> tuple[float, float]:
+    """Seconds until the archive agent committed every event: from start, from first row."""
+    from sqlalchemy import func, select
+
+    from agents import archive as archive_agent
+    from agents.app import create_app
+    from agents.store import make_engine
+    from schemas.db import ArchivedEvent
+
+    engine = make_engine(settings.database_url)
+    app = create_app(settings, app_id=f"bench-archive-{run_id}",
+                     registrars=[archive_agent.register])
+    count_rows = select(func.count()).select_from(ArchivedEvent)
+    started = time.perf_counter()
+    first: float | None = None
+    await app.start()
+    try:
+        rows = 0
+        while rows < events:
+            if time.perf_counter() - started > 600:
+                raise click.ClickException(f"only {rows} of {events} rows after 600 s")
+            await asyncio.sleep(0.2)
+            with engine.connect() as connection:
+                rows = int(connection.scalar(count_rows) or 0)
+            if rows and first is None:
+                first = time.perf_counter()
+        ended = time.perf_counter()
+    finally:
+        await app.stop()
+        engine.dispose()
+    return ended - started, ended - (first or started)

@@ -15,8 +15,10 @@ def all_commands() -> list[click.Command]:
     from ops.demo import demo
     from ops.dlq_cmd import dlq
     from ops.emit_cmd import emit
+    from ops.retention_cmd import retention
     from ops.status_cmd import status
 
     commands: list[click.Command] = [emit, bench, api, workspaces, destinations, postgres, dlq,
                                      demo, status]
+    commands.append(retention)
     return commands

@@ -7,7 +7,8 @@ else travels in ``ar_*`` headers, so no stage parses or re-serialises events.
 ``audit.dest.{id}``   key destination id; headers of ``BatchMeta``
 ``audit.retry.{tier}`` the same, plus attempt count, first attempt and due time
 ``audit.dlq``          the same, plus a reason; malformed input keeps its
-                        original value and names where it came from
+                        original key, value and non-``ar_`` headers, and names
+                        where it came from (``MalformedInput``)
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class BatchMeta:
     destination_id: str
     workspace_id: str
     events: int
-    #: When the router read the oldest event of the batch (latency is measured from it).
+    #: Kafka record timestamp of the oldest event of the batch, i.e. when its producer
+    #: wrote it to audit.events (end-to-end latency is measured from it).
     first_event_ms: int
     #: Attempts already made (0 on audit.dest.*).
     attempt: int = 0
@@ -84,3 +86,52 @@ class BatchMeta:
 
 _ALWAYS: Final = frozenset({"batch_id", "destination_id", "workspace_id", "events",
                             "first_event_ms"})
+
+
+#: Longest ``ar_detail`` of a malformed-input record; a reason, not a copy of the input.
+MAX_DETAIL_CHARS: Final = 500
+
+
+@dataclass(frozen=True)
+class MalformedInput:
+    """Headers of a malformed input record on ``audit.dlq``: why, and where it was read.
+
+    Its value and key are the original record's, untouched; its other headers
+    are the original's too, except any ``ar_*`` ones (ours to set).
+    """
+
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    reason: str = REASON_MALFORMED
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(HEADER_PREFIX + f.name, str(getattr(self, f.name)).encode())
+                for f in fields(self)]
+
+    @classmethod
+    def from_headers(cls, headers: Headers | None) -> MalformedInput:
+        """Parse ``ar_*`` headers; ValueError naming the header when one is missing or bad."""
+        found = {k[len(HEADER_PREFIX):]: v for k, v in headers or () if k.startswith(HEADER_PREFIX)}
+        text: dict[str, str] = {}
+        for f in fields(cls):
+            raw = found.get(f.name)
+            if raw is None:
+                raise ValueError(f"dead-letter header {HEADER_PREFIX}{f.name} is missing")
+            text[f.name] = raw.decode() if isinstance(raw, bytes) else raw
+        try:
+            partition, offset = int(text["source_partition"]), int(text["source_offset"])
+        except ValueError:
+            raise ValueError(f"dead-letter headers {HEADER_PREFIX}source_partition and "
+                             f"{HEADER_PREFIX}source_offset must be integers") from None
+        return cls(text["detail"], text["source_topic"], partition, offset, text["reason"])
+
+
+def malformed_record_headers(original: Headers | None, meta: MalformedInput) -> list[
+        tuple[str, bytes | str | None]]:
+    """The DLQ headers of a malformed record: the original's (minus ``ar_*``), then ``meta``'s."""
+    kept: list[tuple[str, bytes | str | None]] = [
+        (k, v) for k, v in original or () if not k.startswith(HEADER_PREFIX)]
+    kept.extend(meta.headers())
+    return kept

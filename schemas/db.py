@@ -1,4 +1,4 @@
-"""The relational schema: workspaces, destinations, and the Kafka outbox.
+"""The relational schema: workspaces, destinations, the Kafka outbox and the event archive.
 
 SQLAlchemy 2 typed models; Alembic migrations under ``schemas/migrations`` create
 them (``migrate``). SQLite is the embedded default, PostgreSQL the production
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -132,3 +133,32 @@ class OutboxLease(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     holder: Mapped[str] = mapped_column(String(100))
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class ArchivedEvent(Base):
+    """One audit event of the relational archive (docs/archive.md).
+
+    The primary key is the event id alone: ids are ULIDs (80 random bits per
+    millisecond) minted by the producers, so ``id`` is as unique as the contract's
+    ``source`` + ``id`` and keeps the key narrow; ``source`` is kept as a column.
+    Rows are inserted with ON CONFLICT DO NOTHING, so redelivery adds nothing.
+    """
+
+    __tablename__ = "archived_events"
+    __table_args__ = (
+        Index("ix_archived_events_workspace_time", "workspace_id", "time"),
+        Index("ix_archived_events_workspace_type_time", "workspace_id", "type", "time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(2048))
+    workspace_id: Mapped[str] = mapped_column(String(43))
+    type: Mapped[str] = mapped_column(String(256))
+    time: Mapped[datetime] = mapped_column()
+    actor_id: Mapped[str] = mapped_column(String(256))
+    actor_type: Mapped[str] = mapped_column(String(20))
+    target_type: Mapped[str | None] = mapped_column(String(256), default=None)
+    target_id: Mapped[str | None] = mapped_column(String(256), default=None)
+    subject: Mapped[str | None] = mapped_column(String(256), default=None)
+    #: The envelope exactly as produced (canonical JSON, UTF-8).
+    raw: Mapped[str] = mapped_column(Text)

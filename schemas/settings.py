@@ -79,6 +79,27 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=1, le=65535,
                           description="port of `auditrelay api` when --port is not given")
 
+    # Archive and retention (docs/archive.md).
+    archive_batch_max_events: int = Field(
+        default=2000, ge=1, le=50_000,
+        description="most events the archive agent writes in one transaction",
+    )
+    archive_batch_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="longest wait before the archive writes a batch"
+    )
+    retention_batch_size: int = Field(
+        default=5000, ge=1, le=1_000_000,
+        description="most archived rows one DELETE of the retention purge removes",
+    )
+    retention_cron: str = Field(
+        default="17 3 * * *", min_length=9,
+        description="when the worker's leader runs the daily purge (cron, UTC)",
+    )
+    retention_default_plan: str = Field(
+        default="free",
+        description="plan whose retention applies to events of unknown workspaces or plans",
+    )
+
     # Local PostgreSQL (``auditrelay postgres up``), for tests and development.
     postgres_port: int = Field(default=5433, ge=1, le=65535, description="local PostgreSQL port")
 
@@ -158,6 +179,15 @@ class Settings(BaseSettings):
             raise ValueError("needs at least one wait, each above 0 seconds")
         return value
 
+    @field_validator("retention_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression such as '17 3 * * *'")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
@@ -177,6 +207,13 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", f"sqlite:///{db}")
         if self.kafka_port == self.kafka_controller_port:
             raise ValueError("kafka_port and kafka_controller_port must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _known_default_plan(self) -> Settings:
+        if self.retention_default_plan not in self.plans:
+            raise ValueError(f"retention_default_plan {self.retention_default_plan!r} is not "
+                             f"one of the plans ({', '.join(sorted(self.plans))})")
         return self
 
     @property

@@ -13,13 +13,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from standardwebhooks.webhooks import Webhook
@@ -225,17 +226,10 @@ def env(settings: Settings, kafka_admin: AdminClient) -> Iterator[Env]:
         delete_topics(kafka_admin, [t for t in topics if t.startswith(settings.topic_prefix)])
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def pipeline(env: Env) -> AsyncIterator[DeliveryPipeline]:
     async with running_pipeline(env.settings) as running:
         yield running
-
-
-def receiver_url(serve_ctx: Iterator[str]) -> str:
-    return next(serve_ctx)
-
-
-Check = Callable[[], Awaitable[None]]
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -252,7 +246,7 @@ async def test_delivers_signed_batches_in_order_and_records_status(env: Env) -> 
 
     assert receiver.bodies == [body for _, body in sent]  # same bytes, same order
     webhook = Webhook(secret)
-    for request, (meta, body) in zip(receiver.requests, sent, strict=True):
+    for request, (meta, _body) in zip(receiver.requests, sent, strict=True):
         webhook.verify(request.body, request.headers)  # raises if the signature is wrong
         assert request.headers["webhook-id"] == meta.batch_id
         assert request.headers["x-webhook-id"] == meta.batch_id
@@ -333,7 +327,7 @@ async def test_a_redirect_is_not_followed_and_counts_as_a_failure(
                             else (200, []))
         with serve(receiver) as url:
             dest_id, _ = await env.add_destination(url)
-            meta, _ = await env.add_batch(dest_id)
+            _meta, _ = await env.add_batch(dest_id)
             await eventually(lambda: len(receiver.requests) >= 2, 30, "retry after redirect")
     assert target.requests == []
     attempts = await env.read(env.settings.topics.delivery_attempts, lambda s: len(s) >= 2)
@@ -427,3 +421,25 @@ async def test_a_destination_created_while_running_is_picked_up_within_10_s(
         await env.add_batch(dest_id)
         arrived = await eventually(lambda: len(receiver.requests) >= 1, 15, "new destination")
     assert arrived - created < 10
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_faust_worker_runs_the_pipeline(env: Env, unique_name: str) -> None:
+    from agents import intake
+    from agents import pipeline as pipeline_module
+    from agents.app import create_app
+
+    # intake gives the Faust consumer a topic; an app with none does not start.
+    app = create_app(env.settings, app_id=f"test-{unique_name}",
+                     registrars=[intake.register, pipeline_module.register])
+    receiver = Receiver()
+    with serve(receiver) as url:
+        dest_id, _ = await env.add_destination(url)
+        _, body = await env.add_batch(dest_id)
+        await app.start()
+        try:
+            await eventually(lambda: len(receiver.requests) >= 1, 60, "delivery by the worker")
+        finally:
+            await app.stop()
+    assert receiver.bodies == [body]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Store:
+def store(settings: Settings) -> Iterator[Store]:
     store = Store(make_engine(settings.database_url))
     with store.transaction() as session:
         session.add(Workspace(id="ws_one", name="one", plan="enterprise", token_hash="h" * 64))
@@ -31,7 +32,8 @@ def store(settings: Settings) -> Store:
         session.add(Destination(id="dst_1", workspace_id="ws_one", name="siem",
                                 url="https://siem.example", secret_encrypted="v1:s",
                                 version=3, created_at=BEFORE, updated_at=BEFORE))
-    return store
+    yield store
+    store.dispose()
 
 
 def outbox(store: Store) -> list[OutboxEntry]:
@@ -57,7 +59,8 @@ def test_disable_updates_the_row_and_enqueues_config_and_event(
     config = DestinationConfig.model_validate_json(config_entry.value)
     assert (config.enabled, config.disabled_reason, config.version) == (False, reason, 4)
     assert config.forwarding is True
-    assert event_entry.topic == "t.events" and event_entry.key == b"ws_one"
+    assert event_entry.topic == "t.events"
+    assert event_entry.key == b"ws_one"
     assert event_entry.value is not None
     event = json.loads(event_entry.value)
     assert event["type"] == event_type

@@ -32,10 +32,10 @@ def result(status: int | None = 200, *, error: str | None = None,
 
 
 def config(**changes: object) -> DestinationConfig:
-    values: dict[str, object] = dict(id="dst_1", workspace_id="ws1", name="siem",
-                                     url="https://siem.example", enabled=True,
-                                     secret_encrypted="v1:x", version=1,
-                                     updated_at=NOW - timedelta(hours=1))
+    values: dict[str, object] = {"id": "dst_1", "workspace_id": "ws1", "name": "siem",
+                                     "url": "https://siem.example", "enabled": True,
+                                     "secret_encrypted": "v1:x", "version": 1,
+                                     "updated_at": NOW - timedelta(hours=1)}
     values.update(changes)
     return DestinationConfig.model_validate(values)
 
@@ -61,17 +61,21 @@ def test_enabled_destination_is_not_refused() -> None:
 
 def test_deleted_and_disabled_destinations_are_refused_with_their_reason() -> None:
     deleted = refusal(None, None)
-    assert deleted is not None and deleted.reason == REASON_DELETED
+    assert deleted is not None
+    assert deleted.reason == REASON_DELETED
     disabled = refusal(config(enabled=False, disabled_reason="gone"), None)
-    assert disabled is not None and disabled.reason == REASON_DISABLED
+    assert disabled is not None
+    assert disabled.reason == REASON_DISABLED
     assert "gone" in disabled.detail
     no_plan = refusal(config(forwarding=False), None)
-    assert no_plan is not None and "plan" in no_plan.detail
+    assert no_plan is not None
+    assert "plan" in no_plan.detail
 
 
 def test_a_newer_disabled_status_vetoes_an_older_enabled_config() -> None:
     vetoed = refusal(config(), status("disabled"))
-    assert vetoed is not None and vetoed.reason == REASON_DISABLED
+    assert vetoed is not None
+    assert vetoed.reason == REASON_DISABLED
 
 
 def test_a_config_re_enabled_after_the_disabled_status_wins() -> None:
@@ -86,13 +90,17 @@ def test_2xx_is_delivered_with_the_meta_unchanged() -> None:
 
 def test_410_disables_and_dead_letters_as_disabled() -> None:
     decision = decide_now(result(410))
-    assert decision.kind == "disabled" and decision.disable == "gone"
-    assert decision.meta.reason == REASON_DISABLED and "410" in decision.meta.detail
+    assert decision.kind == "disabled"
+    assert decision.disable == "gone"
+    assert decision.meta.reason == REASON_DISABLED
+    assert "410" in decision.meta.detail
 
 
 def test_first_failure_goes_to_the_first_tier() -> None:
     decision = decide_now(result(500))
-    assert decision.kind == "retry" and decision.tier == "10s" and decision.disable is None
+    assert decision.kind == "retry"
+    assert decision.tier == "10s"
+    assert decision.disable is None
     assert decision.meta.attempt == 1
     assert decision.meta.first_attempt_ms == NOW_MS
     assert decision.meta.due_ms == NOW_MS + 10_000
@@ -103,7 +111,8 @@ def test_first_failure_goes_to_the_first_tier() -> None:
 def test_later_failures_climb_the_tiers_and_keep_the_first_attempt() -> None:
     meta = META.evolve(attempt=1, first_attempt_ms=NOW_MS - 20_000, due_ms=NOW_MS)
     decision = decide_now(result(None, error="ConnectError: refused"), meta)
-    assert decision.tier == "1m" and decision.meta.attempt == 2
+    assert decision.tier == "1m"
+    assert decision.meta.attempt == 2
     assert decision.meta.first_attempt_ms == NOW_MS - 20_000
     assert decision.meta.due_ms == NOW_MS + 60_000
     assert decision.meta.last_error == "ConnectError: refused"
@@ -121,8 +130,10 @@ def test_retry_after_sets_the_due_time_within_the_schedule_range() -> None:
 def test_failure_after_the_give_up_time_dead_letters_and_auto_disables() -> None:
     meta = META.evolve(attempt=5, first_attempt_ms=NOW_MS - 3600_000)
     decision = decide_now(result(500), meta)
-    assert decision.kind == "dead_letter" and decision.disable == "failing"
-    assert decision.meta.reason == REASON_EXHAUSTED and decision.meta.detail == "HTTP 500"
+    assert decision.kind == "dead_letter"
+    assert decision.disable == "failing"
+    assert decision.meta.reason == REASON_EXHAUSTED
+    assert decision.meta.detail == "HTTP 500"
     assert decision.meta.attempt == 6
 
 
@@ -149,21 +160,27 @@ def test_circuit_half_opens_when_the_announced_retry_never_reported() -> None:
 def test_status_after_a_retry_is_failing_with_the_next_attempt() -> None:
     decision = decide_now(result(503))
     new = next_status(status("ok"), decision, result(503), NOW)
-    assert new.state == "failing" and new.consecutive_failures == 3
+    assert new.state == "failing"
+    assert new.consecutive_failures == 3
     assert new.next_attempt_at == NOW + timedelta(seconds=10)
-    assert new.last_delivery_ok is False and new.last_status_code == 503
+    assert new.last_delivery_ok is False
+    assert new.last_status_code == 503
 
 
 def test_status_after_delivery_is_ok_and_resets_failures() -> None:
     new = next_status(status("failing"), decide_now(result(200)), result(200), NOW)
-    assert new.state == "ok" and new.consecutive_failures == 0 and new.next_attempt_at is None
-    assert new.last_delivery_at == NOW and new.last_delivery_ok is True
+    assert new.state == "ok"
+    assert new.consecutive_failures == 0
+    assert new.next_attempt_at is None
+    assert new.last_delivery_at == NOW
+    assert new.last_delivery_ok is True
 
 
 def test_status_after_a_refusal_is_disabled_without_a_delivery() -> None:
     decision = Decision("dead_letter", META.evolve(reason=REASON_DELETED, detail="deleted"))
     new = next_status(None, decision, None, NOW)
-    assert new.state == "disabled" and new.last_delivery_at is None
+    assert new.state == "disabled"
+    assert new.last_delivery_at is None
     assert new.last_error == "deleted"
 
 

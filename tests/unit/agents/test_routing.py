@@ -81,7 +81,7 @@ def test_a_valid_event_gives_its_facts_from_headers() -> None:
 
 def test_headers_may_be_a_mapping_or_str_values() -> None:
     built = event()
-    as_dict = {k: v for k, v in built.headers}  # ce_* values are str here
+    as_dict = dict(built.headers)  # ce_* values are str here
     assert isinstance(check_record(built.key, built.value, as_dict), EventFacts)
 
 

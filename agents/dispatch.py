@@ -1,0 +1,235 @@
+"""One delivery attempt of a batch and everything that follows from it.
+
+Shared by the delivery agent (first attempts) and the retry agent (later
+ones): look the destination up, refuse it (dead letter) when it is deleted or
+disabled, sign per contract section 2 and POST through the SSRF-safe client,
+then carry out the verdict of ``agents.outcomes.decide``: the batch to a retry
+tier or the dead-letter topic (confirmed by the broker before returning, so
+the caller may commit the offset that held it), the destination disabled when
+it answered 410 or kept failing for 72 hours, an attempt record and the
+destination's new status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from agents.http_client import DeliveryClient, DeliveryResult
+from agents.outcomes import Decision, attempt_record, decide, next_status, refusal
+from agents.retry_schedule import RetrySchedule
+from agents.secrets import SecretBox
+from agents.signing import delivery_headers, sign
+from agents.status import StatusBoard, StatusPublisher
+from schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta
+from schemas.destinations import DestinationConfig
+from schemas.errors import AuditRelayError, KafkaError
+from schemas.topics import TopicNames
+
+__all__ = [
+    "BatchProcessor",
+    "ConfigLookup",
+    "Disabler",
+    "Dispatcher",
+    "custom_headers",
+    "malformed_headers",
+    "request_headers",
+    "signing_secrets",
+]
+
+log = logging.getLogger(__name__)
+
+_MAX_PRODUCE_BACKOFF = 10.0
+
+
+class ConfigLookup(Protocol):
+    """What delivery needs of ``agents.registry.DestinationRegistry``."""
+
+    def get(self, destination_id: str) -> DestinationConfig | None: ...
+
+
+class Sink(Protocol):
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   headers: Sequence[tuple[str, bytes]] = ()) -> None: ...
+
+
+#: ``disable(destination_id, reason, detail)``: the destination is disabled in the database.
+Disabler = Callable[[str, str, str], Awaitable[object]]
+
+
+def signing_secrets(config: DestinationConfig, box: SecretBox, now: datetime) -> list[str]:
+    """The current secret, and the previous one while its 24 h overlap lasts."""
+    secrets = [box.decrypt(config.secret_encrypted)]
+    expires = config.previous_secret_expires_at
+    if config.previous_secret_encrypted and expires is not None and now < expires:
+        secrets.append(box.decrypt(config.previous_secret_encrypted))
+    return secrets
+
+
+def custom_headers(config: DestinationConfig, box: SecretBox) -> dict[str, str]:
+    if not config.headers_encrypted:
+        return {}
+    headers = json.loads(box.decrypt(config.headers_encrypted))
+    if not isinstance(headers, dict):
+        raise ValueError("custom headers are not a JSON object")
+    return {str(k): str(v) for k, v in headers.items()}
+
+
+def request_headers(config: DestinationConfig, box: SecretBox, batch_id: str, body: bytes,
+                    now: datetime, version: str) -> dict[str, str]:
+    """Custom headers first, then the signed delivery headers (which the API forbids
+    custom headers to name, so none is overridden)."""
+    timestamp = int(now.timestamp())
+    signature = sign(signing_secrets(config, box, now), batch_id, timestamp, body)
+    return {**custom_headers(config, box),
+            **delivery_headers(batch_id, timestamp, signature, version)}
+
+
+class Dispatcher:
+    """Signs and POSTs one batch; never raises for the receiver's or the network's faults."""
+
+    def __init__(self, client: DeliveryClient, box: SecretBox, version: str) -> None:
+        self._client = client
+        self._box = box
+        self._version = version
+
+    async def send(self, config: DestinationConfig, body: bytes, meta: BatchMeta,
+                   now: datetime) -> DeliveryResult:
+        try:
+            headers = request_headers(config, self._box, meta.batch_id, body, now,
+                                      self._version)
+        except (AuditRelayError, ValueError) as exc:
+            # Our fault (a lost key, say), not the receiver's: retried like a failure,
+            # so the batch waits for an operator instead of being lost.
+            return DeliveryResult(ok=False, status_code=None, latency_ms=0,
+                                  error=f"cannot sign the request: {exc}",
+                                  retry_after_seconds=None, gone=False)
+        return await self._client.post_batch(config.url, body, headers)
+
+
+def malformed_headers(headers: Sequence[tuple[str, bytes]], detail: str,
+                      ) -> list[tuple[str, bytes]]:
+    """A malformed record's own headers, plus the DLQ reason and where it came from."""
+    kept = [(k, v) for k, v in headers
+            if k not in (f"{HEADER_PREFIX}reason", f"{HEADER_PREFIX}detail")]
+    return [*kept, (f"{HEADER_PREFIX}reason", REASON_MALFORMED.encode()),
+            (f"{HEADER_PREFIX}detail", detail.encode())]
+
+
+@dataclass
+class BatchProcessor:
+    """Attempts batches and carries out the verdicts (see the module docstring)."""
+
+    lookup: ConfigLookup
+    board: StatusBoard
+    status: StatusPublisher
+    sink: Sink
+    dispatcher: Dispatcher
+    names: TopicNames
+    schedule: RetrySchedule
+    disable: Disabler
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.time
+
+    def parse(self, record: Any) -> BatchMeta | None:
+        """The record's batch metadata, or None when its headers are unusable."""
+        try:
+            return BatchMeta.from_headers(record.headers)
+        except ValueError:
+            return None
+
+    async def dead_letter_malformed(self, record: Any) -> None:
+        try:
+            BatchMeta.from_headers(record.headers)
+            problem = "unusable batch headers"
+        except ValueError as exc:
+            problem = str(exc)
+        detail = f"{problem}; from {record.topic}[{record.partition}]@{record.offset}"
+        log.error("malformed batch record dead-lettered: %s", detail)
+        await self._produce(self.names.dlq, record.key, record.value,
+                            malformed_headers(list(record.headers or ()), detail),
+                            what=f"malformed record from {record.topic}")
+
+    async def process(self, meta: BatchMeta, body: bytes) -> Decision:
+        """One attempt of the batch (or its refusal), and its consequences."""
+        config = self.lookup.get(meta.destination_id)
+        refused = refusal(config, self.board.get(meta.destination_id))
+        if refused is not None or config is None:
+            reason = refused.reason if refused is not None else ""
+            detail = refused.detail if refused is not None else ""
+            decision = Decision("dead_letter", meta.evolve(reason=reason, detail=detail))
+            await self.apply(decision, None, body)
+            return decision
+        now_ms = round(self.clock() * 1000)
+        result = await self.dispatcher.send(config, body, meta, _at(now_ms))
+        decision = decide(result, meta, round(self.clock() * 1000), self.schedule, self.rng)
+        await self.apply(decision, result, body)
+        return decision
+
+    async def apply(self, decision: Decision, result: DeliveryResult | None,
+                    body: bytes) -> None:
+        meta = decision.meta
+        now = _at(round(self.clock() * 1000))
+        previous = self.board.get(meta.destination_id)
+        status = next_status(previous, decision, result, now)
+        if decision.disable is not None:
+            # Vetoes the destination's next batch at once, before any await.
+            self.board.update(status)
+        what = f"batch {meta.batch_id} of {meta.destination_id}"
+        if decision.kind == "retry":
+            assert decision.tier is not None
+            await self._produce(self.names.retry(decision.tier), meta.destination_id.encode(),
+                                body, meta.headers(), what=what)
+        elif decision.kind in ("dead_letter", "disabled"):
+            await self._produce(self.names.dlq, meta.destination_id.encode(), body,
+                                meta.headers(), what=what)
+        if decision.disable is not None:
+            await self._disable(meta, decision.disable)
+        self._log(decision, result)
+        # A refused batch of an already disabled destination changes nothing to report.
+        if not (result is None and previous is not None and previous.state == "disabled"):
+            await self.status.status(status)
+        await self.status.attempt(attempt_record(decision, result, now))
+
+    async def _disable(self, meta: BatchMeta, reason: str) -> None:
+        try:
+            await self.disable(meta.destination_id, reason, meta.detail)
+        except Exception:
+            # The published status still vetoes deliveries; the row is fixed by hand
+            # or on the next failure.
+            log.exception("destination %s could not be disabled (%s) in the database",
+                          meta.destination_id, reason)
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                       headers: Sequence[tuple[str, bytes]], *, what: str) -> None:
+        """Produce until the broker confirms: the offset is committed only afterwards."""
+        backoff = 0.5
+        while True:
+            try:
+                await self.sink.send(topic, key, value, headers)
+                return
+            except KafkaError as exc:
+                log.warning("%s not yet on %s (%s); again in %.1f s", what, topic, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_PRODUCE_BACKOFF)
+
+    @staticmethod
+    def _log(decision: Decision, result: DeliveryResult | None) -> None:
+        meta = decision.meta
+        if decision.kind == "delivered":
+            log.debug("batch %s delivered to %s", meta.batch_id, meta.destination_id)
+            return
+        error = result.error if result is not None else meta.detail
+        log.info("batch %s of %s: %s%s (%s)", meta.batch_id, meta.destination_id, decision.kind,
+                 f" to tier {decision.tier}" if decision.tier else "", error)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

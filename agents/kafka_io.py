@@ -1,0 +1,74 @@
+"""aiokafka clients of the delivery worker; aiokafka errors become ``KafkaError`` here.
+
+``RecordSink`` produces with ``acks=all`` and idempotence, and ``send`` returns
+only once the broker confirmed the record: a batch moved to a retry tier or the
+dead-letter topic is confirmed before the offset that held it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError as AIOKafkaError
+
+from schemas.errors import BrokerUnavailableError, ProduceError
+
+__all__ = ["RecordSink", "consumer", "start_consumer"]
+
+log = logging.getLogger(__name__)
+
+HeaderPairs = Sequence[tuple[str, bytes]]
+
+
+class RecordSink:
+    """One idempotent producer per worker; ``start`` before use, ``stop`` after."""
+
+    def __init__(self, bootstrap: str, *, client_id: str = "auditrelay-worker",
+                 request_timeout_ms: int = 30_000) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, client_id=client_id, acks="all",
+            enable_idempotence=True, request_timeout_ms=request_timeout_ms, linger_ms=0)
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except AIOKafkaError as exc:
+            raise BrokerUnavailableError(f"producer could not connect: {exc}") from exc
+
+    async def stop(self) -> None:
+        try:
+            await self._producer.stop()
+        except AIOKafkaError as exc:
+            log.warning("producer did not stop cleanly: %s", exc)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   headers: HeaderPairs = ()) -> None:
+        """Produce one record and wait for the broker's confirmation."""
+        try:
+            await self._producer.send_and_wait(topic, value=value, key=key,
+                                               headers=list(headers))
+        except AIOKafkaError as exc:
+            raise ProduceError(f"record to {topic} not confirmed: {exc}") from exc
+
+
+def consumer(bootstrap: str, *, group_id: str | None, client_id: str,
+             **options: Any) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own and starts new partitions at the beginning.
+
+    ``earliest``: a destination topic picked up after its first batches were
+    written must still deliver them.
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id,
+        enable_auto_commit=False, auto_offset_reset="earliest", **options)
+
+
+async def start_consumer(consumer: AIOKafkaConsumer) -> None:
+    try:
+        await consumer.start()
+    except AIOKafkaError as exc:
+        raise BrokerUnavailableError(f"consumer could not connect: {exc}") from exc
+

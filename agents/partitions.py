@@ -1,0 +1,215 @@
+"""One asyncio task per assigned partition over one aiokafka consumer.
+
+The fetch loop only moves records into per-partition lanes; each lane handles
+its records strictly in order in its own task, so a partition whose handler
+waits (a hanging receiver, an open circuit, a retry not yet due) never delays
+another. A lane whose queue is full, or whose handler holds it, is paused in
+the consumer: its records wait in Kafka, and the poll loop keeps running, so
+the consumer never exceeds its poll interval. Offsets are committed per
+partition up to the last record the handler returned from.
+
+The default (eager) rebalance revokes every partition whenever the
+subscription changes, for instance when a new destination topic appears.
+Lanes therefore survive a revocation: they are kept until the assignment that
+follows, resumed (the consumer seeks past what they already hold) if their
+partition comes back, and stopped only if it went to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError as AIOKafkaError
+
+__all__ = ["Handler", "Lane", "PartitionRunner"]
+
+log = logging.getLogger(__name__)
+
+#: ``handler(record, lane)``; returns once the record is fully handled.
+Handler = Callable[[Any, "Lane"], Awaitable[None]]
+
+_MAX_BACKOFF = 30.0
+
+
+class Lane:
+    """An assigned partition: records fetched for it, and the task handling them in order."""
+
+    def __init__(self, tp: TopicPartition, handler: Handler, *, name: str) -> None:
+        self.tp = tp
+        self._handler = handler
+        self._name = name
+        self._queue: deque[Any] = deque()
+        self._wakeup = asyncio.Event()
+        self._held = 0
+        #: Offset after the last record handled (what to commit), and after the last fed.
+        self.done: int | None = None
+        self.fed: int | None = None
+        self.committed: int | None = None
+        self._task = asyncio.create_task(self._run(), name=f"{name}:{tp.topic}[{tp.partition}]")
+
+    def __repr__(self) -> str:
+        return f"Lane({self.tp.topic}[{self.tp.partition}], queued={len(self._queue)})"
+
+    def feed(self, records: list[Any]) -> None:
+        self._queue.extend(records)
+        if records:
+            self.fed = records[-1].offset + 1
+            self._wakeup.set()
+
+    def wants_pause(self, limit: int) -> bool:
+        return self._held > 0 or len(self._queue) >= limit
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """While inside, the partition is paused: the handler waits and wants no more records."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            record = self._queue[0]
+            await self._handle(record)
+            self._queue.popleft()
+            self.done = record.offset + 1
+
+    async def _handle(self, record: Any) -> None:
+        # A handler error is a bug or an outage; the record is tried again rather
+        # than skipped, since skipping it would drop its events silently.
+        backoff = 0.5
+        while True:
+            try:
+                await self._handler(record, self)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: handling %s[%d]@%d failed; trying again in %.1f s",
+                              self._name, record.topic, record.partition, record.offset, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs lanes for the partitions ``consumer`` is assigned; the consumer's rebalance listener.
+
+    Subscribe the consumer with ``listener=runner``, then ``await runner.run()``
+    until ``stop``.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, handler: Handler, *, name: str,
+                 queue_limit: int = 4, commit_interval: float = 1.0,
+                 poll_timeout_ms: int = 200) -> None:
+        self._consumer = consumer
+        self._handler = handler
+        self._name = name
+        self._queue_limit = queue_limit
+        self._commit_interval = commit_interval
+        self._poll_timeout_ms = poll_timeout_ms
+        self._lanes: dict[TopicPartition, Lane] = {}
+        self._revoked: dict[TopicPartition, Lane] = {}
+        self._stopping = asyncio.Event()
+        self._last_commit = 0.0
+
+    @property
+    def lanes(self) -> dict[TopicPartition, Lane]:
+        return dict(self._lanes)
+
+    # -- rebalance listener ------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            lane = self._lanes.pop(tp, None)
+            if lane is not None:
+                self._revoked[tp] = lane
+        await self._commit([lane for tp, lane in self._revoked.items() if tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            lane = self._revoked.pop(tp, None)
+            if lane is not None and lane.fed is not None:
+                # Its records are in the lane already; fetch what follows them.
+                self._consumer.seek(tp, lane.fed)
+            self._lanes[tp] = lane or Lane(tp, self._handler, name=self._name)
+        gone, self._revoked = self._revoked, {}
+        for lane in gone.values():
+            await lane.close()
+
+    # -- loop --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms)
+                backoff = 0.5
+            except AIOKafkaError as exc:
+                log.warning("%s: fetching failed, again in %.1f s: %s", self._name, backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            for tp, records in fetched.items():
+                lane = self._lanes.get(tp)
+                if lane is None:  # fetched before the listener ran; should not happen
+                    lane = self._lanes[tp] = Lane(tp, self._handler, name=self._name)
+                lane.feed(records)
+            self._reconcile_pauses()
+            if time.monotonic() - self._last_commit >= self._commit_interval:
+                await self._commit(list(self._lanes.values()))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Stop every lane and commit what they handled; call after ``run`` returned."""
+        lanes = [*self._lanes.values(), *self._revoked.values()]
+        for lane in lanes:
+            await lane.close()
+        await self._commit(list(self._lanes.values()))
+        self._lanes.clear()
+        self._revoked.clear()
+
+    def _reconcile_pauses(self) -> None:
+        assignment = self._consumer.assignment()
+        paused = self._consumer.paused()
+        want = {tp for tp, lane in self._lanes.items()
+                if tp in assignment and lane.wants_pause(self._queue_limit)}
+        if want - paused:
+            self._consumer.pause(*(want - paused))
+        resume = {tp for tp in paused if tp not in want and tp in assignment}
+        if resume:
+            self._consumer.resume(*resume)
+
+    async def _commit(self, lanes: list[Lane]) -> None:
+        self._last_commit = time.monotonic()
+        offsets = {lane.tp: lane.done for lane in lanes
+                   if lane.done is not None and lane.done != lane.committed}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except AIOKafkaError as exc:
+            # The next commit carries the same offsets, or the next owner re-reads them.
+            log.warning("%s: commit failed: %s", self._name, exc)
+            return
+        for lane in lanes:
+            if lane.tp in offsets:
+                lane.committed = offsets[lane.tp]

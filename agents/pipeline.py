@@ -1,0 +1,187 @@
+"""The delivery side of a worker: the delivery and retry agents and what they share.
+
+``DeliveryPipeline`` owns, per worker process, one HTTP client, one producer,
+the status board and its follower, the database store (to disable
+destinations) with an ``OutboxPublisher`` (so those changes reach Kafka), and
+two aiokafka consumers: ``agents.delivery`` over the destination topics and
+``agents.retry`` over the retry tiers. They are aiokafka, not Faust, consumers
+because Faust cannot subscribe to a topic pattern, and subscribing a Faust app
+to new topics at run time costs a long rebalance.
+
+``register(app, settings)`` runs the pipeline inside the Faust worker as an app
+task: it starts once the app has started, after the shared destination
+registry caught up, and stops when the app stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from importlib.metadata import version
+
+import faust
+from aiokafka import AIOKafkaConsumer
+
+from agents import delivery, retry
+from agents.control import disable_destination
+from agents.dispatch import BatchProcessor, ConfigLookup, Dispatcher
+from agents.http_client import DeliveryClient, DeliveryConfig
+from agents.kafka_admin import admin_client
+from agents.kafka_io import RecordSink, consumer, start_consumer
+from agents.outbox import OutboxPublisher
+from agents.partitions import Handler, PartitionRunner
+from agents.registry import RegistryFollower, follower_for, wait_until_caught_up
+from agents.retry_schedule import RetrySchedule
+from agents.secrets import box_from_settings
+from agents.ssrf import Resolver, system_resolver
+from agents.status import StatusBoard, StatusFollower, StatusPublisher
+from agents.store import Store, make_engine
+from schemas.settings import Settings
+
+__all__ = ["DeliveryPipeline", "group_id", "register", "running_pipeline"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_PREFIX = "audit."
+_CATCH_UP_SECONDS = 30.0
+
+
+def group_id(base: str, topic_prefix: str) -> str:
+    """``base`` for the default prefix; deployments sharing a cluster under other
+    prefixes get groups of their own, so they never share offsets or rebalances."""
+    return base if topic_prefix == _DEFAULT_PREFIX else f"{base}-{topic_prefix.rstrip('.')}"
+
+
+class DeliveryPipeline:
+    """Delivery and retry agents of one worker; ``start`` then ``stop``."""
+
+    def __init__(self, settings: Settings, lookup: ConfigLookup, *,
+                 resolver: Resolver = system_resolver, publish_outbox: bool = True,
+                 rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.board = StatusBoard()
+        self.store = Store(make_engine(settings.database_url))
+        self._client = DeliveryClient(DeliveryConfig.from_settings(settings), resolver=resolver)
+        self._sink = RecordSink(settings.kafka_bootstrap)
+        self._follower = StatusFollower(settings.kafka_bootstrap,
+                                        settings.topics.delivery_status, self.board)
+        self._outbox = OutboxPublisher(
+            self.store, {"bootstrap.servers": settings.kafka_bootstrap,
+                         "enable.idempotence": True, "client.id": "auditrelay-worker"},
+            admin_client(settings.kafka_bootstrap)) if publish_outbox else None
+        schedule = RetrySchedule.from_settings(settings)
+        self.processor = BatchProcessor(
+            lookup=lookup, board=self.board,
+            status=StatusPublisher(self._sink, settings.topics, self.board),
+            sink=self._sink,
+            dispatcher=Dispatcher(self._client, box_from_settings(settings),
+                                  version("auditrelay")),
+            names=settings.topics, schedule=schedule, disable=self._disable,
+            # Jitter spreads retries; it needs no cryptographic randomness.
+            rng=rng or random.Random(), clock=time.time)  # noqa: S311
+        self._runners: list[tuple[AIOKafkaConsumer, PartitionRunner]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._grace = delivery.circuit_grace(schedule.longest)
+
+    async def start(self) -> None:
+        await self._sink.start()
+        await self._follower.start()
+        if not await self._follower.wait_caught_up(_CATCH_UP_SECONDS):
+            log.warning("delivery statuses not read in %.0f s; circuits may start closed",
+                        _CATCH_UP_SECONDS)
+        if self._outbox is not None:
+            self._outbox.start()
+        settings = self.settings
+        names = settings.topics
+        delivery_consumer = consumer(
+            settings.kafka_bootstrap, group_id=group_id(delivery.GROUP_ID, settings.topic_prefix),
+            client_id="auditrelay-delivery",
+            # How soon a new destination's topic is seen by the pattern subscription.
+            metadata_max_age_ms=round(settings.destination_poll_seconds * 1000))
+        await self._run(delivery_consumer,
+                        delivery.DeliveryHandler(self.processor, self.board, self._grace),
+                        name="delivery", pattern=delivery.destination_pattern(
+                            names.destination_prefix))
+        retry_consumer = consumer(
+            settings.kafka_bootstrap, group_id=group_id(retry.GROUP_ID, settings.topic_prefix),
+            client_id="auditrelay-retry")
+        await self._run(retry_consumer, retry.RetryHandler(self.processor, time.time),
+                        name="retry", topics=retry.retry_topics(names))
+
+    async def _run(self, kafka: AIOKafkaConsumer, handler: Handler, *, name: str,
+                   pattern: str | None = None, topics: list[str] | None = None) -> None:
+        runner = PartitionRunner(kafka, handler, name=name)
+        if pattern is not None:
+            kafka.subscribe(pattern=pattern, listener=runner)
+        else:
+            kafka.subscribe(topics=topics, listener=runner)
+        await start_consumer(kafka)
+        self._runners.append((kafka, runner))
+        self._tasks.append(asyncio.create_task(runner.run(), name=f"{name}-fetch"))
+
+    async def stop(self) -> None:
+        for _, runner in self._runners:
+            runner.stop()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await task
+        for kafka, runner in self._runners:
+            await runner.close()
+            await kafka.stop()
+        self._runners.clear()
+        self._tasks.clear()
+        await self._follower.stop()
+        await self._sink.stop()
+        await self._client.aclose()
+        if self._outbox is not None:
+            await asyncio.to_thread(self._outbox.stop)
+        self.store.dispose()
+
+    async def _disable(self, destination_id: str, reason: str, detail: str) -> bool:
+        changed = await asyncio.to_thread(partial(
+            disable_destination, self.store, self.settings, destination_id, reason,
+            detail=detail))
+        if self._outbox is not None:
+            self._outbox.wake()
+        return changed
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(settings: Settings, *, resolver: Resolver = system_resolver,
+                           rng: random.Random | None = None,
+                           ) -> AsyncIterator[DeliveryPipeline]:
+    """A pipeline with its own destination registry follower, outside Faust (tests, tools)."""
+    follower = RegistryFollower(settings.kafka_bootstrap, settings.topics.destinations).start()
+    try:
+        await asyncio.to_thread(follower.wait_caught_up, _CATCH_UP_SECONDS)
+        pipeline = DeliveryPipeline(settings, follower.registry, resolver=resolver, rng=rng)
+        await pipeline.start()
+        try:
+            yield pipeline
+        finally:
+            await pipeline.stop()
+    finally:
+        await asyncio.to_thread(follower.stop)
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    """Run the delivery pipeline in this Faust app's worker."""
+    follower = follower_for(app, settings.kafka_bootstrap, settings.topics.destinations)
+
+    async def delivery_pipeline() -> None:
+        await wait_until_caught_up(follower, "delivery")
+        pipeline = DeliveryPipeline(settings, follower.registry)
+        await pipeline.start()
+        try:
+            await asyncio.Event().wait()  # until the app stops and cancels this task
+        finally:
+            await pipeline.stop()
+
+    app.task(delivery_pipeline)
+
+

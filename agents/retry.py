@@ -1,0 +1,57 @@
+"""Retry agent: consumes ``audit.retry.{tier}``; produces to the next tier,
+``audit.dlq``, ``audit.delivery-attempts`` and ``audit.delivery-status``.
+
+Group ``auditrelay-retry``. A record waits until its ``ar_due_ms``: its lane
+holds it, which pauses that partition in the consumer while every other
+partition keeps flowing and the poll loop keeps polling (no sleep in the poll
+loop, no poll interval exceeded). Because a tier's records are written in
+roughly due order, the head of a partition is the next one due. Retries
+survive restarts: they are records in topics, and an offset is committed only
+after the record's outcome is confirmed.
+
+Due: the batch is attempted with the delivery agent's own code
+(``agents.dispatch``). Success reports the destination ``ok``, which reopens
+its circuit; failure moves it to the next tier, or after ``retry_give_up_seconds``
+to the dead-letter topic, and disables the destination (``webhook.auto_disabled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from agents.dispatch import BatchProcessor
+from agents.partitions import Lane
+from schemas.topics import RETRY_TIERS, TopicNames
+
+__all__ = ["GROUP_ID", "RetryHandler", "retry_topics", "seconds_until_due"]
+
+GROUP_ID = "auditrelay-retry"
+
+
+def retry_topics(names: TopicNames) -> list[str]:
+    return [names.retry(tier) for tier in RETRY_TIERS]
+
+
+def seconds_until_due(due_ms: int, now: float) -> float:
+    return max(0.0, due_ms / 1000 - now)
+
+
+class RetryHandler:
+    """The lane handler of retry tier partitions: hold until due, then attempt."""
+
+    def __init__(self, processor: BatchProcessor, clock: Callable[[], float]) -> None:
+        self._processor = processor
+        self._clock = clock
+
+    async def __call__(self, record: Any, lane: Lane) -> None:
+        meta = self._processor.parse(record)
+        if meta is None:
+            await self._processor.dead_letter_malformed(record)
+            return
+        wait = seconds_until_due(meta.due_ms, self._clock())
+        if wait > 0:
+            with lane.holding():
+                await asyncio.sleep(wait)
+        await self._processor.process(meta, record.value or b"")

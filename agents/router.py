@@ -1,0 +1,336 @@
+"""Router: consumes audit.events, produces audit.dest.{id} and audit.dlq.
+
+For each event the router finds the enabled destinations of its workspace whose
+event-type globs match (destinations of workspaces without the forwarding
+entitlement are never matched), batches the events per destination (at most
+``batch_max_events``, flushed at least every ``batch_window_seconds``) and
+produces each batch to its destination's topic, the event bytes untouched
+(:mod:`agents.routing` holds the logic, this module the Kafka side).
+
+Guarantees:
+
+- An input record is acked only after every record made from it (batches and
+  dead letters) is confirmed by the broker: Faust's ``take_events`` acks a round
+  when the loop asks for the next one, and the loop only asks once
+  :meth:`Router.publish` returned.
+- Nothing escapes the agent body, since an escaping exception would ack the round.
+  Produce failures (broker down) are retried with backoff, resending only what was
+  not confirmed, until everything is. A batch whose destination topic no longer
+  exists goes to ``audit.dlq`` with reason ``destination_deleted``. Malformed input
+  goes to ``audit.dlq`` with reason ``malformed_event`` and the detail.
+- Not a concurrent agent (``concurrency=1``): faust #606, and per-destination order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, cast
+
+import faust
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from agents.kafka_admin import admin_client
+from agents.registry import DestinationRegistry, RegistryFollower, follower_for
+from agents.registry import wait_until_caught_up as _wait_until_caught_up
+from agents.routing import (
+    OutRecord,
+    RecordLike,
+    RoundPlan,
+    dead_letter_batch,
+    plan_round,
+)
+from schemas.batches import REASON_DELETED
+from schemas.errors import BrokerUnavailableError
+from schemas.settings import Settings
+from schemas.topics import TopicNames
+
+__all__ = ["FaustPublisher", "Publisher", "Router", "RouterStats", "register"]
+
+log = logging.getLogger(__name__)
+
+#: Events the agent takes per round (it also stops waiting after the batch window).
+#: Several batches' worth, so that at high volume batches are full and rounds few.
+ROUND_EVENTS: Final = 1000
+_REPORT_SECONDS: Final = 10.0
+
+
+class Publisher(Protocol):
+    """The Kafka side of the router: what ``Router`` needs, faked in unit tests."""
+
+    async def send(self, record: OutRecord) -> Awaitable[Any]:
+        """Hand a record to the producer; returns a future of the broker's confirmation."""
+
+    async def missing_topics(self, topics: Collection[str]) -> set[str]:
+        """Those of ``topics`` that do not exist; raises if the broker cannot say."""
+
+    def forget(self, topics: Iterable[str]) -> None:
+        """Drop remembered answers about ``topics`` (after a failure involving them)."""
+
+
+class FaustPublisher:
+    """Produces with the Faust app's producer; checks topics with a confluent admin client.
+
+    Topics known to exist are remembered for ``known_seconds``, so that the steady
+    state asks the broker nothing extra. The check matters because the app's
+    (aiokafka) producer does not fail fast on a missing topic: it waits for its
+    metadata, and retries a deleted one, for the whole producer request timeout.
+    """
+
+    def __init__(self, app: faust.App, bootstrap: str, *, known_seconds: float = 30.0) -> None:
+        self._app = app
+        self._bootstrap = bootstrap
+        self._known_seconds = known_seconds
+        self._known: dict[str, float] = {}
+        self._admin: AdminClient | None = None
+
+    async def send(self, record: OutRecord) -> Awaitable[Any]:
+        headers: Any = list(record.headers)  # aiokafka accepts str, bytes or None values
+        future: Awaitable[Any] = await self._app.producer.send(
+            record.topic, record.key, record.value, None, None, headers)
+        return future
+
+    async def missing_topics(self, topics: Collection[str]) -> set[str]:
+        now = time.monotonic()
+        stale = {t for t in topics if now - self._known.get(t, -1e18) > self._known_seconds}
+        if not stale:
+            return set()
+        present = await asyncio.to_thread(self._list_topics)
+        for name in stale & present:
+            self._known[name] = now
+        return stale - present
+
+    def forget(self, topics: Iterable[str]) -> None:
+        for name in topics:
+            self._known.pop(name, None)
+
+    def _list_topics(self) -> set[str]:
+        if self._admin is None:
+            self._admin = admin_client(self._bootstrap)
+        try:
+            return set(self._admin.list_topics(timeout=10.0).topics)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
+
+
+@dataclass
+class RouterStats:
+    """Counters since the last report."""
+
+    events: int = 0
+    routed: int = 0
+    batches: int = 0
+    malformed: int = 0
+    diverted: int = 0
+    retries: int = 0
+
+    def add(self, plan: RoundPlan) -> None:
+        self.events += plan.events
+        self.routed += plan.routed
+        self.malformed += plan.malformed
+        self.batches += len(plan.records) - plan.malformed
+
+    def line(self, seconds: float) -> str:
+        return (f"router: {self.events} events in {seconds:.0f} s "
+                f"({self.events / seconds:.1f}/s), {self.routed} routed in {self.batches} "
+                f"batches, {self.malformed} malformed, {self.diverted} diverted to the DLQ, "
+                f"{self.retries} produce retries")
+
+
+def _swallow(future: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a send we stopped waiting for, so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Router:
+    """Routes rounds of input records; the agent body only calls :meth:`handle`."""
+
+    def __init__(self, registry: DestinationRegistry, topics: TopicNames, publisher: Publisher,
+                 *, max_events: int = 100, backoff_seconds: tuple[float, float] = (0.5, 30.0),
+                 schedule_timeout: float = 30.0, check_seconds: float = 10.0) -> None:
+        self.registry = registry
+        self.topics = topics
+        self.publisher = publisher
+        self.max_events = max_events
+        self.stats = RouterStats()
+        self._backoff_min, self._backoff_max = backoff_seconds
+        self._schedule_timeout = schedule_timeout
+        self._check_seconds = check_seconds
+
+    async def handle(self, records: Sequence[RecordLike]) -> RoundPlan:
+        """Plan one round and publish it; returns once the broker confirmed every record.
+
+        Never raises but for cancellation: a failure inside (a bug) is logged and the
+        round retried, since returning or raising would ack input not yet routed.
+        """
+        delay = self._backoff_min
+        while True:
+            try:
+                plan = plan_round(records, self.registry.matching, self.topics,
+                                  max_events=self.max_events)
+                await self.publish(plan.records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("router round of %d records failed; retrying in %.1f s",
+                              len(records), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            self.stats.add(plan)
+            return plan
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        """Produce ``records`` and wait until the broker confirmed all of them.
+
+        Records that fail are sent again, with backoff, until confirmed; records
+        still waiting are not sent twice. Order per destination is kept, except
+        when the broker refuses a batch but accepts a later one of the same
+        destination (a retry then comes after it).
+        """
+        todo: list[tuple[int, OutRecord]] = list(enumerate(records))
+        inflight: dict[asyncio.Future[Any], tuple[int, OutRecord]] = {}
+        delay = self._backoff_min
+        while todo or inflight:
+            problem: str | None = None
+            if todo:
+                try:
+                    todo = await self._divert_deleted(todo)
+                except Exception as exc:
+                    problem = f"cannot check destination topics: {exc}"
+                else:
+                    todo, problem = await self._schedule(todo, inflight)
+            if inflight:
+                done, _ = await asyncio.wait(list(inflight), timeout=self._check_seconds)
+                for future in done:
+                    entry = inflight.pop(future)
+                    error = (asyncio.CancelledError() if future.cancelled()
+                             else future.exception())
+                    if error is not None:
+                        problem = f"{entry[1].topic}: {error!r}"
+                        self.publisher.forget([entry[1].topic])
+                        todo.append(entry)
+                if inflight and not done:
+                    await self._release_deleted(inflight, todo)
+            if problem is not None and todo:
+                self.stats.retries += 1
+                log.warning("router: %d record(s) not confirmed (%s); retrying in %.1f s",
+                            len(todo), problem, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+            todo.sort(key=lambda entry: entry[0])
+
+    async def _schedule(self, todo: list[tuple[int, OutRecord]],
+                        inflight: dict[asyncio.Future[Any], tuple[int, OutRecord]],
+                        ) -> tuple[list[tuple[int, OutRecord]], str | None]:
+        """Hand records to the producer in order; those not handed over, and why."""
+        for position, entry in enumerate(todo):
+            try:
+                # Cancelling a send still waiting for metadata or queue room is safe:
+                # the record is not queued yet.
+                future = await asyncio.wait_for(self.publisher.send(entry[1]),
+                                                self._schedule_timeout)
+            except Exception as exc:
+                self.publisher.forget([entry[1].topic])
+                return todo[position:], f"{entry[1].topic}: {exc!r}"
+            inflight[asyncio.ensure_future(future)] = entry
+        return [], None
+
+    async def _divert_deleted(self, todo: list[tuple[int, OutRecord]],
+                              ) -> list[tuple[int, OutRecord]]:
+        """Batches whose destination topic does not exist become dead letters."""
+        dest_topics = {r.topic for _, r in todo if r.meta is not None and not r.meta.reason}
+        missing = await self.publisher.missing_topics(dest_topics) if dest_topics else set()
+        if not missing:
+            return todo
+        out = []
+        for index, record in todo:
+            if record.topic in missing:
+                log.warning("router: topic %s does not exist (destination deleted); batch "
+                            "of %s events goes to %s", record.topic,
+                            record.meta.events if record.meta else "?", self.topics.dlq)
+                record = dead_letter_batch(record, REASON_DELETED,
+                                           f"topic {record.topic} does not exist", self.topics)
+                self.stats.diverted += 1
+            out.append((index, record))
+        return out
+
+    async def _release_deleted(self, inflight: dict[asyncio.Future[Any], tuple[int, OutRecord]],
+                               todo: list[tuple[int, OutRecord]]) -> None:
+        """Nothing confirmed for a while: stop waiting for sends to topics that are gone.
+
+        The producer would retry those until its request timeout (minutes); their
+        batches are moved back to ``todo``, where they are dead-lettered.
+        """
+        topics = {r.topic for _, r in inflight.values() if r.meta is not None and not r.meta.reason}
+        self.publisher.forget(topics)
+        try:
+            missing = await self.publisher.missing_topics(topics) if topics else set()
+        except Exception as exc:
+            log.warning("router: sends unconfirmed for %.0f s; cannot check topics: %s",
+                        self._check_seconds, exc)
+            return
+        for future, entry in list(inflight.items()):
+            if entry[1].topic in missing:
+                del inflight[future]
+                future.add_done_callback(_swallow)
+                todo.append(entry)
+
+
+def _withhold_acks(events: Iterable[Any]) -> None:
+    """Keep Faust from acking events whose batches were not confirmed.
+
+    ``take_events`` acks the events it yielded in a ``finally``, also when the
+    agent is cancelled mid-round (at worker stop). Marking the messages as acked
+    makes that ack a no-op, so their offsets are never committed by this process
+    and the next worker reads them again.
+    """
+    for event in events:
+        event.message.acked = True
+
+
+def register(app: faust.App, settings: Settings,
+             registry: DestinationRegistry | None = None, *,
+             publisher: Publisher | None = None) -> Router:
+    """Add the router agent to ``app``.
+
+    Without ``registry`` the app's shared :class:`~agents.registry.RegistryFollower`
+    (see :func:`agents.registry.follower_for`) provides it, and the agent waits
+    until it caught up with ``audit.destinations`` before routing anything. A
+    given registry is used as it is (tests; a caller keeping it current itself).
+    """
+    follower: RegistryFollower | None = None
+    if registry is None:
+        follower = follower_for(app, settings.kafka_bootstrap, settings.topics.destinations)
+        registry = follower.registry
+    router = Router(registry, settings.topics,
+                    publisher or FaustPublisher(app, settings.kafka_bootstrap),
+                    max_events=settings.batch_max_events)
+    topic = app.topic(settings.topics.events, key_serializer="raw", value_serializer="raw")
+    window = settings.batch_window_seconds
+
+    @app.agent(topic, name="router", concurrency=1)
+    async def route(stream: faust.StreamT[bytes]) -> None:
+        if follower is not None:
+            await _wait_until_caught_up(follower, "the router")
+        # take_events is on faust.Stream, which agents get; StreamT does not declare it.
+        rounds = cast(faust.Stream[bytes], stream).take_events(ROUND_EVENTS, within=window)
+        async for events in rounds:
+            try:
+                await router.handle([event.message for event in events])
+            except BaseException:
+                _withhold_acks(events)
+                raise
+
+    @app.timer(_REPORT_SECONDS)
+    async def report_routing() -> None:
+        stats, router.stats = router.stats, RouterStats()
+        if stats.events or stats.retries:
+            log.info(stats.line(_REPORT_SECONDS))
+
+    return router

@@ -1,0 +1,139 @@
+"""The archive agent through the real broker into SQLite and PostgreSQL.
+
+100 000 events (a few duplicates and malformed records among them) go in; the
+row count equals the number of distinct valid ids; a second consumer group
+replaying the topic from the beginning adds no row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import faust
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from agents import archive, retention
+from agents.app import create_app
+from agents.kafka_admin import create_topics, delete_topics
+from producer import Actor, AuditProducer, ProducerConfig
+from schemas.settings import Settings
+from schemas.topics import static_topic_specs
+from tests.integration.archive.conftest import count_rows
+
+EVENTS = 100_000
+_DEADLINE = 240.0
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str, db_url: str,
+             tmp_path: Path) -> Iterator[Settings]:
+    """Settings with a topic prefix of this test (its topics deleted after)."""
+    prefixed = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
+                        database_url=db_url, var_dir=tmp_path, topic_partitions=6)
+    create_topics(kafka_admin, [s for s in static_topic_specs(prefixed.topics, 6)
+                                if s.name == prefixed.topics.events])
+    yield prefixed
+    existing = kafka_admin.list_topics(timeout=10).topics
+    delete_topics(kafka_admin, sorted(t for t in existing if t.startswith(prefixed.topic_prefix)
+                                      or t.startswith(f"test-{unique_name}")))
+
+
+def produce(settings: Settings, events: int) -> set[str]:
+    """``events`` valid events, 100 of them sent twice, and 3 malformed records."""
+    actor = Actor(id="usr_ingest", type="user")
+    ids: set[str] = set()
+    with AuditProducer(ProducerConfig.from_settings(settings)) as producer:
+        for i in range(events):
+            built = producer.emit(f"ws_ingest{i % 97}", "workspace", "updated", actor=actor)
+            ids.add(built.id)
+            if i % 1000 == 0:
+                producer.send(built)  # a duplicate, as a producer retry could make
+        producer.flush()
+    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for value in (b"not json", b'{"specversion":"1.0"}', b"\xff\xfe"):
+        raw.produce(settings.topics.events, key=b"ws_bad", value=value)
+    assert raw.flush(10) == 0
+    return ids
+
+
+async def wait_until(predicate: object, what: str, timeout: float = _DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.2)
+
+
+async def run_archive(settings: Settings, app_id: str, done: object) -> None:
+    app = create_app(settings, app_id=app_id, registrars=[archive.register])
+    await app.start()
+    try:
+        await wait_until(done, f"{app_id} caught up")
+    finally:
+        await app.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.asyncio
+async def test_hundred_thousand_events_archived_once_and_replay_adds_nothing(
+        settings: Settings, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = await asyncio.to_thread(produce, settings, EVENTS)
+    seen: list[int] = []
+    real_write = archive.ArchiveWriter.write
+
+    def counting_write(self: archive.ArchiveWriter, rows: Sequence[archive.Row]) -> None:
+        real_write(self, rows)
+        seen.append(len(rows))
+
+    monkeypatch.setattr(archive.ArchiveWriter, "write", counting_write)
+    from agents.store import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        await run_archive(settings, f"test-{unique_name}-a",
+                          lambda: sum(seen) >= EVENTS + 100 and count_rows(engine) >= len(ids))
+        assert count_rows(engine) == len(ids) == EVENTS
+
+        # A new group starts at the beginning of the topic: everything again.
+        seen.clear()
+        await run_archive(settings, f"test-{unique_name}-b", lambda: sum(seen) >= EVENTS + 100)
+        assert sum(seen) == EVENTS + 100
+        assert count_rows(engine) == EVENTS
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.asyncio
+async def test_worker_with_the_leader_only_crontab_starts_and_is_leader(
+        settings: Settings, unique_name: str, kafka_admin: AdminClient) -> None:
+    app: faust.App = create_app(settings, app_id=f"test-{unique_name}",
+                                registrars=[archive.register, retention.register])
+    assert app.conf.topic_disable_leader is False
+    leader_topic = f"test-{unique_name}-__assignor-__leader"
+    await app.start()
+    try:
+        await wait_until(lambda: app.is_leader(), "leadership", timeout=60)
+        assert leader_topic in kafka_admin.list_topics(timeout=10).topics
+    finally:
+        await app.stop()
+    delete_topics(kafka_admin, [leader_topic])
+
+
+@pytest.mark.asyncio
+async def test_scheduled_purge_logs_and_never_raises(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    broken = Settings(database_url=f"sqlite:///{tmp_path}/missing-dir/{uuid.uuid4()}/x.db/..",
+                      var_dir=tmp_path)
+    assert await retention.run_scheduled_purge(broken) is None
+    assert "daily purge failed" in caplog.text
+    fine = Settings(database_url=f"sqlite:///{tmp_path}/ok.db", var_dir=tmp_path)
+    report = await retention.run_scheduled_purge(fine)
+    assert report is not None
+    assert report.deleted == 0

@@ -1,0 +1,68 @@
+"""A compacted topic keeps the latest value per key (short segment settings, real broker).
+
+The contract's compacted topics (``audit.destinations``, ``audit.delivery-status``)
+rely on this: a reader from the beginning sees each key's latest record only once
+the cleaner has run. The local broker runs the cleaner every second
+(``log.cleaner.backoff.ms=1000``); the topic rolls a segment every 100 ms.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from agents.kafka_admin import describe_configs
+from tests.integration.conftest import TopicFactory
+
+KEYS = [f"dest_{i}" for i in range(8)]
+VERSIONS = 5
+
+
+def read_all_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of partition 0 now in the log, from the beginning to the current end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        _, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        records: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            records.append((message.key(), message.value()))
+            if message.offset() >= end - 1:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def test_compacted_topic_keeps_the_latest_value_per_key(make_topic: TopicFactory,
+                                                        kafka_bootstrap: str,
+                                                        kafka_admin: AdminClient) -> None:
+    topic = make_topic("compact", partitions=1, **{
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0", "delete.retention.ms": "100"})
+    assert describe_configs(kafka_admin, [topic])[topic]["cleanup.policy"] == "compact"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 0})
+    for version in range(1, VERSIONS + 1):
+        for key in KEYS:
+            producer.produce(topic, key=key.encode(), value=f"v{version}".encode())
+    assert producer.flush(10) == 0
+
+    deadline = time.monotonic() + 90
+    while True:
+        # Each tick rolls the segment holding the versions, so the cleaner may take it.
+        producer.produce(topic, key=b"tick", value=b"")
+        assert producer.flush(10) == 0
+        records = [(k, v) for k, v in read_all_records(kafka_bootstrap, topic) if k != b"tick"]
+        if len(records) == len(KEYS):
+            break
+        assert time.monotonic() < deadline, f"not compacted: {len(records)} records remain"
+        time.sleep(0.5)  # poll interval of the deadline loop above
+    assert sorted(records) == sorted((k.encode(), f"v{VERSIONS}".encode()) for k in KEYS)

@@ -1,0 +1,251 @@
+"""The router agent in a real Faust app against the real broker.
+
+Producers emit through ``producer.AuditProducer`` (and a few malformed records
+raw through confluent-kafka); the router runs in-process; the test reads the
+destination topics and the DLQ back from the beginning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from agents import router
+from agents.app import create_app
+from agents.kafka_admin import create_topics, delete_topics
+from ops.topics import ensure_topics
+from producer import Actor, AuditProducer, EncodedEvent, ProducerConfig
+from schemas.batches import BatchMeta, MalformedInput
+from schemas.settings import Settings
+from schemas.topics import destination_topic_spec
+from tests.unit.agents.test_registry import config
+
+USER = Actor(id="usr_1", type="user")
+
+#: destination id -> (workspace, globs, enabled, forwarding)
+DESTINATIONS: dict[str, tuple[str, tuple[str, ...], bool, bool]] = {
+    "dst_all": ("ws_a", (), True, True),
+    "dst_auth": ("ws_a", ("pro.atmos.auth.*",), True, True),
+    "dst_off": ("ws_a", (), False, True),
+    "dst_free": ("ws_free", (), True, False),
+    "dst_b": ("ws_b", (), True, True),
+}
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
+             tmp_path: Path) -> Iterator[Settings]:
+    """Topics of the contract under a prefix of this test's own; deleted afterwards."""
+    prefix = f"test.{unique_name}."
+    settings = Settings(topic_prefix=prefix, kafka_bootstrap=kafka_bootstrap,
+                        topic_partitions=2, batch_window_seconds=0.2, var_dir=tmp_path)
+    ensure_topics(settings)
+    create_topics(kafka_admin, [destination_topic_spec(settings.topics, dest_id)
+                                for dest_id in DESTINATIONS])
+    try:
+        yield settings
+    finally:
+        names = kafka_admin.list_topics(timeout=30).topics
+        delete_topics(kafka_admin, [n for n in names if n.startswith(prefix)])
+
+
+def publish_configs(settings: Settings) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for dest_id, (workspace, globs, enabled, forwarding) in DESTINATIONS.items():
+        cfg = config(dest_id, workspace, enabled=enabled, forwarding=forwarding,
+                     event_types=globs)
+        producer.produce(settings.topics.destinations, key=dest_id.encode(),
+                         value=cfg.model_dump_json().encode())
+    assert producer.flush(30) == 0
+
+
+def emit(settings: Settings, plan: list[tuple[str, str, str]]) -> list[EncodedEvent]:
+    with AuditProducer(ProducerConfig.from_settings(settings)) as producer:
+        built = [producer.emit(ws, category, action, actor=USER) for ws, category, action in plan]
+        producer.flush(30)
+    return built
+
+
+def emit_malformed(settings: Settings) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    records = [
+        (b"ws_a", b"this is not an event", [("ce_id", b"aud_01JD7Q0Z8N6Y0F3X5KQ2M1V9RT"),
+                                            ("ce_type", b"pro.atmos.auth.logged_out"),
+                                            ("ce_workspaceid", b"ws_a")]),
+        (b"ws_a", b"{}", [("ce_type", b"pro.atmos.auth.logged_out"),
+                          ("ce_workspaceid", b"ws_a")]),
+        (b"ws_b", b"{}", [("ce_id", b"aud_01JD7Q0Z8N6Y0F3X5KQ2M1V9RT"),
+                          ("ce_type", b"pro.atmos.auth.logged_out"),
+                          ("ce_workspaceid", b"ws_a")]),
+    ]
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for key, value, headers in records:
+        producer.produce(settings.topics.events, key=key, value=value, headers=headers)
+    assert producer.flush(30) == 0
+    return records
+
+
+class TopicReader:
+    """Reads a topic from the beginning, keeping everything read so far."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
+        self.records: list[Any] = []
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                   "enable.auto.commit": False})
+        partitions = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+
+    def poll(self) -> None:
+        for msg in self._consumer.consume(1000, timeout=0.05):
+            assert msg.error() is None, msg.error()
+            self.records.append(msg)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+async def read_until(readers: list[TopicReader], done: Callable[[], bool],
+                     timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        for reader in readers:
+            await asyncio.to_thread(reader.poll)
+        if done():
+            return
+        assert asyncio.get_running_loop().time() < deadline, "records did not arrive in time"
+        await asyncio.sleep(0.05)
+
+
+def events_of(reader: TopicReader) -> list[bytes]:
+    """The envelopes of every batch read, as bytes exactly as they were in the body."""
+    out = []
+    for msg in reader.records:
+        body = msg.value()
+        count = len(json.loads(body))
+        meta = BatchMeta.from_headers(msg.headers())
+        assert meta.events == count <= 100
+        assert body.startswith(b"[")
+        assert body.endswith(b"]")
+        out.append(body)
+    return out
+
+
+def split_body(body: bytes, candidates: dict[str, bytes]) -> list[bytes]:
+    """Cut a batch body back into the producers' event bytes (verifying each is there)."""
+    ids = [e["id"] for e in json.loads(body)]
+    parts = [candidates[i] for i in ids]
+    assert body == b"[" + b",".join(parts) + b"]"
+    return parts
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_router_batches_filters_and_dead_letters(settings: Settings, unique_name: str,
+                                                       kafka_admin: AdminClient) -> None:
+    topics = settings.topics
+    publish_configs(settings)
+    plan = ([("ws_a", "auth", "login_succeeded"), ("ws_a", "billing", "payment_failed"),
+             ("ws_a", "lock", "acquired")] * 90
+            + [("ws_free", "auth", "login_failed")] * 20
+            + [("ws_b", "workflow", "started")] * 30
+            + [("ws_nobody", "auth", "logged_out")] * 5)
+    first = emit(settings, plan)
+    malformed = emit_malformed(settings)
+
+    app = create_app(settings, app_id=f"test-{unique_name}", registrars=[router.register])
+    readers = {dest: TopicReader(settings.kafka_bootstrap, topics.destination(dest),
+                                 f"test-read-{unique_name}-{dest}") for dest in DESTINATIONS}
+    dlq = TopicReader(settings.kafka_bootstrap, topics.dlq, f"test-read-{unique_name}-dlq")
+    all_readers = [*readers.values(), dlq]
+
+    def total(dest: str) -> int:
+        return sum(len(json.loads(m.value())) for m in readers[dest].records)
+
+    await app.start()
+    try:
+        await read_until(all_readers, lambda: total("dst_all") >= 270 and total("dst_b") >= 30
+                         and total("dst_auth") >= 90 and len(dlq.records) >= 3)
+        # The agent is still running after the malformed records: more events flow.
+        second = emit(settings, [("ws_a", "auth", "logged_out")] * 5)
+        await read_until(all_readers, lambda: total("dst_all") >= 275)
+        # Give the router a moment in which it could (wrongly) produce more.
+        await asyncio.sleep(settings.batch_window_seconds * 3)
+        await read_until(all_readers, lambda: True)
+    finally:
+        await app.stop()
+        for reader in all_readers:
+            reader.close()
+
+    by_id = {e.id: e.value for e in first + second}
+    ws_a = [e for e in first + second if e.workspace_id == "ws_a"]
+
+    def received(dest: str) -> list[bytes]:
+        return [part for body in events_of(readers[dest]) for part in split_body(body, by_id)]
+
+    # Exactly the matching events, bytes identical, in the order they were produced.
+    assert received("dst_all") == [e.value for e in ws_a]
+    assert received("dst_auth") == [e.value for e in ws_a if e.type.startswith("pro.atmos.auth.")]
+    assert received("dst_b") == [e.value for e in first if e.workspace_id == "ws_b"]
+    assert received("dst_off") == []
+    assert received("dst_free") == []
+    # Batch headers name the destination and workspace; batches are full when they can be.
+    for dest, reader in readers.items():
+        for msg in reader.records:
+            meta = BatchMeta.from_headers(msg.headers())
+            assert msg.key() == dest.encode()
+            assert meta.destination_id == dest
+            assert meta.workspace_id == DESTINATIONS[dest][0]
+            assert meta.batch_id.startswith("msg_")
+    assert max(BatchMeta.from_headers(m.headers()).events for m in readers["dst_all"].records) \
+        == 100
+    assert len({BatchMeta.from_headers(m.headers()).batch_id
+                for r in readers.values() for m in r.records}) == \
+        sum(len(r.records) for r in readers.values())
+
+    # Malformed input: in the DLQ, untouched, with the reason and where it came from.
+    assert len(dlq.records) == 3
+    dead = sorted((m.key(), m.value(), MalformedInput.from_headers(m.headers()))
+                  for m in dlq.records)
+    assert [(key, value) for key, value, _ in dead] == sorted(
+        (key, value) for key, value, _ in malformed)
+    details = {(key, value): info.detail for key, value, info in dead}
+    assert details[(b"ws_a", b"this is not an event")].startswith("invalid event")
+    assert details[(b"ws_a", b"{}")] == "header ce_id is missing"
+    assert details[(b"ws_b", b"{}")] == \
+        "the record key 'ws_b' differs from header ce_workspaceid 'ws_a'"
+    for _, _, info in dead:
+        assert info.reason == "malformed_event"
+        assert info.source_topic == topics.events
+        assert info.source_partition in (0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_batches_for_a_deleted_destination_topic_go_to_the_dlq(
+        settings: Settings, unique_name: str, kafka_admin: AdminClient) -> None:
+    topics = settings.topics
+    publish_configs(settings)
+    delete_topics(kafka_admin, [topics.destination("dst_b")])  # config still says enabled
+    emit(settings, [("ws_b", "workflow", "started")] * 3)
+    app = create_app(settings, app_id=f"test-{unique_name}", registrars=[router.register])
+    dlq = TopicReader(settings.kafka_bootstrap, topics.dlq, f"test-read-{unique_name}-dlq")
+    await app.start()
+    try:
+        await read_until([dlq], lambda: len(dlq.records) >= 1)
+    finally:
+        await app.stop()
+        dlq.close()
+    (msg,) = dlq.records
+    meta = BatchMeta.from_headers(msg.headers())
+    assert msg.key() == b"dst_b"
+    assert meta.reason == "destination_deleted"
+    assert meta.destination_id == "dst_b"
+    assert meta.events == 3
+    assert meta.detail == f"topic {topics.destination('dst_b')} does not exist"
+    assert [e["type"] for e in json.loads(msg.value())] == ["pro.atmos.workflow.started"] * 3

@@ -1,0 +1,285 @@
+"""The settings page in a real browser: Debian's Chromium, headless, driven by Playwright,
+against the real API, the real delivery agent and the real broker.
+
+One scenario, in the order a user meets it: sign in; add a destination through the
+form and see it Active; send a test (the page shows its outcome); the delivery
+agent (``agents.pipeline``, the worker's delivery stage, run in-process) delivers a
+real batch and the row turns "Last delivery just now" live, through
+``audit.delivery-status`` and the page's event stream; a destination whose receiver
+answers 500 turns "(failed)"; disabling shows Disabled. A screenshot of every step
+goes to ``test-artifacts/screenshots/``.
+
+The receivers are plain-HTTP servers on 127.0.0.1, allowed by
+``allow_private_cidrs``: the worker's delivery client trusts only the public CAs,
+so a loopback HTTPS receiver with a test CA is not reachable for it (the API's own
+test delivery over HTTPS is covered in ``tests/integration/api``). The batches are
+written to the destinations' topics by the test, standing in for the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import ipaddress
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from playwright.sync_api import Page, expect, sync_playwright
+
+from agents.kafka_admin import delete_topics
+from agents.pipeline import running_pipeline
+from agents.secrets import generate_key
+from agents.signing import new_batch_id
+from agents.ssrf import IPAddress
+from api.app import create_app
+from ops.topics import ensure_topics
+from schemas.batches import BatchMeta, batch_body
+from schemas.builder import EventBuilder
+from schemas.settings import Settings
+from tests.support.servers import serve
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "screenshots"
+ADMIN = "admin-token-for-tests"
+WAIT_MS = 30_000
+
+
+def _resolver(host: str, port: int) -> list[IPAddress]:
+    return [ipaddress.ip_address("127.0.0.1")]
+
+
+class PlainReceiver:
+    """A loopback HTTP receiver answering ``status`` to every POST, counting them."""
+
+    def __init__(self, status: int) -> None:
+        self.count = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.count += 1
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/ingest"
+
+    def __enter__(self) -> PlainReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+@contextmanager
+def delivery_worker(settings: Settings) -> Iterator[None]:
+    """The worker's delivery stage, in its own thread and event loop, until the block ends."""
+    ready = threading.Event()
+    failed: list[BaseException] = []
+    loop_box: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop_box.append((asyncio.get_running_loop(), stop))
+        async with running_pipeline(settings, resolver=_resolver):
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            failed.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, name="delivery-worker", daemon=True)
+    thread.start()
+    assert ready.wait(60), "the delivery worker did not start"
+    assert not failed, failed
+    try:
+        yield
+    finally:
+        loop, stop = loop_box[0]
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        assert not thread.is_alive(), "the delivery worker did not stop"
+        assert not failed, failed
+
+
+@pytest.fixture
+def settings(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
+             unique_name: str) -> Iterator[Settings]:
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
+        topic_partitions=1, var_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'api.db'}",
+        admin_token=ADMIN, secret_key=generate_key(), allow_private_cidrs="127.0.0.0/8",
+        retry_schedule_seconds="60", retry_jitter=0, destination_poll_seconds=1)
+    ensure_topics(settings)
+    try:
+        yield settings
+    finally:
+        topics = kafka_admin.list_topics(timeout=10).topics
+        delete_topics(kafka_admin, [t for t in topics if t.startswith(settings.topic_prefix)])
+
+
+def _wait_topic(admin: AdminClient, topic: str) -> None:
+    """The outbox creates a destination's topic shortly after it is added."""
+    deadline = time.monotonic() + 30
+    while topic not in admin.list_topics(timeout=5).topics:
+        assert time.monotonic() < deadline, f"{topic} was not created"
+        admin.list_topics(topic, timeout=1)  # a metadata round trip paces the loop
+
+
+def _produce_batch(settings: Settings, ws: str, dest_id: str) -> None:
+    """One batch of one real envelope on the destination's topic, as the router writes it."""
+    event = EventBuilder().build(ws, "workspace", "updated", actor={"id": "usr_1",
+                                                                     "type": "user"},
+                                 target={"type": "workspace", "id": ws},
+                                 time=datetime.now(UTC))
+    now_ms = int(time.time() * 1000)
+    meta = BatchMeta(new_batch_id(), dest_id, ws, 1, now_ms)
+    headers: list[tuple[str, str | bytes | None]] = list(meta.headers())
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce(settings.topics.destination(dest_id), key=dest_id.encode(),
+                     value=batch_body([event.value]), headers=headers)
+    assert producer.flush(30) == 0
+
+
+def _shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def _add(page: Page, name: str, url: str) -> str:
+    """Add a destination through the form; returns its id (from the table row)."""
+    page.locator("#f-name").fill(name)
+    page.locator("#f-url").fill(url)
+    page.get_by_role("button", name="Add destination").click()
+    expect(page.get_by_role("heading", name=f"{name} was added")).to_be_visible()
+    assert page.get_by_label("Signing secret").input_value().startswith("whsec_")
+    page.get_by_role("link", name="Done, back to destinations").click()
+    row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
+    return str(row.get_attribute("id")).removeprefix("dest-")
+
+
+def test_the_settings_page_in_chromium(settings: Settings, kafka_admin: AdminClient) -> None:
+    assert CHROMIUM.exists(), "Debian's chromium is needed: make system-deps"
+    app = create_app(settings, resolver=_resolver, publish=True)
+    with PlainReceiver(200) as good, PlainReceiver(500) as bad, serve(app) as base:
+        created = httpx.post(f"{base}/v1/workspaces", json={"name": "Acme",
+                                                            "plan": "enterprise"},
+                             headers={"Authorization": f"Bearer {ADMIN}"})
+        assert created.status_code == 201, created.text
+        ws, token = created.json()["id"], created.json()["token"]
+        page_url = f"{base}/workspaces/{ws}/settings/webhooks"
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                 args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(10_000)
+                _scenario(page, page_url, token, settings, kafka_admin, ws, good, bad)
+            finally:
+                browser.close()
+
+
+def _scenario(page: Page, page_url: str, token: str, settings: Settings,
+              admin: AdminClient, ws: str, good: PlainReceiver, bad: PlainReceiver) -> None:
+    # Sign in, by keyboard.
+    page.goto(page_url)
+    expect(page).to_have_url(page_url + "/login")
+    page.get_by_label("Workspace token").fill(token)
+    _shot(page, "01-sign-in")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Webhook destinations")).to_be_visible()
+
+    # A refused URL shows the API's message next to the field.
+    page.locator("#f-name").fill("Nope")
+    page.locator("#f-url").fill("https://10.0.0.1/in")
+    page.get_by_role("button", name="Add destination").click()
+    expect(page.locator("#f-url-error")).to_contain_text("url:")
+    _shot(page, "02-validation")
+
+    # Create a destination: Active, no deliveries yet.
+    page.goto(page_url)
+    primary = _add(page, "Primary", good.url)
+    row = page.locator(f"#dest-{primary}")
+    expect(row.locator('[data-field="badge"]')).to_have_text("Active")
+    expect(row.locator('[data-field="delivery"]')).to_have_text("No deliveries yet")
+    _shot(page, "03-created-active")
+
+    # Send a test, by keyboard: its outcome is shown on the page.
+    row.get_by_role("button", name="Send test").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#flash")).to_contain_text("Primary: Test delivered (200, ")
+    assert good.count == 1
+    _shot(page, "04-test-sent")
+
+    broken = _add(page, "Broken", bad.url)
+    for dest_id in (primary, broken):
+        _wait_topic(admin, settings.topics.destination(dest_id))
+        _produce_batch(settings, ws, dest_id)
+
+    # The delivery agent delivers both batches; the rows change live (no reload).
+    with delivery_worker(settings):
+        row = page.locator(f"#dest-{primary}")
+        expect(row.locator('[data-field="delivery"]')).to_have_text(
+            "Last delivery just now", timeout=WAIT_MS)
+        expect(page.locator(f'#dest-{broken} [data-field="delivery"]')).to_have_text(
+            "Last delivery just now (failed)", timeout=WAIT_MS)
+        _shot(page, "05-delivered-and-failed")
+        assert good.count == 2
+        assert bad.count >= 1
+
+        # The detail page lists the delivery.
+        page.get_by_role("link", name="Broken", exact=True).click()
+        expect(page.locator("#deliveries")).to_contain_text("500", timeout=WAIT_MS)
+        _shot(page, "06-detail-failed")
+        page.get_by_role("link", name="All destinations").click()
+
+    # Disable: Disabled, with its reason.
+    page.locator(f"#dest-{primary}").get_by_role("button", name="Disable").click()
+    expect(page.locator("#flash")).to_have_text("Primary disabled.")
+    badge = page.locator(f'#dest-{primary} [data-field="badge"]')
+    expect(badge).to_have_text("Disabled (manual)")
+    _shot(page, "07-disabled")
+
+    # Delete, confirmed on its own page.
+    page.locator(f"#dest-{broken}").get_by_role("link", name="Delete").click()
+    page.get_by_role("button", name="Delete Broken").click()
+    expect(page.locator("#flash")).to_have_text("Broken deleted.")
+    expect(page.locator(f"#dest-{broken}")).to_have_count(0)
+    _shot(page, "08-deleted")
+    assert json.dumps(page.content()).count("whsec_") == 0  # no secret outside its page

@@ -1,0 +1,95 @@
+"""Pure parts of the archive: rows, the retry loop, entitlements, cursors and globs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.archive import Row, commit_until_done, insert_statement, rows_from_values
+from agents.retention import cutoff, entitlement
+from api.events import Cursor, EventQuery, build_select, glob_to_like
+from producer import Actor
+from schemas.builder import EventBuilder
+from schemas.errors import ConfigurationError, InvalidInputError
+from schemas.settings import DEFAULT_PLANS, Settings
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def test_rows_from_values_keeps_valid_events_and_skips_malformed_ones() -> None:
+    built = EventBuilder().build("ws_a", "workspace", "updated", subject="ws_a",
+                                 actor=Actor(id="usr_1", type="user"),
+                                 target={"type": "workspace", "id": "ws_a"}, time=NOW)
+    rows, skipped = rows_from_values([built.value, b"{}", None, b"\xff"])
+    assert skipped == 3
+    assert rows == [{"id": built.id, "source": "https://app.atmos.pro/workspaces/ws_a",
+                     "workspace_id": "ws_a", "type": "pro.atmos.workspace.updated",
+                     "time": NOW, "actor_id": "usr_1", "actor_type": "user",
+                     "target_type": "workspace", "target_id": "ws_a", "subject": "ws_a",
+                     "raw": built.value.decode()}]
+
+
+def test_insert_statement_ignores_conflicts_on_both_backends_only() -> None:
+    for dialect in ("sqlite", "postgresql"):
+        assert "ON CONFLICT" in str(insert_statement(dialect).compile(
+            dialect=__import__(f"sqlalchemy.dialects.{dialect}", fromlist=["dialect"])
+            .dialect()))
+    with pytest.raises(ConfigurationError):
+        insert_statement("mysql")
+
+
+@pytest.mark.asyncio
+async def test_commit_is_retried_until_it_succeeds() -> None:
+    calls: list[int] = []
+
+    def flaky(rows: Sequence[Row]) -> None:
+        calls.append(len(rows))
+        if len(calls) < 3:
+            raise OSError("database is locked")
+
+    failures = await commit_until_done(flaky, [{"id": "x"}], first_backoff=0.001)
+    assert failures == 2
+    assert calls == [1, 1, 1]
+
+
+@pytest.mark.parametrize(("plan", "own", "days", "extended"), [
+    ("free", None, 7, False), ("team", 400, 30, False), ("enterprise", None, 365, False),
+    ("enterprise", 730, 730, True), (None, None, 7, False), ("gone", None, 7, False),
+])
+def test_entitlement(plan: str | None, own: int | None, days: int, extended: bool) -> None:
+    got = entitlement("ws_x", plan, own, DEFAULT_PLANS, "free")
+    assert (got.days, got.extended) == (days, extended)
+
+
+def test_cutoff_is_now_minus_days() -> None:
+    assert cutoff(NOW, 30) == NOW - timedelta(days=30)
+
+
+def test_settings_refuse_an_unknown_default_plan_and_a_bad_cron() -> None:
+    with pytest.raises(ValueError, match="retention_default_plan"):
+        Settings(retention_default_plan="platinum")
+    with pytest.raises(ValueError, match="cron"):
+        Settings(retention_cron="every day")
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    cursor = Cursor(NOW.replace(microsecond=123456), "aud_x")
+    assert Cursor.decode(cursor.encode()) == cursor
+    for bad in ("", "!!!", "WzEsMl0", "eyJhIjoxfQ"):
+        with pytest.raises(InvalidInputError):
+            Cursor.decode(bad)
+
+
+def test_glob_to_like_escapes_sql_wildcards() -> None:
+    assert glob_to_like("pro.atmos.billing.*") == "pro.atmos.billing.%"
+    assert glob_to_like("pro.atmos.team_member.*") == "pro.atmos.team\\_member.%"
+    assert glob_to_like("a%b") == "a\\%b"
+
+
+def test_build_select_refuses_bad_filters() -> None:
+    for query in (EventQuery(type="Bad Type"), EventQuery(actor=""), EventQuery(limit=501),
+                  EventQuery(since=datetime(2026, 1, 1))):
+        with pytest.raises(InvalidInputError):
+            build_select("ws_a", query)

@@ -1,0 +1,204 @@
+"""agents.router without a broker: publishing until confirmed, diversions, the agent body."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Collection, Iterable
+from typing import Any
+
+import pytest
+
+from agents.app import create_app
+from agents.registry import DestinationRegistry
+from agents.router import Router, register
+from agents.routing import OutRecord
+from schemas.batches import BatchMeta, MalformedInput
+from schemas.settings import Settings
+from schemas.topics import TopicNames
+from tests.unit.agents.test_registry import config
+from tests.unit.agents.test_routing import Rec, event, rec, registry_with
+
+TOPICS = TopicNames("audit.")
+
+
+class BrokerDown(Exception):
+    pass
+
+
+class FakePublisher:
+    """Scripted producer: per send, an outcome ("ok", "fail", "hang" or an exception to raise)."""
+
+    def __init__(self, outcomes: Iterable[Any] = (), missing: Collection[str] = ()) -> None:
+        self.outcomes = list(outcomes)
+        self.missing = set(missing)
+        self.sent: list[OutRecord] = []
+        self.confirmed: list[OutRecord] = []
+        self.hanging: list[asyncio.Future[Any]] = []
+        self.checks = 0
+        self.forgotten: list[str] = []
+        self.check_error: Exception | None = None
+
+    async def send(self, record: OutRecord) -> Awaitable[Any]:
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        if isinstance(outcome, Exception):
+            raise outcome
+        self.sent.append(record)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if outcome == "ok":
+            future.set_result(None)
+            self.confirmed.append(record)
+        elif outcome == "fail":
+            future.set_exception(BrokerDown("no leader"))
+        else:
+            self.hanging.append(future)
+        return future
+
+    async def missing_topics(self, topics: Collection[str]) -> set[str]:
+        self.checks += 1
+        if self.check_error is not None:
+            error, self.check_error = self.check_error, None
+            raise error
+        return set(topics) & self.missing
+
+    def forget(self, topics: Iterable[str]) -> None:
+        self.forgotten.extend(topics)
+
+
+def router_for(registry: DestinationRegistry, publisher: FakePublisher) -> Router:
+    return Router(registry, TOPICS, publisher, backoff_seconds=(0.001, 0.004),
+                  schedule_timeout=0.5, check_seconds=0.05)
+
+
+def ids_in(records: list[OutRecord]) -> list[str]:
+    return [e["id"] for r in records for e in json.loads(r.value or b"[]")]
+
+
+@pytest.mark.asyncio
+async def test_everything_is_confirmed_before_handle_returns() -> None:
+    publisher = FakePublisher()
+    registry = registry_with(config("dst_a", "ws_a"), config("dst_b", "ws_a"))
+    built = [event() for _ in range(150)]
+    plan = await router_for(registry, publisher).handle(
+        [rec(b, i) for i, b in enumerate(built)] + [Rec(b"ws_a", b"junk", None, offset=999)])
+    assert len(publisher.confirmed) == len(plan.records) == 5  # 2 + 2 batches, 1 dead letter
+    assert [r.topic for r in publisher.confirmed].count("audit.dlq") == 1
+    assert ids_in([r for r in publisher.confirmed if r.topic == "audit.dest.dst_a"]) == \
+        [b.id for b in built]
+
+
+@pytest.mark.asyncio
+async def test_failed_sends_are_retried_and_only_they_are_resent() -> None:
+    publisher = FakePublisher(["ok", "fail", "ok", BrokerDown("queue"), "ok", "ok"])
+    registry = registry_with(config("dst_a", "ws_a"))
+    router = router_for(registry, publisher)
+    built = [event() for _ in range(400)]
+    await router.handle([rec(b, i) for i, b in enumerate(built)])
+    # 4 batches; the second failed to confirm, the third failed to be handed over.
+    assert len(publisher.confirmed) == 4
+    assert len(publisher.sent) == 5  # only the failed one was sent twice
+    assert sorted(ids_in(publisher.confirmed)) == sorted(b.id for b in built)
+    assert router.stats.retries >= 1
+    assert "audit.dest.dst_a" in publisher.forgotten
+
+
+@pytest.mark.asyncio
+async def test_a_long_outage_is_waited_out() -> None:
+    publisher = FakePublisher([BrokerDown("down")] * 6 + ["fail"] * 3)
+    publisher.check_error = BrokerDown("cannot list topics")
+    registry = registry_with(config("dst_a", "ws_a"))
+    router = router_for(registry, publisher)
+    built = [event() for _ in range(3)]
+    await router.handle([rec(b, i) for i, b in enumerate(built)])
+    assert ids_in(publisher.confirmed) == [b.id for b in built]
+    assert router.stats.retries >= 9
+
+
+@pytest.mark.asyncio
+async def test_a_deleted_destination_topic_sends_its_batches_to_the_dlq() -> None:
+    publisher = FakePublisher(missing={"audit.dest.dst_gone"})
+    registry = registry_with(config("dst_a", "ws_a"), config("dst_gone", "ws_a"))
+    router = router_for(registry, publisher)
+    built = [event() for _ in range(120)]
+    await router.handle([rec(b, i) for i, b in enumerate(built)])
+    topics = [r.topic for r in publisher.confirmed]
+    assert topics.count("audit.dest.dst_a") == 2
+    assert topics.count("audit.dlq") == 2
+    assert "audit.dest.dst_gone" not in topics
+    dead = [r for r in publisher.confirmed if r.topic == "audit.dlq"]
+    metas = [BatchMeta.from_headers(r.headers) for r in dead]
+    assert {m.reason for m in metas} == {"destination_deleted"}
+    assert {m.destination_id for m in metas} == {"dst_gone"}
+    assert ids_in(dead) == [b.id for b in built]
+    assert router.stats.diverted == 2
+
+
+@pytest.mark.asyncio
+async def test_a_send_hanging_on_a_topic_deleted_meanwhile_is_diverted() -> None:
+    publisher = FakePublisher(["hang"])
+    registry = registry_with(config("dst_a", "ws_a"))
+    router = router_for(registry, publisher)
+
+    async def delete_topic_later() -> None:
+        await asyncio.sleep(0.02)
+        publisher.missing.add("audit.dest.dst_a")
+
+    deleter = asyncio.create_task(delete_topic_later())
+    await asyncio.wait_for(router.handle([rec(event())]), 5)
+    await deleter
+    (dead,) = publisher.confirmed
+    assert dead.topic == "audit.dlq"
+    assert BatchMeta.from_headers(dead.headers).reason == "destination_deleted"
+    # The abandoned send's failure, when it comes, is swallowed without a warning.
+    publisher.hanging[0].set_exception(BrokerDown("unknown topic"))
+    await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_a_bug_in_a_round_is_retried_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    publisher = FakePublisher()
+    registry = registry_with(config("dst_a", "ws_a"))
+    calls = 0
+    real = registry.matching
+
+    def flaky(workspace: str, event_type: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return real(workspace, event_type)
+
+    registry.matching = flaky  # type: ignore[method-assign]
+    router = router_for(registry, publisher)
+    await router.handle([rec(event())])
+    assert len(publisher.confirmed) == 1
+    assert "router round of 1 records failed" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_agent_body_routes_through_faust_test_context(tmp_path: Any) -> None:
+    settings = Settings(var_dir=tmp_path, batch_window_seconds=0.05)
+    app = create_app(settings, app_id="router-unit")
+    publisher = FakePublisher()
+    registry = registry_with(config("dst_a", "ws_a", event_types=("pro.atmos.auth.*",)))
+    register(app, settings, registry, publisher=publisher)
+    (agent,) = app.agents.values()
+    good, skipped = event(), event(category="billing", action="payment_failed")
+    async with agent.test_context() as tested:
+        for built in (good, skipped):
+            await tested.put(built.value, key=built.key, headers=rec(built).headers, wait=False)
+        await tested.put(b"junk", key=b"ws_a", headers=[("ce_id", b"x")], wait=False)
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(publisher.confirmed) < 2:
+            assert asyncio.get_running_loop().time() < deadline, publisher.confirmed
+            await asyncio.sleep(0.01)
+    # The stream created the app's consumer (never started here); its thread service
+    # made an event loop of its own, which only a started-then-stopped consumer closes.
+    consumer_thread = getattr(app.consumer, "_thread", None)
+    if consumer_thread is not None:
+        consumer_thread.thread_loop.close()
+    batch, dead = sorted(publisher.confirmed, key=lambda r: r.topic)
+    assert batch.topic == "audit.dest.dst_a"
+    assert batch.value == b"[" + good.value + b"]"
+    assert dead.topic == "audit.dlq"
+    assert MalformedInput.from_headers(dead.headers).detail == "header ce_workspaceid is missing"
