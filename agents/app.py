@@ -47,7 +47,6 @@ def create_app(settings: Settings, *, app_id: str = "auditrelay",
 
 def default_registrars() -> list[Registrar]:
     """The agents a production worker runs; each later stage adds itself here."""
-    from agents import archive, intake, pipeline, retention, router
+    from agents import archive, pipeline, retention, router
 
-    return [intake.register, router.register, archive.register, retention.register,
-            pipeline.register]
+    return [router.register, archive.register, retention.register, pipeline.register]

@@ -98,6 +98,9 @@ class Service:
         workspace = Workspace(id=new_workspace_id(), name=name, plan=plan,
                               token_hash=hash_token(token), created_at=utcnow())
         session.add(workspace)
+        # Without a relationship() SQLAlchemy does not order this insert before
+        # a destination's, so write it now (the FK needs it first).
+        session.flush()
         self._audit(session, workspace.id, "workspace", "created", ADMIN_ACTOR,
                     {"type": "workspace", "id": workspace.id}, {"plan": plan})
         return workspace, token

@@ -426,13 +426,13 @@ async def test_a_destination_created_while_running_is_picked_up_within_10_s(
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_the_faust_worker_runs_the_pipeline(env: Env, unique_name: str) -> None:
-    from agents import intake
     from agents import pipeline as pipeline_module
+    from agents import router
     from agents.app import create_app
 
-    # intake gives the Faust consumer a topic; an app with none does not start.
+    # The router gives the Faust consumer a topic; an app with none does not start.
     app = create_app(env.settings, app_id=f"test-{unique_name}",
-                     registrars=[intake.register, pipeline_module.register])
+                     registrars=[router.register, pipeline_module.register])
     receiver = Receiver()
     with serve(receiver) as url:
         dest_id, _ = await env.add_destination(url)

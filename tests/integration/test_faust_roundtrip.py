@@ -8,7 +8,6 @@ import faust
 import pytest
 from confluent_kafka import Producer
 
-from agents import intake
 from agents.app import create_app
 from schemas.settings import Settings
 
@@ -31,7 +30,8 @@ async def test_agent_receives_what_confluent_kafka_produced(
     @app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw"))
     async def collect(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            received.append((event.key, event.value, intake.event_type(event.message.headers)))
+            headers = dict(event.message.headers or [])
+            received.append((event.key, event.value, headers.get("ce_type", b"").decode()))
 
     await app.start()
     try:
