@@ -23,10 +23,10 @@ def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def create_app(settings: Settings, *, app_id: str = "auditrelay",
+def create_app(settings: Settings, *, app_id: str | None = None,
                registrars: Sequence[Registrar] = ()) -> faust.App:
     app = faust.App(
-        app_id,
+        app_id or settings.topics.group_id("auditrelay"),
         broker=faust_broker_url(settings.kafka_bootstrap),
         store="memory://",
         datadir=str(Path(settings.var_dir) / "faust"),

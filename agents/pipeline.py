@@ -43,18 +43,11 @@ from agents.status import StatusBoard, StatusFollower, StatusPublisher
 from agents.store import Store, make_engine
 from schemas.settings import Settings
 
-__all__ = ["DeliveryPipeline", "group_id", "register", "running_pipeline"]
+__all__ = ["DeliveryPipeline", "register", "running_pipeline"]
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_PREFIX = "audit."
 _CATCH_UP_SECONDS = 30.0
-
-
-def group_id(base: str, topic_prefix: str) -> str:
-    """``base`` for the default prefix; deployments sharing a cluster under other
-    prefixes get groups of their own, so they never share offsets or rebalances."""
-    return base if topic_prefix == _DEFAULT_PREFIX else f"{base}-{topic_prefix.rstrip('.')}"
 
 
 class DeliveryPipeline:
@@ -99,7 +92,7 @@ class DeliveryPipeline:
         settings = self.settings
         names = settings.topics
         delivery_consumer = consumer(
-            settings.kafka_bootstrap, group_id=group_id(delivery.GROUP_ID, settings.topic_prefix),
+            settings.kafka_bootstrap, group_id=settings.topics.group_id(delivery.GROUP_ID),
             client_id="auditrelay-delivery",
             # How soon a new destination's topic is seen by the pattern subscription.
             metadata_max_age_ms=round(settings.destination_poll_seconds * 1000))
@@ -108,7 +101,7 @@ class DeliveryPipeline:
                         name="delivery", pattern=delivery.destination_pattern(
                             names.destination_prefix))
         retry_consumer = consumer(
-            settings.kafka_bootstrap, group_id=group_id(retry.GROUP_ID, settings.topic_prefix),
+            settings.kafka_bootstrap, group_id=settings.topics.group_id(retry.GROUP_ID),
             client_id="auditrelay-retry")
         await self._run(retry_consumer, retry.RetryHandler(self.processor, time.time),
                         name="retry", topics=retry.retry_topics(names))

@@ -68,6 +68,12 @@ class TopicNames:
     def destination(self, destination_id: str) -> str:
         return f"{self.destination_prefix}{destination_id}"
 
+    def group_id(self, base: str) -> str:
+        """Consumer group ``base`` for the default prefix; deployments (and tests) that
+        share a cluster under other prefixes get groups of their own, so they never
+        share offsets or rebalances."""
+        return base if self.prefix == "audit." else f"{base}-{self.prefix.rstrip('.')}"
+
     def retry(self, tier: str) -> str:
         if tier not in RETRY_TIERS:
             raise ValueError(f"unknown retry tier {tier!r}; known: {', '.join(RETRY_TIERS)}")

@@ -47,3 +47,8 @@ def test_destination_topic_keeps_order_in_one_partition() -> None:
     assert spec.name == "audit.dest.dst_abc"
     assert spec.partitions == 1
     assert spec.config["cleanup.policy"] == "delete"
+
+
+def test_group_ids_are_shared_only_under_the_default_prefix() -> None:
+    assert TopicNames().group_id("auditrelay-delivery") == "auditrelay-delivery"
+    assert TopicNames("test.x.").group_id("auditrelay-delivery") == "auditrelay-delivery-test.x"
