@@ -76,6 +76,8 @@ def _demo_env(settings: Settings) -> tuple[Settings, dict[str, str]]:
     loopback = ipaddress.ip_network("127.0.0.1/32")
     cidrs = tuple(dict.fromkeys((*settings.allow_private_cidrs, loopback)))
     env = {**os.environ, "AUDITRELAY_ALLOW_PRIVATE_CIDRS": ",".join(str(c) for c in cidrs)}
+    # The receiver's lines are the demo; the worker's routine INFO lines would bury them.
+    env.setdefault("AUDITRELAY_LOG_LEVEL", "WARNING")
     return settings.model_copy(update={"allow_private_cidrs": cidrs}), env
 
 
