@@ -23,6 +23,11 @@ def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
+def heartbeat_seconds(session_timeout: float) -> float:
+    """How often a group member heartbeats: a third of the session timeout, at most 3 s."""
+    return min(3.0, session_timeout / 3)
+
+
 def create_app(settings: Settings, *, app_id: str | None = None,
                registrars: Sequence[Registrar] = ()) -> faust.App:
     app = faust.App(
@@ -39,6 +44,9 @@ def create_app(settings: Settings, *, app_id: str | None = None,
         # Offsets are committed only for acked messages; a short interval keeps
         # redelivery after a crash small without committing per message.
         broker_commit_interval=1.0,
+        # After a worker dies, its partitions move to the others once this passes.
+        broker_session_timeout=settings.consumer_session_timeout_seconds,
+        broker_heartbeat_interval=heartbeat_seconds(settings.consumer_session_timeout_seconds),
     )
     for register in registrars:
         register(app, settings)

@@ -28,6 +28,7 @@ import faust
 from aiokafka import AIOKafkaConsumer
 
 from agents import delivery, retry
+from agents.app import heartbeat_seconds
 from agents.control import disable_destination
 from agents.dispatch import BatchProcessor, ConfigLookup, Dispatcher
 from agents.http_client import DeliveryClient, DeliveryConfig
@@ -91,18 +92,22 @@ class DeliveryPipeline:
             self._outbox.start()
         settings = self.settings
         names = settings.topics
+        session = settings.consumer_session_timeout_seconds
+        group_timing = {"session_timeout_ms": round(session * 1000),
+                        "heartbeat_interval_ms": round(heartbeat_seconds(session) * 1000)}
         delivery_consumer = consumer(
             settings.kafka_bootstrap, group_id=settings.topics.group_id(delivery.GROUP_ID),
             client_id="auditrelay-delivery",
             # How soon a new destination's topic is seen by the pattern subscription.
-            metadata_max_age_ms=round(settings.destination_poll_seconds * 1000))
+            metadata_max_age_ms=round(settings.destination_poll_seconds * 1000),
+            **group_timing)
         await self._run(delivery_consumer,
                         delivery.DeliveryHandler(self.processor, self.board, self._grace),
                         name="delivery", pattern=delivery.destination_pattern(
                             names.destination_prefix))
         retry_consumer = consumer(
             settings.kafka_bootstrap, group_id=settings.topics.group_id(retry.GROUP_ID),
-            client_id="auditrelay-retry")
+            client_id="auditrelay-retry", **group_timing)
         await self._run(retry_consumer, retry.RetryHandler(self.processor, time.time),
                         name="retry", topics=retry.retry_topics(names))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -67,6 +67,24 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=Path("var"), description="runtime state: broker data, db, keys")
     cache_dir: Path = Field(default=Path(".cache"), description="downloaded Kafka jars")
     log_level: str = Field(default="INFO", description="log level of worker and API")
+
+    # Observability (docs/metrics.md).
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log lines of worker and API: text for people, json (one "
+        "object per line) for log collectors"
+    )
+    metrics_port: int = Field(
+        default=9108, ge=0, le=65535,
+        description="port of the worker's Prometheus endpoint /metrics; 0 turns it off",
+    )
+    metrics_address: str = Field(
+        default="127.0.0.1", min_length=1, description="interface the worker's metrics endpoint "
+        "listens on"
+    )
+    metrics_interval_seconds: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="how often the worker reads Kafka offsets for the lag and backlog gauges",
+    )
 
     # Plans and entitlements: JSON such as {"enterprise": {"forwarding": true,
     # "retention_days": 365, "extended_retention": true}}.
@@ -147,6 +165,10 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=60,
         description="how often delivery looks for new destination topics",
     )
+    consumer_session_timeout_seconds: float = Field(
+        default=10.0, ge=6, le=300,
+        description="how long a silent worker keeps its partitions before the group rebalances",
+    )
 
     # Event envelope.
     event_type_prefix: str = Field(default="pro.atmos", description="prefix of event types")
@@ -187,6 +209,11 @@ class Settings(BaseSettings):
         if not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a cron expression such as '17 3 * * *'")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level")
     @classmethod

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -42,63 +40,10 @@ from schemas.destinations import config_of
 from schemas.settings import Settings
 from schemas.status import DeliveryAttempt, DestinationStatus
 from schemas.topics import destination_topic_spec
+from tests.support.pipeline import Receiver, eventually
 from tests.support.servers import serve
 
 WORKSPACE = "ws_delivery"
-
-# -- receivers -----------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    at: float
-    headers: dict[str, str]
-    body: bytes
-
-
-Responder = Callable[[int], tuple[int, list[tuple[bytes, bytes]]]]
-
-
-def ok(_: int) -> tuple[int, list[tuple[bytes, bytes]]]:
-    return 200, []
-
-
-@dataclass
-class Receiver:
-    """A raw ASGI app recording every request; ``respond(n)`` answers request n (0-based)."""
-
-    respond: Responder = ok
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        with self.lock:
-            index = len(self.requests)
-            self.requests.append(Received(time.monotonic(), {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}, body))
-        status, headers = self.respond(index)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    @property
-    def bodies(self) -> list[bytes]:
-        with self.lock:
-            return [r.body for r in self.requests]
-
 
 # -- the environment of one test -----------------------------------------------------------
 
@@ -185,16 +130,6 @@ def _read(bootstrap: str, topic: str, until: Callable[[list[Message]], bool],
         return seen
     finally:
         consumer.close()
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until ``predicate`` holds; returns when (monotonic). Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-    return time.monotonic()
 
 
 def header(msg: Message, name: str) -> str | None:
