@@ -186,23 +186,12 @@ def _bench_database(settings: Settings, kind: str, run_id: str) -> Iterator[str]
         with tempfile.TemporaryDirectory(prefix="bench-archive-") as folder:
             yield f"sqlite:///{Path(folder) / 'archive.db'}"
         return
-    import psycopg
-    from psycopg import sql
-
     from ops.postgres_local import LocalPostgres
 
     server = LocalPostgres.from_settings(settings)
     server.up()
-    admin = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
-    name = f"bench_archive_{run_id}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
+    with server.temporary_database(f"bench_archive_{run_id}") as url:
+        yield url
 
 
 def _produce_events(settings: Settings, events: int, workspaces: int) -> list[bytes]:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,23 @@ class LocalPostgres:
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://{_SYSTEM_USER}@127.0.0.1:{self.port}/{_DATABASE}"
+
+    @contextmanager
+    def temporary_database(self, prefix: str) -> Iterator[str]:
+        """The SQLAlchemy URL of a new, empty database, dropped when the block ends."""
+        import psycopg
+        from psycopg import sql
+
+        admin = f"postgresql://{_SYSTEM_USER}@127.0.0.1:{self.port}/postgres"
+        name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield f"postgresql+psycopg://{_SYSTEM_USER}@127.0.0.1:{self.port}/{name}"
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                             .format(sql.Identifier(name)))
 
     def up(self) -> bool:
         """Start the server unless it runs; True when this call started it."""

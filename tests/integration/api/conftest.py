@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import trustme
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
-from psycopg import sql
 from sqlalchemy import func, select
 
 from agents.kafka_admin import create_topics, delete_topics
@@ -96,17 +94,8 @@ def fresh_database(kind: str, folder: Path,
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'api.db'}"
         return
-    server = postgres()
-    admin = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
-    name = f"test_api_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
+    with postgres().temporary_database("test_api") as url:
+        yield url
 
 
 # -- the server --------------------------------------------------------------------------
