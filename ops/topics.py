@@ -7,6 +7,7 @@ altered back with ``fix=True`` (partitions can only grow).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -66,7 +67,11 @@ def ensure(admin: AdminClient, specs: Sequence[TopicSpec], *, fix: bool = False)
     existing = _existing_partitions(admin)
     missing = [s for s in specs if s.name not in existing]
     report.created = create_topics(admin, missing)
-    present = [s for s in specs if s.name in existing]
+    if missing:
+        # The broker's metadata trails topic creation, and a topic that did not show
+        # yet may have existed all along ("already exists"): wait until all are listed.
+        existing = _wait_listed(admin, {s.name for s in missing})
+    present = [s for s in specs if s.name in existing and s.name not in report.created]
     drifts = find_drift(present, existing, describe_configs(admin, [s.name for s in present]))
     report.drifted = drifts
     report.unchanged = [s.name for s in present if all(d.topic != s.name for d in drifts)]
@@ -99,6 +104,18 @@ def _existing_partitions(admin: AdminClient) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
 
+def _wait_listed(admin: AdminClient, names: set[str]) -> dict[str, int]:
+    deadline = time.monotonic() + _TIMEOUT
+    while True:
+        existing = _existing_partitions(admin)
+        if names <= existing.keys():
+            return existing
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics not listed by the broker {_TIMEOUT:.0f} s after creation: "
+                             f"{', '.join(sorted(names - existing.keys()))}")
+        time.sleep(0.1)
+
+
 def _fix(admin: AdminClient, specs: Sequence[TopicSpec], partitions: dict[str, int]) -> None:
     grow = [NewPartitions(s.name, s.partitions) for s in specs
             if partitions.get(s.name, 0) < s.partitions]
@@ -115,3 +132,10 @@ def _fix(admin: AdminClient, specs: Sequence[TopicSpec], partitions: dict[str, i
             fut.result()
     except KafkaException as exc:
         raise TopicError(f"cannot fix drifted topics: {exc}") from exc
+    # Brokers apply altered configs asynchronously: return once they report them.
+    deadline = time.monotonic() + _TIMEOUT
+    while find_drift(specs, _existing_partitions(admin),
+                     describe_configs(admin, [s.name for s in specs])):
+        if time.monotonic() > deadline:
+            raise TopicError("altered topic configs were not applied in time")
+        time.sleep(0.1)

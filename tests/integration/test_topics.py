@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,18 @@ from agents.kafka_admin import delete_topics, describe_configs
 from ops.topics import ensure_topics
 from schemas.settings import Settings
 from schemas.topics import DAY_MS, RETRY_TIERS, static_topic_specs
+
+
+def _alter(admin: AdminClient, topic: str, key: str, value: str) -> None:
+    """Alter one topic config and wait until the broker reports it (it applies it async)."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result()
+    deadline = time.monotonic() + 10
+    while describe_configs(admin, [topic])[topic].get(key) != value:
+        assert time.monotonic() < deadline, f"{topic}: {key} never became {value}"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -57,10 +70,7 @@ def test_ensure_is_idempotent(prefixed: Settings) -> None:
 def test_drift_is_reported_then_fixed(prefixed: Settings, kafka_admin: AdminClient) -> None:
     ensure_topics(prefixed)
     status = prefixed.topics.delivery_status
-    resource = ConfigResource(ConfigResource.Type.TOPIC, status, incremental_configs=[
-        ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SET)])
-    for future in kafka_admin.incremental_alter_configs([resource]).values():
-        future.result()
+    _alter(kafka_admin, status, "cleanup.policy", "delete")
 
     report = ensure_topics(prefixed)
     assert [(d.topic, d.setting, d.actual) for d in report.drifted] == [
@@ -83,10 +93,7 @@ def test_cli_reports_drift_with_a_failing_exit(prefixed: Settings,
     assert f"created   {prefixed.topics.events}" in first.stdout
 
     events = prefixed.topics.events
-    resource = ConfigResource(ConfigResource.Type.TOPIC, events, incremental_configs=[
-        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
-    for future in kafka_admin.incremental_alter_configs([resource]).values():
-        future.result()
+    _alter(kafka_admin, events, "retention.ms", "1000")
     second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
                             check=False)
     assert second.returncode == 1
