@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from agents import metrics
 from agents.http_client import DeliveryClient, DeliveryResult
+from agents.logs import batch_ids
 from agents.outcomes import Decision, attempt_record, decide, next_status, refusal
 from agents.retry_schedule import RetrySchedule
 from agents.secrets import SecretBox
@@ -156,6 +158,7 @@ class BatchProcessor:
         await self._produce(self.names.dlq, record.key, record.value,
                             malformed_headers(list(record.headers or ()), detail),
                             what=f"malformed record from {record.topic}")
+        metrics.count_dead_letter(REASON_MALFORMED)
 
     async def process(self, meta: BatchMeta, body: bytes) -> Decision:
         """One attempt of the batch (or its refusal), and its consequences."""
@@ -186,13 +189,16 @@ class BatchProcessor:
         if decision.kind == "retry":
             assert decision.tier is not None
             await self._produce(self.names.retry(decision.tier), meta.destination_id.encode(),
-                                body, meta.headers(), what=what)
+                                body, meta.headers(), what=what, ids=batch_ids(meta))
         elif decision.kind in ("dead_letter", "disabled"):
             await self._produce(self.names.dlq, meta.destination_id.encode(), body,
-                                meta.headers(), what=what)
+                                meta.headers(), what=what, ids=batch_ids(meta))
         if decision.disable is not None:
             await self._disable(meta, decision.disable)
         self._log(decision, result)
+        metrics.count_decision(decision.kind, meta,
+                               result.latency_ms / 1000 if result is not None else None,
+                               self.clock())
         # A refused batch of an already disabled destination changes nothing to report.
         if not (result is None and previous is not None and previous.state == "disabled"):
             await self.status.status(status)
@@ -205,10 +211,11 @@ class BatchProcessor:
             # The published status still vetoes deliveries; the row is fixed by hand
             # or on the next failure.
             log.exception("destination %s could not be disabled (%s) in the database",
-                          meta.destination_id, reason)
+                          meta.destination_id, reason, extra=batch_ids(meta))
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                       headers: Sequence[tuple[str, bytes]], *, what: str) -> None:
+                       headers: Sequence[tuple[str, bytes]], *, what: str,
+                       ids: dict[str, str] | None = None) -> None:
         """Produce until the broker confirms: the offset is committed only afterwards."""
         backoff = 0.5
         while True:
@@ -216,19 +223,25 @@ class BatchProcessor:
                 await self.sink.send(topic, key, value, headers)
                 return
             except KafkaError as exc:
-                log.warning("%s not yet on %s (%s); again in %.1f s", what, topic, exc, backoff)
+                log.warning("%s not yet on %s (%s); again in %.1f s", what, topic, exc, backoff,
+                            extra=ids)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_PRODUCE_BACKOFF)
 
     @staticmethod
     def _log(decision: Decision, result: DeliveryResult | None) -> None:
         meta = decision.meta
+        # The ids as fields too, for JSON logs (agents.logs); never headers or bodies.
+        extra: dict[str, object] = {**batch_ids(meta), "outcome": decision.kind,
+                                    "tier": decision.tier,
+                                    "status_code": result.status_code if result else None}
         if decision.kind == "delivered":
-            log.debug("batch %s delivered to %s", meta.batch_id, meta.destination_id)
+            log.debug("batch %s delivered to %s", meta.batch_id, meta.destination_id,
+                      extra=extra)
             return
         error = result.error if result is not None else meta.detail
         log.info("batch %s of %s: %s%s (%s)", meta.batch_id, meta.destination_id, decision.kind,
-                 f" to tier {decision.tier}" if decision.tier else "", error)
+                 f" to tier {decision.tier}" if decision.tier else "", error, extra=extra)
 
 
 def _at(ms: int) -> datetime:

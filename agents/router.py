@@ -34,7 +34,9 @@ import faust
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from agents import metrics
 from agents.kafka_admin import admin_client
+from agents.logs import batch_ids
 from agents.registry import DestinationRegistry, RegistryFollower, follower_for
 from agents.registry import wait_until_caught_up as _wait_until_caught_up
 from agents.routing import (
@@ -183,6 +185,8 @@ class Router:
                 delay = min(delay * 2, self._backoff_max)
                 continue
             self.stats.add(plan)
+            metrics.count_round(routed=plan.events - plan.unrouted - plan.malformed,
+                                unmatched=plan.unrouted, malformed=plan.malformed)
             return plan
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
@@ -215,6 +219,8 @@ class Router:
                         problem = f"{entry[1].topic}: {error!r}"
                         self.publisher.forget([entry[1].topic])
                         todo.append(entry)
+                    else:
+                        metrics.count_produced(entry[1].meta)
                 if inflight and not done:
                     await self._release_deleted(inflight, todo)
             if problem is not None and todo:
@@ -253,7 +259,8 @@ class Router:
             if record.topic in missing:
                 log.warning("router: topic %s does not exist (destination deleted); batch "
                             "of %s events goes to %s", record.topic,
-                            record.meta.events if record.meta else "?", self.topics.dlq)
+                            record.meta.events if record.meta else "?", self.topics.dlq,
+                            extra=batch_ids(record.meta) if record.meta else None)
                 record = dead_letter_batch(record, REASON_DELETED,
                                            f"topic {record.topic} does not exist", self.topics)
                 self.stats.diverted += 1

@@ -42,6 +42,7 @@ from api.models import (
     WorkspaceCreated,
     WorkspaceIn,
 )
+from api.observability import install_metrics
 from api.service import (
     ADMIN_ACTOR,
     VERSION,
@@ -172,6 +173,7 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
     app.state.store = store
     app.state.publisher = publisher
     _install_error_handlers(app)
+    install_metrics(app, store)
     _routes(app, settings, service, store, publisher)
     install_web(app, settings, service, store, publisher)
     return app

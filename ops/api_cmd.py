@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import click
 
@@ -19,12 +19,14 @@ def api(settings: Settings, host: str, port: int | None) -> None:
     """Serve the management API (OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
+    from agents.logs import configure_logging
     from api.app import create_app
 
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
+    # JSON: uvicorn installs no handlers of its own, so its lines reach the JSON root handler.
+    extra: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
     uvicorn.run(create_app(settings), host=host, port=port or settings.api_port,
-                log_level=settings.log_level.lower())
+                log_level=settings.log_level.lower(), **extra)
 
 
 @click.group()

@@ -7,6 +7,9 @@ and reports events per second from the first ``emit`` to the end of ``flush``.
 ``bench archive`` produces events into a fresh topic, then runs the archive agent
 (``agents.archive``) in this process into a fresh SQLite file or PostgreSQL
 database and reports archived rows per second.
+
+``bench pipeline`` (``ops.bench_pipeline``) runs the whole pipeline: producer,
+a real worker process and loopback receivers; events/s and latency end to end.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from typing import Any
 
 import click
 
+from ops.bench_pipeline import pipeline
 from schemas.settings import Settings
 
 
 @click.group()
 def bench() -> None:
     """Throughput benchmarks against the local broker."""
+
+
+bench.add_command(pipeline)  # ops/bench_pipeline.py: end to end through a real worker
 
 
 def padded_metadata(builder: Any, actor: Any, size: int) -> dict[str, str]:

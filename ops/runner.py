@@ -29,10 +29,17 @@ def run_worker(settings: Settings) -> None:
     from faust.worker import Worker
 
     from agents.app import create_app, default_registrars
+    from agents.logs import logging_config
+    from agents.metrics_collector import serve_worker_metrics
 
     app = create_app(settings, registrars=default_registrars())
-    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True)
-    worker.execute_from_commandline()
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+                    logging_config=logging_config(settings))
+    stop_metrics = serve_worker_metrics(settings)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        stop_metrics()
 
 
 @dataclass

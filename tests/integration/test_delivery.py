@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 from standardwebhooks.webhooks import Webhook
 
@@ -40,7 +40,7 @@ from schemas.destinations import config_of
 from schemas.settings import Settings
 from schemas.status import DeliveryAttempt, DestinationStatus
 from schemas.topics import destination_topic_spec
-from tests.support.pipeline import Receiver, eventually
+from tests.support.pipeline import Receiver, eventually, read_records
 from tests.support.servers import serve
 
 WORKSPACE = "ws_delivery"
@@ -102,34 +102,13 @@ class Env:
     async def read(self, topic: str, until: Callable[[list[Message]], bool],
                    timeout: float = 30.0) -> list[Message]:
         """Every record of ``topic`` once ``until`` holds for them; fails after ``timeout``."""
-        return await asyncio.to_thread(_read, self.bootstrap, topic, until, timeout)
+        return await asyncio.to_thread(read_records, self.bootstrap, topic, until, timeout)
 
     def destination_row(self, dest_id: str) -> Destination:
         with self.store.transaction() as session:
             row = session.get(Destination, dest_id)
             assert row is not None
             return row
-
-
-def _read(bootstrap: str, topic: str, until: Callable[[list[Message]], bool],
-          timeout: float) -> list[Message]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{new_batch_id()}",
-                         "enable.auto.commit": False})
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-        seen: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while not until(seen):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{topic}: condition not met in {timeout} s; "
-                                     f"{len(seen)} record(s) read")
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                seen.append(msg)
-        return seen
-    finally:
-        consumer.close()
 
 
 def header(msg: Message, name: str) -> str | None:

@@ -16,59 +16,35 @@ batches of 1 to 100 valid CloudEvents.
 
 from __future__ import annotations
 
-import fnmatch
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from agents.secrets import generate_key
 from ops.topics import ensure_topics
-from producer import Actor, AuditProducer, ProducerConfig
 from schemas.settings import Settings
+from tests.support.e2e import (
+    Emitter,
+    assert_exact,
+    emit,
+    expected_ids,
+    group_assignment,
+    pipeline_settings,
+    received_events,
+    set_up,
+    wait_delivered,
+)
 from tests.support.pipeline import (
-    CreatedDestination,
-    DestinationSpec,
-    IdTally,
-    Receiver,
     WorkerProcess,
-    check_batches,
-    create_destinations,
+    committed_lag,
     delete_test_topics,
-    event_ids_on,
-    publish_outbox,
     wait_until,
 )
-from tests.support.servers import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-USER = Actor(id="usr_e2e", type="user")
-#: Event kinds emitted, round robin: several categories, so that filters select.
-KINDS: tuple[tuple[str, str], ...] = (
-    ("auth", "login_succeeded"), ("billing", "subscription_created"),
-    ("workflow", "started"), ("auth", "logged_out"), ("permission", "granted"),
-    ("workflow", "failed"), ("team_member", "joined"),
-)
-
-
-def pipeline_settings(bootstrap: str, unique_name: str, tmp_path: Path, **more: object,
-                      ) -> Settings:
-    """Settings of one test: its own prefix, database and key; quick to react."""
-    values: dict[str, object] = {
-        "kafka_bootstrap": bootstrap, "topic_prefix": f"test.{unique_name}.",
-        "topic_partitions": 3, "var_dir": tmp_path,
-        "database_url": f"sqlite:///{tmp_path / 'auditrelay.db'}",
-        "secret_key": generate_key(), "allow_private_cidrs": "127.0.0.0/8",
-        "batch_window_seconds": 0.5, "destination_poll_seconds": 1,
-        "consumer_session_timeout_seconds": 6, "retry_schedule_seconds": "2,4",
-        "retry_jitter": 0, "log_level": "INFO", **more}
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -80,140 +56,6 @@ def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
         yield settings
     finally:
         delete_test_topics(kafka_admin, settings)
-
-
-# -- the scene: receivers, destinations, events --------------------------------------------
-
-
-@dataclass
-class Sink:
-    """One destination and the receiver behind it."""
-
-    dest: CreatedDestination
-    receiver: Receiver
-    tally: IdTally
-
-    def matches(self, event_type: str, workspace_id: str) -> bool:
-        spec = self.dest.spec
-        if not spec.enabled or workspace_id != self.dest.workspace_id:
-            return False
-        # API globs: `*` matches any run of characters, dots included; no other magic.
-        return not spec.event_types or any(fnmatch.fnmatchcase(event_type, glob)
-                                           for glob in spec.event_types)
-
-
-def set_up(stack: ExitStack, settings: Settings, workspaces: int,
-           specs: Sequence[tuple[int, tuple[str, ...], bool]], *, delay: float = 0.0,
-           ) -> tuple[list[str], list[Sink]]:
-    """Receivers served on 127.0.0.1, and destinations to them, published to Kafka."""
-    receivers = [Receiver(delay=delay) for _ in specs]
-    urls = [stack.enter_context(serve(receiver)) for receiver in receivers]
-    workspace_ids, created = create_destinations(settings, workspaces, [
-        DestinationSpec(ws, f"{url}/hook/{n}", globs, enabled)
-        for n, ((ws, globs, enabled), url) in enumerate(zip(specs, urls, strict=True))])
-    assert publish_outbox(settings) > 0
-    return workspace_ids, [Sink(dest, rx, IdTally(rx))
-                           for dest, rx in zip(created, receivers, strict=True)]
-
-
-def emit(settings: Settings, workspace_ids: Sequence[str], count: int, *,
-         per_second: float | None = None) -> list[str]:
-    """``count`` events round robin over workspaces and kinds; their ids once all confirmed.
-
-    With ``per_second`` the events are spread over time (a stream), else sent at once.
-    """
-    ids: list[str] = []
-    started = time.monotonic()
-    with AuditProducer(ProducerConfig.from_settings(settings, client_id="e2e")) as producer:
-        for n in range(count):
-            category, action = KINDS[(n // len(workspace_ids)) % len(KINDS)]
-            event = producer.emit(workspace_ids[n % len(workspace_ids)], category, action,
-                                  actor=USER, metadata={"n": n})
-            ids.append(event.id)
-            if per_second is not None and n % 100 == 99:
-                ahead = started + (n + 1) / per_second - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)  # pacing the stream, not waiting for a result
-                producer.poll(0)
-        producer.flush(150)
-        assert producer.failed == 0
-        assert producer.delivered == count
-    return ids
-
-
-class Emitter(threading.Thread):
-    """``emit`` in a thread: the stream keeps flowing while the test breaks things."""
-
-    def __init__(self, settings: Settings, workspace_ids: Sequence[str], count: int,
-                 per_second: float) -> None:
-        super().__init__(name="e2e-emitter", daemon=True)
-        self._args = (settings, workspace_ids, count, per_second)
-        self.ids: list[str] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        settings, workspace_ids, count, per_second = self._args
-        try:
-            self.ids = emit(settings, workspace_ids, count, per_second=per_second)
-        except BaseException as exc:
-            self.error = exc
-
-    def result(self, timeout: float) -> list[str]:
-        self.join(timeout)
-        assert not self.is_alive(), f"the emitter did not finish within {timeout} s"
-        if self.error is not None:
-            raise self.error
-        return self.ids
-
-
-def expected_ids(settings: Settings, sinks: Sequence[Sink]) -> list[set[str]]:
-    """Per sink, the ids on ``audit.events`` that it must get (self-audit events included)."""
-    truth = event_ids_on(settings.kafka_bootstrap, settings.topics.events)
-    return [{ce_id for ce_id, ce_type, ws in truth if sink.matches(ce_type, ws)}
-            for sink in sinks]
-
-
-def wait_delivered(sinks: Sequence[Sink], expected: Sequence[set[str]], timeout: float,
-                   worker_tails: Sequence[WorkerProcess]) -> None:
-    """Until every sink got all its expected ids, then until receivers are quiet for 1.5 s
-    (so that a late foreign or duplicate batch would be seen too)."""
-
-    def missing() -> list[int]:
-        return [len(want - sink.tally.update()) for sink, want in zip(sinks, expected,
-                                                                       strict=True)]
-
-    def report() -> str:
-        counts = ", ".join(f"{sink.dest.id}: {len(sink.tally.ids)}/{len(want)} "
-                           f"({len(sink.receiver.requests)} requests)"
-                           for sink, want in zip(sinks, expected, strict=True))
-        return f"events still missing: {missing()} [{counts}]" + "".join(
-            w.tail() for w in worker_tails)
-
-    wait_until(lambda: not any(missing()), timeout, report, interval=0.2)
-    last = [-1]
-    quiet_since = [time.monotonic()]
-
-    def quiet() -> bool:
-        total = sum(len(sink.receiver.requests) for sink in sinks)
-        if total != last[0]:
-            last[0], quiet_since[0] = total, time.monotonic()
-        return time.monotonic() - quiet_since[0] >= 1.5
-
-    wait_until(quiet, 30, "receivers kept receiving", interval=0.1)
-
-
-def assert_exact(sinks: Sequence[Sink], expected: Sequence[set[str]]) -> list[int]:
-    """Every request valid; each sink got exactly its ids. Returns duplicates per sink."""
-    duplicates = []
-    for sink, want in zip(sinks, expected, strict=True):
-        report = check_batches(sink.receiver.snapshot(), sink.dest.secret,
-                               sink.dest.workspace_id)
-        assert not (want - report.ids), f"{sink.dest.id}: {len(want - report.ids)} missing"
-        assert not (report.ids - want), (
-            f"{sink.dest.id}: {len(report.ids - want)} foreign events, e.g. "
-            f"{sorted(report.ids - want)[:3]}")
-        duplicates.append(report.duplicated)
-    return duplicates
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -237,9 +79,89 @@ def test_twenty_thousand_events_reach_exactly_the_matching_destinations(
         assert len(set(emitted)) == 20_000
         wait_delivered(sinks, expected, 90, [worker])
         assert worker.alive(), worker.tail()
+        # Offsets follow the work: router and delivery commit what they handled.
+        names = settings.topics
+        lags = [(settings.topics.group_id("auditrelay"), names.events)] + [
+            (names.group_id("auditrelay-delivery"), names.destination(sink.dest.id))
+            for n, sink in enumerate(sinks) if n != 3]
+        wait_until(lambda: not any(committed_lag(settings.kafka_bootstrap, group, topic)
+                                   for group, topic in lags), 15,
+                   lambda: "offsets not committed: " + str(
+                       [committed_lag(settings.kafka_bootstrap, g, t) for g, t in lags]),
+                   interval=0.5)
 
     assert_exact(sinks, expected)
     sizes = {len(sink.receiver.requests) for sink in sinks}
     assert sinks[3].receiver.requests == []  # the disabled destination got nothing
     assert all(len(want) > 500 for n, want in enumerate(expected) if n != 3)
     assert max(sizes) < 20_000 / 50  # batched: far fewer requests than events
+
+
+def test_kill_9_mid_stream_then_restart_delivers_every_event_at_least_once(
+        settings: Settings, tmp_path: Path) -> None:
+    specs = [(0, (), True), (1, ("pro.atmos.auth.*", "pro.atmos.workflow.*"), True)]
+    log = tmp_path / "worker.log"
+    with ExitStack() as stack:
+        # Slow receivers keep the stream going long enough to be interrupted.
+        workspace_ids, sinks = set_up(stack, settings, 2, specs, delay=0.03)
+        first = stack.enter_context(WorkerProcess(settings, log))
+        first.wait_ready()
+        emitter = Emitter(settings, workspace_ids, 10_000, per_second=2_500)
+        emitter.start()
+        wait_until(lambda: received_events(sinks) >= 1_000, 60,
+                   lambda: "no deliveries before the kill" + first.tail())
+        first.kill()
+        at_kill = received_events(sinks)
+        emitted = emitter.result(60)
+        expected = expected_ids(settings, sinks)
+        assert at_kill < sum(len(want) for want in expected), "the kill came too late"
+
+        second = stack.enter_context(WorkerProcess(settings, log))
+        second.wait_ready()
+        wait_delivered(sinks, expected, 75, [second])
+        assert second.alive(), second.tail()
+
+    truth = set().union(*expected)
+    assert len(emitted) == 10_000
+    # Every emitted event whose kind a destination wants is among those it must get.
+    assert len(truth & set(emitted)) > 5_000
+    duplicates = assert_exact(sinks, expected)
+    print(f"killed at {at_kill} events; duplicates per destination after restart: {duplicates}")
+
+
+def test_a_second_worker_takes_over_when_the_first_is_killed(
+        settings: Settings, tmp_path: Path, kafka_admin: AdminClient) -> None:
+    specs = [(0, (), True), (1, (), True), (2, ("pro.atmos.auth.*",), True)]
+    app_group = settings.topics.group_id("auditrelay")
+    events = settings.topics.events
+    with ExitStack() as stack:
+        workspace_ids, sinks = set_up(stack, settings, 3, specs, delay=0.02)
+        doomed = stack.enter_context(WorkerProcess(settings, tmp_path / "worker-1.log"))
+        doomed.wait_ready()
+        survivor = stack.enter_context(WorkerProcess(settings, tmp_path / "worker-2.log"))
+        survivor.wait_ready()
+
+        def shared() -> bool:  # both members hold router partitions: both do work
+            held = group_assignment(kafka_admin, app_group, events)
+            return len(held) == 2 and all(held)
+
+        wait_until(shared, 60, lambda: f"the workers never shared {events}: "
+                   f"{group_assignment(kafka_admin, app_group, events)}"
+                   + doomed.tail() + survivor.tail(), interval=0.5)
+        emitter = Emitter(settings, workspace_ids, 10_000, per_second=2_000)
+        emitter.start()
+        wait_until(lambda: received_events(sinks) >= 1_000, 60,
+                   lambda: "no deliveries before the kill" + doomed.tail() + survivor.tail())
+        doomed.kill()
+        killed_at = time.monotonic()
+        at_kill = received_events(sinks)
+        emitter.result(60)
+        expected = expected_ids(settings, sinks)
+        assert at_kill < sum(len(want) for want in expected), "the kill came too late"
+        wait_delivered(sinks, expected, 75, [survivor])
+        took = time.monotonic() - killed_at
+        assert survivor.alive(), survivor.tail()
+        assert group_assignment(kafka_admin, app_group, events) == [{0, 1, 2}]
+
+    assert_exact(sinks, expected)
+    print(f"killed at {at_kill} events; all delivered {took:.1f} s after the kill")

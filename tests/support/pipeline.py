@@ -22,13 +22,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from agents.kafka_admin import admin_client, delete_topics
@@ -50,6 +51,7 @@ __all__ = [
     "event_ids_on",
     "eventually",
     "publish_outbox",
+    "read_records",
     "wait_until",
     "worker_env",
 ]
@@ -93,6 +95,8 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender died mid-request (kill -9): no request was made
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
@@ -166,6 +170,11 @@ def worker_env(settings: Settings) -> dict[str, str]:
         env[f"AUDITRELAY_{name.upper()}"] = _env_value(getattr(settings, name))
     if settings.secret_key is not None:
         env["AUDITRELAY_SECRET_KEY"] = settings.secret_key.get_secret_value()
+    # Several workers run at once here: no metrics endpoint (no port to share), and
+    # text logs (``wait_ready`` reads them).
+    for name, value in (("metrics_port", "0"), ("log_format", "text")):
+        if name in Settings.model_fields:
+            env[f"AUDITRELAY_{name.upper()}"] = value
     return env
 
 
@@ -332,7 +341,7 @@ def publish_outbox(settings: Settings) -> int:
 # -- reading topics and cleaning up --------------------------------------------------------
 
 
-def _header(headers: Sequence[tuple[str, Any]] | None, name: str) -> str | None:
+def _header(headers: Any, name: str) -> str | None:
     for key, value in headers or []:
         if key == name and value is not None:
             return bytes(value).decode()
@@ -356,7 +365,7 @@ def event_ids_on(bootstrap: str, topic: str, *, timeout: float = 60.0,
             assert time.monotonic() < deadline, f"{topic}: not read to its end in {timeout} s"
             for msg in consumer.consume(1000, timeout=0.2):
                 assert msg.error() is None, msg.error()
-                position[msg.partition()] = msg.offset() + 1
+                position[msg.partition()] = (msg.offset() or 0) + 1
                 headers = msg.headers()
                 out.append((_header(headers, "ce_id") or "", _header(headers, "ce_type") or "",
                             _header(headers, "ce_workspaceid") or ""))
@@ -457,3 +466,46 @@ def check_batches(requests: Sequence[Received], secret: str, workspace_id: str) 
             copies.append(raw)
     report.requests = len(requests)
     return report
+
+
+def committed_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` past ``group``'s committed offsets (all of them if none)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = admin_client(bootstrap)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lag-{group}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p)
+                                                       for p in partitions])
+        result = admin.list_consumer_group_offsets([request])[group].result(timeout=10)
+        committed = {tp.partition: max(tp.offset, 0) for tp in result.topic_partitions}
+        lag = 0
+        for p in partitions:
+            end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            lag += end - committed.get(p, 0)
+        return lag
+    finally:
+        consumer.close()
+
+
+def read_records(bootstrap: str, topic: str, until: Callable[[list[Message]], bool],
+                 timeout: float) -> list[Message]:
+    """Every record of ``topic`` once ``until`` holds for them; fails after ``timeout``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        seen: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while not until(seen):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: condition not met in {timeout} s; "
+                                     f"{len(seen)} record(s) read")
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                seen.append(msg)
+        return seen
+    finally:
+        consumer.close()

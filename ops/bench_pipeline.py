@@ -1,0 +1,567 @@
+"""``auditrelay bench pipeline``: events per second and latency from emit to receipt.
+
+The whole pipeline on this machine, each part in its own process: the shared
+local broker, one production worker (``python -m ops worker``, every agent),
+the producer (``producer.AuditProducer``, sync, in this process) and the
+receivers (``ops.bench_receiver``, one lean process serving every port).
+
+A run, all under a fresh topic prefix ``bench.<random>.`` and a temporary
+folder (SQLite database, var dir, worker log):
+
+1. the contract's topics (``ops.topics.ensure_topics``), workspaces and
+   destinations through the API's service layer, their outbox performed at
+   once (destination topics and config records);
+2. receivers and worker start; warm-up events (one per destination) must
+   arrive before the clock starts, which proves every stage is ready;
+3. the producer emits ``--events`` events, at ``--rate`` per second or as fast
+   as it can, each carrying its emit time in ``data.metadata.t``;
+4. when every event arrived (or nothing arrived for a while), the receivers
+   report unique and duplicate counts and latency percentiles; the worker's CPU
+   time (``/proc/<pid>/stat``) over the run and its peak RSS (``VmHWM``) are read;
+5. everything started is stopped and every topic of the prefix deleted.
+
+With ten destinations there are ten workspaces, one destination each, and the
+events go round-robin over the workspaces: every event goes to exactly one
+destination. With one destination all events belong to its one workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import platform
+import pstats
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemas.settings import Settings
+
+__all__ = ["pipeline"]
+
+_READY_TIMEOUT = 120.0
+#: A run ends this long after the last receipt even if events are missing.
+_IDLE_TIMEOUT = 30.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Destination:
+    workspace_id: str
+    destination_id: str
+    port: int
+
+
+@dataclass
+class RunResult:
+    """What one run measured (times in seconds)."""
+
+    events: int
+    emitted_at: float
+    emit_seconds: float
+    report: dict[str, Any]
+    cpu_seconds: float
+    peak_rss_kib: int
+    #: When the router had produced its last batch (Kafka timestamp, seconds), if seen.
+    routed_at: float | None = None
+    #: HTTP latency of the delivery attempts (ms): mean and p99.
+    post_ms: tuple[float, float] | None = None
+    workers: int = 1
+
+    @property
+    def wall(self) -> float:
+        last = self.report["last_receipt"] or self.emitted_at
+        return float(last - self.emitted_at)
+
+
+@click.command("pipeline")
+@click.option("--events", default=200_000, show_default=True, type=click.IntRange(1, 5_000_000))
+@click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(0, 1_000_000),
+              help="Events per second the producer emits; 0 = as fast as it can.")
+@click.option("--destinations", default="1", show_default=True, type=click.Choice(["1", "10"]),
+              help="Loopback receivers, one destination (and workspace) each.")
+@click.option("--size", default=500, show_default=True, type=click.IntRange(400, 65_536),
+              help="Serialised event size in bytes.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 4),
+              help="Worker processes (each joins every group; scaling.md).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Run the worker under cProfile, write the profile here and "
+              "print its top functions.")
+@click.pass_obj
+def pipeline(settings: Settings, events: int, rate: float, destinations: str, size: int,
+             workers: int, profile_path: Path | None) -> None:
+    """End-to-end events/s and emit-to-receipt latency through a real worker."""
+    from ops import kafka_local
+
+    if not kafka_local.broker_answers(settings.kafka_bootstrap):
+        raise click.ClickException(f"no broker answers at {settings.kafka_bootstrap}; start "
+                                   "it with `auditrelay kafka up`")
+    count = int(destinations)
+    prefix = f"bench.{uuid.uuid4().hex[:10]}."
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder, \
+            _topics_deleted(settings, prefix):
+        bench = _bench_settings(settings, prefix, Path(folder))
+        result = _run(bench, Path(folder), events=events, rate=rate, count=count, size=size,
+                      workers=workers, profile_path=profile_path)
+    _print_result(result, settings, rate=rate, count=count, size=size)
+    click.echo(f"  topics and groups of {prefix} deleted")
+    if profile_path is not None:
+        _print_profile(profile_path)
+    if result.report["unique"] < events:
+        raise click.ClickException(f"only {result.report['unique']} of {events} events arrived")
+
+
+def _bench_settings(settings: Settings, prefix: str, folder: Path) -> Settings:
+    from pydantic import SecretStr
+
+    from agents.secrets import generate_key
+
+    # model_copy does not validate: the values are given in their parsed types.
+    return settings.model_copy(update={
+        "topic_prefix": prefix, "var_dir": folder / "var",
+        "database_url": f"sqlite:///{folder / 'bench.db'}",
+        "secret_key": SecretStr(generate_key()),
+        "allow_private_cidrs": (ipaddress.ip_network("127.0.0.0/8"),),
+    })
+
+
+def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: int, size: int,
+         workers: int, profile_path: Path | None) -> RunResult:
+    from ops.topics import ensure_topics
+
+    ensure_topics(settings)
+    for n in range(workers):  # Faust creates only its own folder in each
+        (settings.var_dir / f"worker{n}").mkdir(parents=True, exist_ok=True)
+    ports = [_free_port() for _ in range(count)]
+    dests = _create_destinations(settings, ports)
+    _publish_outbox(settings)
+    with contextlib.ExitStack() as stack:
+        receiver = stack.enter_context(_process(
+            [sys.executable, "-m", "ops.bench_receiver", *map(str, ports)],
+            folder / "receiver.log", os.environ.copy()))
+        procs = [stack.enter_context(_process(
+            _worker_argv(profile_path if n == 0 else None), folder / f"worker{n}.log",
+            _worker_env(settings, n))) for n in range(workers)]
+        _wait_line(receiver, folder / "receiver.log", "ready", 30.0)
+        worker = _Workers(procs, [folder / f"worker{n}.log" for n in range(workers)])
+        if workers > 1:
+            worker.wait_groups(settings)
+        control = f"http://127.0.0.1:{ports[0]}"
+        with _emitter(settings, dests, size) as emit:
+            _warm_up(emit, dests, control, worker)
+            cpu_before = worker.cpu_seconds()
+            emitted_at, emit_seconds = emit.run(events, rate)
+        report = _wait_all(control, events, worker)
+        cpu = worker.cpu_seconds() - cpu_before
+        rss = worker.peak_rss_kib()
+    result = RunResult(events, emitted_at, emit_seconds, report, cpu, rss, workers=workers)
+    _add_stage_times(settings, dests, result)
+    return result
+
+
+class _Workers:
+    """The worker processes of a run: alive?, CPU time and peak RSS (/proc), log tails."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+        self.procs = procs
+        self.logs = logs
+
+    def died(self) -> bool:
+        return any(proc.poll() is not None for proc in self.procs)
+
+    def tail(self) -> str:
+        return "".join(_tail(log) for log in self.logs)
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(proc.pid) for proc in self.procs)
+
+    def peak_rss_kib(self) -> int:
+        """The largest of the workers' peaks."""
+        return max(_peak_rss_kib(proc.pid) for proc in self.procs)
+
+    def wait_groups(self, settings: Settings) -> None:
+        """Until every worker is a member of the router's and the delivery's groups.
+
+        Otherwise a late joiner would rebalance the groups in the middle of the run.
+        """
+        from agents.kafka_admin import admin_client
+
+        admin = admin_client(settings.kafka_bootstrap)
+        groups = [settings.topics.group_id("auditrelay"),
+                  settings.topics.group_id("auditrelay-delivery")]
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while not self._joined(admin, groups):
+            if self.died() or time.monotonic() > deadline:
+                raise click.ClickException("the workers did not all join" + self.tail())
+            time.sleep(0.5)
+
+    def _joined(self, admin: Any, groups: list[str]) -> bool:
+        try:
+            described = {g: f.result(timeout=10)
+                         for g, f in admin.describe_consumer_groups(groups).items()}
+        except Exception:  # a group not yet created reads as an error
+            return False
+        return all(len(d.members) >= len(self.procs) and str(d.state).endswith("STABLE")
+                   for d in described.values())
+
+
+# -- setup: destinations through the service layer ------------------------------------------
+
+
+def _create_destinations(settings: Settings, ports: list[int]) -> list[Destination]:
+    """One Enterprise workspace and one destination per receiver port."""
+    from agents.store import Store, make_engine
+    from api.models import DestinationIn
+    from api.service import ADMIN_ACTOR, Service, secret_box
+
+    store = Store(make_engine(settings.database_url))
+    service = Service(settings, secret_box(settings), resolver=_no_lookup)
+    out = []
+    try:
+        with store.transaction() as session:
+            for n, port in enumerate(ports):
+                workspace, _ = service.create_workspace(session, f"bench{n}", "enterprise")
+                body = DestinationIn(name=f"bench receiver {n}",
+                                     url=f"http://127.0.0.1:{port}/hook")
+                dest, _ = service.create_destination(session, workspace, body, ADMIN_ACTOR)
+                out.append(Destination(workspace.id, dest.id, port))
+    finally:
+        store.dispose()
+    return out
+
+
+def _no_lookup(host: str, port: int) -> list[Any]:
+    raise RuntimeError(f"bench destinations are IP literals; no lookup of {host} expected")
+
+
+def _publish_outbox(settings: Settings) -> None:
+    """Create the destination topics and config records now, not when a worker gets to it."""
+    from agents.kafka_admin import admin_client
+    from agents.outbox import OutboxPublisher
+    from agents.store import Store, make_engine
+
+    store = Store(make_engine(settings.database_url))
+    publisher = OutboxPublisher(store, {"bootstrap.servers": settings.kafka_bootstrap,
+                                        "enable.idempotence": True},
+                                admin_client(settings.kafka_bootstrap))
+    try:
+        if not publisher.acquire():
+            raise click.ClickException("the bench database's outbox lease is held")
+        while publisher.publish_pending():
+            pass
+    finally:
+        publisher.stop()
+        store.dispose()
+
+
+@contextlib.contextmanager
+def _topics_deleted(settings: Settings, prefix: str) -> Iterator[None]:
+    """On the way out, delete every topic (and consumer group) of the run's prefix."""
+    from agents.kafka_admin import admin_client, delete_topics
+
+    try:
+        yield
+    finally:
+        admin = admin_client(settings.kafka_bootstrap)
+        names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+        if names:
+            delete_topics(admin, names)
+        _delete_groups(admin, prefix.rstrip("."))
+
+
+def _delete_groups(admin: Any, tag: str) -> None:
+    with contextlib.suppress(Exception):  # leftover empty groups are harmless
+        listed = admin.list_consumer_groups().result(timeout=30)
+        groups = [g.group_id for g in listed.valid if g.group_id.endswith(tag)]
+        for future in (admin.delete_consumer_groups(groups).values() if groups else []):
+            future.result(timeout=30)
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def _worker_argv(profile_path: Path | None) -> list[str]:
+    if profile_path is None:
+        return [sys.executable, "-m", "ops", "worker"]
+    return [sys.executable, "-m", "cProfile", "-o", str(profile_path), "-m", "ops", "worker"]
+
+
+def _worker_env(settings: Settings, index: int) -> dict[str, str]:
+    """This environment without ``AUDITRELAY_*``, plus the bench's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITRELAY_")}
+    assert settings.secret_key is not None
+    env.update({
+        "AUDITRELAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "AUDITRELAY_DATABASE_URL": settings.database_url,
+        "AUDITRELAY_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "AUDITRELAY_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8",
+        "AUDITRELAY_TOPIC_PREFIX": settings.topic_prefix,
+        # A var dir per worker: Faust keeps per-process state in it.
+        "AUDITRELAY_VAR_DIR": str(settings.var_dir / f"worker{index}"),
+        "AUDITRELAY_BATCH_WINDOW_SECONDS": str(settings.batch_window_seconds),
+        "AUDITRELAY_LOG_LEVEL": "WARNING",
+        # No metrics endpoint: its port could clash with a worker already running.
+        "AUDITRELAY_METRICS_PORT": "0",
+    })
+    return env
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], log_path: Path, env: dict[str, str],
+             ) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process, its output in ``log_path``; stopped (SIGTERM, then SIGKILL) on exit."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+
+
+def _wait_line(proc: subprocess.Popen[bytes], log_path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise click.ClickException(f"{proc.args!r} did not get ready" + _tail(log_path))
+        time.sleep(0.05)
+
+
+def _tail(log_path: Path, lines: int = 30) -> str:
+    text = log_path.read_text(errors="replace").splitlines()[-lines:]
+    return f"\n--- {log_path.name} ---\n" + "\n".join(text)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- producing ----------------------------------------------------------------------------
+
+
+class _Emitter:
+    """The bench producer: round-robin over the destinations' workspaces, emit time inside."""
+
+    def __init__(self, producer: Any, dests: list[Destination], pad: str) -> None:
+        from producer import Actor
+
+        self._producer = producer
+        self._workspaces = [d.workspace_id for d in dests]
+        self._actor = Actor(id="usr_bench", type="user")
+        self._pad = pad
+
+    def one_each(self) -> None:
+        for workspace in self._workspaces:
+            self._emit(workspace)
+        self._producer.flush()
+
+    def _emit(self, workspace: str) -> None:
+        # Fixed-point, so every event has the same size and the receiver's regex is simple.
+        self._producer.emit(workspace, "workspace", "updated", actor=self._actor,
+                            metadata={"t": f"{time.time():.6f}", "pad": self._pad})
+
+    def run(self, events: int, rate: float) -> tuple[float, float]:
+        """Emit ``events``; returns the wall time of the first emit and seconds to flushed."""
+        workspaces, count, emit = self._workspaces, len(self._workspaces), self._emit
+        # Paced runs emit in ticks of 1/200 s, so sleeps are not shorter than the timer's grain.
+        tick = max(1, round(rate / 200)) if rate else events
+        started = time.time()
+        begin = time.perf_counter()
+        for first in range(0, events, tick):
+            if rate:
+                wait = begin + first / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            for i in range(first, min(first + tick, events)):
+                emit(workspaces[i % count])
+        self._producer.flush()
+        return started, time.perf_counter() - begin
+
+
+@contextlib.contextmanager
+def _emitter(settings: Settings, dests: list[Destination], size: int) -> Iterator[_Emitter]:
+    from producer import Actor, AuditProducer, ProducerConfig
+    from schemas.builder import EventBuilder
+
+    sample = EventBuilder().build(dests[0].workspace_id, "workspace", "updated",
+                                  actor=Actor(id="usr_bench", type="user"),
+                                  metadata={"t": f"{time.time():.6f}", "pad": ""})
+    pad = "x" * max(0, size - len(sample.value))
+    with AuditProducer(ProducerConfig.from_settings(settings,
+                                                    client_id="auditrelay-bench")) as producer:
+        yield _Emitter(producer, dests, pad)
+
+
+# -- waiting on the receivers ---------------------------------------------------------------
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - loopback http
+        data: dict[str, Any] = json.loads(response.read())
+        return data
+
+
+def _reset(control: str) -> None:
+    request = urllib.request.Request(f"{control}/reset", method="POST", data=b"")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback http
+        pass
+
+
+def _warm_up(emit: _Emitter, dests: list[Destination], control: str,
+             worker: _Workers) -> None:
+    """Until one event per destination went all the way through; then forget them."""
+    deadline = time.monotonic() + _READY_TIMEOUT
+    emit.one_each()
+    while _get(f"{control}/stats")["events"] < len(dests):
+        if worker.died() or time.monotonic() > deadline:
+            raise click.ClickException("the warm-up events did not arrive; is the worker "
+                                       "running?" + worker.tail())
+        time.sleep(0.2)
+    # Let the warm-up's last status records settle, then start from nothing.
+    time.sleep(1.0)
+    _reset(control)
+
+
+def _wait_all(control: str, events: int, worker: _Workers) -> dict[str, Any]:
+    """The receivers' report once every event arrived, or nothing came for a while."""
+    last_change, seen = time.monotonic(), -1
+    while True:
+        stats = _get(f"{control}/stats")
+        if stats["events"] != seen:
+            last_change, seen = time.monotonic(), stats["events"]
+        if seen >= events:
+            report = _get(f"{control}/report")
+            if report["unique"] >= events:
+                return report
+        if time.monotonic() - last_change > _IDLE_TIMEOUT or worker.died():
+            click.echo("nothing arrived for a while; reporting what did" + worker.tail(),
+                       err=True)
+            return _get(f"{control}/report")
+        time.sleep(0.1)
+
+
+# -- stages: when the router was done, how long the POSTs took -------------------------------
+
+
+def _add_stage_times(settings: Settings, dests: list[Destination], result: RunResult) -> None:
+    """Read the batch and attempt topics of the run (a few thousand records)."""
+    names = settings.topics
+    since_ms = result.emitted_at * 1000
+    batch_times = [ts for topic in (names.destination(d.destination_id) for d in dests)
+                   for ts, _ in _records(settings.kafka_bootstrap, topic) if ts >= since_ms]
+    if batch_times:
+        result.routed_at = max(batch_times) / 1000
+    latencies = sorted(
+        float(json.loads(value).get("latency_ms") or 0)
+        for ts, value in _records(settings.kafka_bootstrap, names.delivery_attempts)
+        if ts >= since_ms and value)
+    if latencies:
+        from ops.bench_receiver import percentile
+
+        result.post_ms = (sum(latencies) / len(latencies), percentile(latencies, 0.99))
+
+
+def _records(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[int, bytes]]:
+    """(Kafka timestamp in ms, value) of every record of ``topic`` up to its end now."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in meta.partitions}
+        ends = {p: end for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        out: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.2):
+                if msg.error() is not None:
+                    continue
+                out.append((msg.timestamp()[1], msg.value() or b""))
+                if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
+                    ends.pop(msg.partition() or 0, None)
+        return out
+    finally:
+        consumer.close()
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _print_result(result: RunResult, settings: Settings, *, rate: float, count: int,
+                  size: int) -> None:
+    report, wall = result.report, result.wall
+    latency = report["latency"]
+    pace = f"paced at {rate:,.0f} events/s" if rate else "as fast as possible"
+    click.echo(f"bench pipeline: {result.events} events of {size} bytes, {count} "
+               f"destination(s), {result.workers} worker(s), {pace}")
+    click.echo(f"  end to end: {report['unique'] / wall:,.0f} events/s ({wall:.2f} s from the "
+               f"first emit to the last receipt; producer emitted at "
+               f"{result.events / result.emit_seconds:,.0f} events/s)")
+    click.echo("  latency emit -> receipt: " + ", ".join(
+        f"{name} {latency[name] * 1000:,.0f} ms" for name in ("p50", "p95", "p99", "max")))
+    arrived = "all events arrived" if report["unique"] >= result.events else "EVENTS MISSING"
+    click.echo(f"  received: {report['unique']} of {result.events} events ({arrived}), "
+               f"{report['duplicates']} duplicates, {report['batches']} batches "
+               f"({report['unique'] / max(1, report['batches']):.1f} events/batch)")
+    if result.routed_at is not None:
+        routed = result.routed_at - result.emitted_at
+        click.echo(f"  router: last batch produced {routed:.2f} s after the first emit "
+                   f"({result.events / max(routed, 1e-9):,.0f} events/s routed)")
+    if result.post_ms is not None:
+        click.echo(f"  delivery: POST latency mean {result.post_ms[0]:.1f} ms, "
+                   f"p99 {result.post_ms[1]:.0f} ms (from audit.delivery-attempts)")
+    who = "worker" if result.workers == 1 else f"{result.workers} workers (summed CPU, largest RSS)"
+    click.echo(f"  {who}: {result.cpu_seconds:.1f} s CPU ({100 * result.cpu_seconds / wall:.0f} "
+               f"% of one core, {1e6 * result.cpu_seconds / result.events:.0f} us/event), "
+               f"peak RSS {result.peak_rss_kib / 1024:.0f} MiB")
+    click.echo(f"  Python {platform.python_version()}, {os.cpu_count()} cores, broker "
+               f"{settings.kafka_bootstrap}")
+
+
+def _print_profile(path: Path) -> None:
+    if not path.exists():
+        click.echo(f"no profile written to {path}", err=True)
+        return
+    click.echo(f"worker profile (cProfile, whole worker life): {path}")
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(25)

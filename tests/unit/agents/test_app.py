@@ -1,0 +1,29 @@
+"""The Faust app's group timing follows the one session-timeout setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.app import create_app, heartbeat_seconds
+from schemas.settings import Settings
+
+
+@pytest.mark.parametrize(("session", "heartbeat"), [(6, 2.0), (10, 3.0), (45, 3.0)])
+def test_heartbeat_is_a_third_of_the_session_at_most_3_s(session: float,
+                                                         heartbeat: float) -> None:
+    assert heartbeat_seconds(session) == heartbeat
+
+
+def test_the_app_uses_the_session_timeout_setting(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path, consumer_session_timeout_seconds=7,
+                        topic_prefix="unit.")
+    app = create_app(settings, app_id="session-unit")
+    assert app.conf.broker_session_timeout == 7
+    assert app.conf.broker_heartbeat_interval == pytest.approx(7 / 3)
+
+
+def test_a_session_timeout_below_the_brokers_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="consumer_session_timeout_seconds"):
+        Settings(consumer_session_timeout_seconds=2)

@@ -1,0 +1,46 @@
+"""The bench receivers' bookkeeping: counts, duplicates and latency from emit stamps."""
+
+from __future__ import annotations
+
+import json
+
+from ops.bench_receiver import Store, percentile, report
+
+
+def body(*events: tuple[str, float]) -> bytes:
+    return json.dumps([{"specversion": "1.0", "id": event_id, "data": {
+        "metadata": {"t": f"{stamp:.6f}", "pad": "x"}}} for event_id, stamp in events],
+        separators=(",", ":")).encode()
+
+
+def test_latency_is_first_receipt_minus_emit_and_duplicates_count_apart() -> None:
+    store = Store()
+    store.add(101.0, 1, body(("aud_A", 100.0), ("aud_B", 100.5)))
+    store.add(103.0, 2, body(("aud_B", 100.5), ("aud_C", 102.0)))  # aud_B again
+
+    assert store.stats()["events"] == 4
+    got = report(store)
+
+    assert got["unique"] == 3
+    assert got["duplicates"] == 1
+    assert got["per_port"] == {"1": 2, "2": 2}
+    assert (got["first_receipt"], got["last_receipt"]) == (101.0, 103.0)
+    # aud_A 1.0 s, aud_B 0.5 s (its first copy), aud_C 1.0 s
+    assert got["latency"]["p50"] == 1.0
+    assert got["latency"]["max"] == 1.0
+
+
+def test_reset_forgets_the_warm_up() -> None:
+    store = Store()
+    store.add(1.0, 1, body(("aud_A", 0.5)))
+    store.reset()
+    assert store.stats() == {"events": 0, "batches": 0, "last": None}
+    assert report(store)["unique"] == 0
+
+
+def test_nearest_rank_percentile() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.50) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
