@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agents.http_client import DeliveryClient, DeliveryConfig
 from agents.kafka_admin import admin_client
 from agents.outbox import OutboxPublisher
+from agents.secrets import box_from_settings
 from agents.ssrf import Resolver, system_resolver
 from agents.store import Store, make_engine
 from api import events
@@ -48,7 +49,6 @@ from api.service import (
     VERSION,
     Actor,
     Service,
-    secret_box,
     storable,
     workspace_actor,
 )
@@ -144,7 +144,7 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
     """
     store = Store(make_engine(settings.database_url))
     view = DeliveryView(settings) if publish else None
-    service = Service(settings, secret_box(settings), resolver=resolver, view=view)
+    service = Service(settings, box_from_settings(settings), resolver=resolver, view=view)
     publisher = OutboxPublisher(
         store, ProducerConfig.from_settings(settings, client_id="auditrelay-api").kafka_config(),
         admin_client(settings.kafka_bootstrap)) if publish else None

@@ -23,7 +23,7 @@ from ulid import ULID
 from agents import outbox
 from agents.headers import validate_custom_headers
 from agents.http_client import DeliveryClient, DeliveryResult
-from agents.secrets import SecretBox, box_from_settings
+from agents.secrets import SecretBox
 from agents.signing import delivery_headers, generate_secret, new_batch_id, sign
 from agents.ssrf import Resolver, validate_destination_url
 from api.deliveries import DeliveryView
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 
 ROTATION_OVERLAP = timedelta(hours=24)
 VERSION = version("auditrelay")
-
-#: The API app and the CLI take the key from here; it lives with SecretBox.
-secret_box = box_from_settings
-
 
 def storable(text: str) -> bool:
     """Whether ``text`` can be a key at all: PostgreSQL refuses NUL in any text parameter."""

@@ -40,11 +40,12 @@ def workspaces() -> None:
 @click.pass_obj
 def workspaces_create(settings: Settings, name: str, plan: str) -> None:
     """Create a workspace; prints its id and its token (shown this once)."""
+    from agents.secrets import box_from_settings
     from agents.store import Store, make_engine
-    from api.service import Service, secret_box
+    from api.service import Service
 
     store = Store(make_engine(settings.database_url))
-    service = Service(settings, secret_box(settings), resolver=_no_resolver)
+    service = Service(settings, box_from_settings(settings), resolver=_no_resolver)
     with store.transaction() as session:
         workspace, token = service.create_workspace(session, name, plan)
     click.echo(f"id     {workspace.id}")
@@ -64,13 +65,14 @@ def destinations_resync(settings: Settings) -> None:
     """Repair drift between the database and Kafka (configs, tombstones, topics)."""
     from agents.kafka_admin import admin_client
     from agents.outbox import OutboxPublisher
+    from agents.secrets import box_from_settings
     from agents.store import Store, make_engine
     from api.resync import resync
-    from api.service import Service, secret_box
+    from api.service import Service
     from producer.config import ProducerConfig
 
     store = Store(make_engine(settings.database_url))
-    service = Service(settings, secret_box(settings), resolver=_no_resolver)
+    service = Service(settings, box_from_settings(settings), resolver=_no_resolver)
     admin = admin_client(settings.kafka_bootstrap)
     publisher = OutboxPublisher(store, ProducerConfig.from_settings(
         settings, client_id="auditrelay-resync").kafka_config(), admin)

@@ -55,12 +55,13 @@ def setup(settings: Settings, receiver_port: int) -> DemoState:
         state = DemoState(**json.loads(path.read_text()))
         if state.receiver_port == receiver_port:
             return state
+    from agents.secrets import box_from_settings
     from agents.store import Store, make_engine
     from api.models import DestinationIn
-    from api.service import ADMIN_ACTOR, Service, secret_box
+    from api.service import ADMIN_ACTOR, Service
 
     store = Store(make_engine(settings.database_url))
-    service = Service(settings, secret_box(settings), resolver=_loopback_only)
+    service = Service(settings, box_from_settings(settings), resolver=_loopback_only)
     with store.transaction() as session:
         workspace, _ = service.create_workspace(session, DEMO_WORKSPACE, "enterprise")
         body = DestinationIn(name="demo receiver", url=f"http://127.0.0.1:{receiver_port}/hook",

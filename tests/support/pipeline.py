@@ -297,11 +297,12 @@ def create_destinations(settings: Settings, workspaces: int,
                         ) -> tuple[list[str], list[CreatedDestination]]:
     """Enterprise workspaces and destinations, written by ``api.service.Service`` (rows
     and outbox entries); returns the workspace ids and the destinations."""
+    from agents.secrets import box_from_settings
     from api.models import DestinationIn
-    from api.service import ADMIN_ACTOR, Service, secret_box
+    from api.service import ADMIN_ACTOR, Service
 
     store = Store(make_engine(settings.database_url))
-    service = Service(settings, secret_box(settings), resolver=resolver)
+    service = Service(settings, box_from_settings(settings), resolver=resolver)
     try:
         with store.transaction() as session:
             rows = [service.create_workspace(session, f"ws{n}", "enterprise")[0]
