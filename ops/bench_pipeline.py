@@ -56,6 +56,8 @@ _READY_TIMEOUT = 120.0
 #: A run ends this long after the last receipt even if events are missing.
 _IDLE_TIMEOUT = 30.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: How long the worker's CPU use is sampled with no events flowing, before the run.
+_IDLE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class RunResult:
     #: HTTP latency of the delivery attempts (ms): mean and p99.
     post_ms: tuple[float, float] | None = None
     workers: int = 1
+    #: CPU share of one core the worker(s) used with no events flowing (before the run).
+    idle_share: float = 0.0
 
     @property
     def wall(self) -> float:
@@ -162,12 +166,16 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
         control = f"http://127.0.0.1:{ports[0]}"
         with _emitter(settings, dests, size) as emit:
             _warm_up(emit, dests, control, worker)
+            idle = worker.cpu_seconds()
+            time.sleep(_IDLE_SECONDS)
             cpu_before = worker.cpu_seconds()
+            idle = (cpu_before - idle) / _IDLE_SECONDS
             emitted_at, emit_seconds = emit.run(events, rate)
         report = _wait_all(control, events, worker)
         cpu = worker.cpu_seconds() - cpu_before
         rss = worker.peak_rss_kib()
-    result = RunResult(events, emitted_at, emit_seconds, report, cpu, rss, workers=workers)
+    result = RunResult(events, emitted_at, emit_seconds, report, cpu, rss, workers=workers,
+                       idle_share=idle)
     _add_stage_times(settings, dests, result)
     return result
 
@@ -223,12 +231,13 @@ class _Workers:
 
 def _create_destinations(settings: Settings, ports: list[int]) -> list[Destination]:
     """One Enterprise workspace and one destination per receiver port."""
+    from agents.secrets import box_from_settings
     from agents.store import Store, make_engine
     from api.models import DestinationIn
-    from api.service import ADMIN_ACTOR, Service, secret_box
+    from api.service import ADMIN_ACTOR, Service
 
     store = Store(make_engine(settings.database_url))
-    service = Service(settings, secret_box(settings), resolver=_no_lookup)
+    service = Service(settings, box_from_settings(settings), resolver=_no_lookup)
     out = []
     try:
         with store.transaction() as session:
@@ -552,7 +561,8 @@ def _print_result(result: RunResult, settings: Settings, *, rate: float, count: 
     who = "worker" if result.workers == 1 else f"{result.workers} workers (summed CPU, largest RSS)"
     click.echo(f"  {who}: {result.cpu_seconds:.1f} s CPU ({100 * result.cpu_seconds / wall:.0f} "
                f"% of one core, {1e6 * result.cpu_seconds / result.events:.0f} us/event), "
-               f"peak RSS {result.peak_rss_kib / 1024:.0f} MiB")
+               f"peak RSS {result.peak_rss_kib / 1024:.0f} MiB; "
+               f"{100 * result.idle_share:.0f} % of one core when idle")
     click.echo(f"  Python {platform.python_version()}, {os.cpu_count()} cores, broker "
                f"{settings.kafka_bootstrap}")
 
