@@ -18,13 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from schemas.batches import BatchMeta
 from schemas.settings import Settings
 
-__all__ = ["FIELDS", "JsonFormatter", "batch_ids", "configure_logging", "logging_config"]
+__all__ = ["FIELDS", "JsonFormatter", "RepeatFilter", "batch_ids", "configure_logging",
+           "install_repeat_filter", "logging_config"]
 
 #: The ``extra=`` names that JSON lines carry.
 FIELDS: Final = ("event_id", "batch_id", "destination_id", "workspace_id", "outcome", "tier",
@@ -53,6 +56,51 @@ class JsonFormatter(logging.Formatter):
             entry["stack"] = self.formatStack(record.stack_info)
         # default=str: an id given as some other object still gives a line, not an error.
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one of identical lines through per ``window`` seconds, then says how many it held.
+
+    While a broker is down, the Kafka clients log the same reconnect failure many
+    times a second (thousands of lines in a 30 s outage); one line per window says
+    the same. Lines are identical when logger, level and formatted message are: the
+    failures of two destinations differ, so both stay visible.
+    """
+
+    def __init__(self, window: float = 10.0, *, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 10_000) -> None:
+        super().__init__()
+        self._window = window
+        self._clock = clock
+        self._max_keys = max_keys
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        now = self._clock()
+        first, held = self._seen.get(key, (-self._window - 1.0, 0))
+        if now - first < self._window:
+            self._seen[key] = (first, held + 1)
+            return False
+        if len(self._seen) >= self._max_keys:
+            self._forget_old(now)
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.getMessage()} ({held} identical lines held back)"
+            record.args = None
+        return True
+
+    def _forget_old(self, now: float) -> None:
+        self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window}
+
+
+def install_repeat_filter(logger: logging.Logger | None = None, window: float = 10.0) -> None:
+    """Add one shared ``RepeatFilter`` to every handler of ``logger`` (the root by default)."""
+    target = logger or logging.getLogger()
+    repeat = RepeatFilter(window)
+    for handler in target.handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(repeat)
 
 
 def batch_ids(meta: BatchMeta) -> dict[str, str]:
@@ -84,3 +132,4 @@ def configure_logging(settings: Settings) -> None:
         logging.basicConfig(level=settings.log_level, format=TEXT_FORMAT)
     else:
         logging.config.dictConfig(config)
+    install_repeat_filter()

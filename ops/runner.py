@@ -8,6 +8,7 @@ this run started it.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import signal
 import subprocess
@@ -26,11 +27,16 @@ _STOP_GRACE_SECONDS = 15.0
 
 def run_worker(settings: Settings) -> None:
     """Run the Faust worker with every production agent until it is signalled."""
-    from faust.worker import Worker
+    from faust.worker import Worker as FaustWorker
 
     from agents.app import create_app, default_registrars
-    from agents.logs import logging_config
+    from agents.logs import install_repeat_filter, logging_config
     from agents.metrics_collector import serve_worker_metrics
+
+    class Worker(FaustWorker):  # the log lines name the class: keep "Worker"
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            install_repeat_filter(logger)
 
     app = create_app(settings, registrars=default_registrars())
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,

@@ -71,3 +71,26 @@ def test_text_is_the_default_and_json_a_root_handler_config() -> None:
 def test_an_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log_format"):
         Settings(log_format="xml")
+
+
+def test_repeat_filter_holds_identical_lines_and_counts_them() -> None:
+    import logging
+
+    from agents.logs import RepeatFilter
+
+    now = [0.0]
+    repeat = RepeatFilter(10.0, clock=lambda: now[0])
+
+    def record(msg: str, *args: object, name: str = "aiokafka.conn") -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+    assert repeat.filter(record("Unable connect to %s", "127.0.0.1:9092"))
+    assert not repeat.filter(record("Unable connect to %s", "127.0.0.1:9092"))
+    assert not repeat.filter(record("Unable connect to %s", "127.0.0.1:9092"))
+    # Another message, or another logger, is another line.
+    assert repeat.filter(record("Unable connect to %s", "127.0.0.1:9093"))
+    assert repeat.filter(record("Unable connect to %s", "127.0.0.1:9092", name="other"))
+    now[0] = 10.5
+    again = record("Unable connect to %s", "127.0.0.1:9092")
+    assert repeat.filter(again)
+    assert again.getMessage() == "Unable connect to 127.0.0.1:9092 (2 identical lines held back)"
