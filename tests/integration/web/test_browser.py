@@ -1,51 +1,44 @@
 """The settings page in a real browser: Debian's Chromium, headless, driven by Playwright,
-against the real API, the real delivery agent and the real broker.
+against the real API, a real worker process (``python -m ops worker``) and the real broker.
 
 One scenario, in the order a user meets it: sign in; add a destination through the
-form and see it Active; send a test (the page shows its outcome); the delivery
-agent (``agents.pipeline``, the worker's delivery stage, run in-process) delivers a
-real batch and the row turns "Last delivery just now" live, through
-``audit.delivery-status`` and the page's event stream; a destination whose receiver
-answers 500 turns "(failed)"; disabling shows Disabled. A screenshot of every step
-goes to ``test-artifacts/screenshots/``.
+form and see it Active; send a test (the page shows its outcome); an audit event
+emitted with the producer library is routed and delivered by the worker, and the
+row turns "Last delivery just now" live, through ``audit.delivery-status`` and the
+page's event stream; a destination whose receiver answers 500 turns "(failed)";
+disabling shows Disabled. A screenshot of every step goes to
+``test-artifacts/screenshots/``.
 
 The receivers are plain-HTTP servers on 127.0.0.1, allowed by
 ``allow_private_cidrs``: the worker's delivery client trusts only the public CAs,
 so a loopback HTTPS receiver with a test CA is not reachable for it (the API's own
-test delivery over HTTPS is covered in ``tests/integration/api``). The batches are
-written to the destinations' topics by the test, standing in for the router.
+test delivery over HTTPS is covered in ``tests/integration/api``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import ipaddress
 import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from playwright.sync_api import Page, expect, sync_playwright
 
 from agents.kafka_admin import delete_topics
-from agents.pipeline import running_pipeline
 from agents.secrets import generate_key
-from agents.signing import new_batch_id
 from agents.ssrf import IPAddress
 from api.app import create_app
 from ops.topics import ensure_topics
-from schemas.batches import BatchMeta, batch_body
-from schemas.builder import EventBuilder
+from producer import AuditProducer, ProducerConfig
 from schemas.settings import Settings
+from tests.support.pipeline import WorkerProcess
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.slow
@@ -102,41 +95,6 @@ class PlainReceiver:
         self._thread.join(10)
 
 
-@contextmanager
-def delivery_worker(settings: Settings) -> Iterator[None]:
-    """The worker's delivery stage, in its own thread and event loop, until the block ends."""
-    ready = threading.Event()
-    failed: list[BaseException] = []
-    loop_box: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop_box.append((asyncio.get_running_loop(), stop))
-        async with running_pipeline(settings, resolver=_resolver):
-            ready.set()
-            await stop.wait()
-
-    def run() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            failed.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=run, name="delivery-worker", daemon=True)
-    thread.start()
-    assert ready.wait(60), "the delivery worker did not start"
-    assert not failed, failed
-    try:
-        yield
-    finally:
-        loop, stop = loop_box[0]
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        assert not thread.is_alive(), "the delivery worker did not stop"
-        assert not failed, failed
-
-
 @pytest.fixture
 def settings(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
              unique_name: str) -> Iterator[Settings]:
@@ -161,19 +119,12 @@ def _wait_topic(admin: AdminClient, topic: str) -> None:
         admin.list_topics(topic, timeout=1)  # a metadata round trip paces the loop
 
 
-def _produce_batch(settings: Settings, ws: str, dest_id: str) -> None:
-    """One batch of one real envelope on the destination's topic, as the router writes it."""
-    event = EventBuilder().build(ws, "workspace", "updated", actor={"id": "usr_1",
-                                                                     "type": "user"},
-                                 target={"type": "workspace", "id": ws},
-                                 time=datetime.now(UTC))
-    now_ms = int(time.time() * 1000)
-    meta = BatchMeta(new_batch_id(), dest_id, ws, 1, now_ms)
-    headers: list[tuple[str, str | bytes | None]] = list(meta.headers())
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(settings.topics.destination(dest_id), key=dest_id.encode(),
-                     value=batch_body([event.value]), headers=headers)
-    assert producer.flush(30) == 0
+def _emit(settings: Settings, ws: str) -> None:
+    """One real audit event from a service, through the producer library, for the router."""
+    config = ProducerConfig.from_settings(settings, client_id="browser-test")
+    with AuditProducer(config) as producer:
+        producer.emit(ws, "workspace", "updated", actor={"id": "usr_1", "type": "user"},
+                      target={"type": "workspace", "id": ws})
 
 
 def _shot(page: Page, name: str) -> None:
@@ -250,10 +201,12 @@ def _scenario(page: Page, page_url: str, token: str, settings: Settings,
     broken = _add(page, "Broken", bad.url)
     for dest_id in (primary, broken):
         _wait_topic(admin, settings.topics.destination(dest_id))
-        _produce_batch(settings, ws, dest_id)
 
-    # The delivery agent delivers both batches; the rows change live (no reload).
-    with delivery_worker(settings):
+    # A real worker (router, delivery, retry) routes one emitted event to both
+    # destinations and delivers it; the rows change live (no reload).
+    with WorkerProcess(settings, settings.var_dir / "worker.log") as worker:
+        worker.wait_ready()
+        _emit(settings, ws)
         row = page.locator(f"#dest-{primary}")
         expect(row.locator('[data-field="delivery"]')).to_have_text(
             "Last delivery just now", timeout=WAIT_MS)
