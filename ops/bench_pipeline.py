@@ -11,13 +11,17 @@ folder (SQLite database, var dir, worker log):
 1. the contract's topics (``ops.topics.ensure_topics``), workspaces and
    destinations through the API's service layer, their outbox performed at
    once (destination topics and config records);
-2. receivers and worker start; warm-up events (one per destination) must
-   arrive before the clock starts, which proves every stage is ready;
+2. receivers and worker(s) start (``--workers N``: each joins every group, and
+   the clock waits until all did); warm-up events (one per destination) must
+   arrive before the clock starts, which proves every stage is ready; the idle
+   worker's CPU use is sampled for 3 s;
 3. the producer emits ``--events`` events, at ``--rate`` per second or as fast
    as it can, each carrying its emit time in ``data.metadata.t``;
 4. when every event arrived (or nothing arrived for a while), the receivers
    report unique and duplicate counts and latency percentiles; the worker's CPU
-   time (``/proc/<pid>/stat``) over the run and its peak RSS (``VmHWM``) are read;
+   time (``/proc/<pid>/stat``) over the run and its peak RSS (``VmHWM``) are read,
+   and the run's batch and attempt topics tell when the router was done and how
+   long the POSTs took;
 5. everything started is stopped and every topic of the prefix deleted.
 
 With ten destinations there are ten workspaces, one destination each, and the
@@ -81,9 +85,13 @@ class RunResult:
     routed_at: float | None = None
     #: HTTP latency of the delivery attempts (ms): mean and p99.
     post_ms: tuple[float, float] | None = None
+    #: Emit (Kafka timestamp) to batch produced, of each batch's oldest event (ms): p50, p99.
+    route_ms: tuple[float, float] | None = None
     workers: int = 1
     #: CPU share of one core the worker(s) used with no events flowing (before the run).
     idle_share: float = 0.0
+    #: CPU seconds of the receivers' process over the run (incl. the final report).
+    receiver_cpu: float = 0.0
 
     @property
     def wall(self) -> float:
@@ -92,7 +100,7 @@ class RunResult:
 
 
 @click.command("pipeline")
-@click.option("--events", default=200_000, show_default=True, type=click.IntRange(1, 5_000_000))
+@click.option("--events", default=100_000, show_default=True, type=click.IntRange(1, 5_000_000))
 @click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(0, 1_000_000),
               help="Events per second the producer emits; 0 = as fast as it can.")
 @click.option("--destinations", default="1", show_default=True, type=click.Choice(["1", "10"]),
@@ -144,14 +152,8 @@ def _bench_settings(settings: Settings, prefix: str, folder: Path) -> Settings:
 
 def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: int, size: int,
          workers: int, profile_path: Path | None) -> RunResult:
-    from ops.topics import ensure_topics
-
-    ensure_topics(settings)
-    for n in range(workers):  # Faust creates only its own folder in each
-        (settings.var_dir / f"worker{n}").mkdir(parents=True, exist_ok=True)
-    ports = [_free_port() for _ in range(count)]
-    dests = _create_destinations(settings, ports)
-    _publish_outbox(settings)
+    dests = _prepare(settings, count, workers)
+    ports = [d.port for d in dests]
     with contextlib.ExitStack() as stack:
         receiver = stack.enter_context(_process(
             [sys.executable, "-m", "ops.bench_receiver", *map(str, ports)],
@@ -163,21 +165,43 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
         worker = _Workers(procs, [folder / f"worker{n}.log" for n in range(workers)])
         if workers > 1:
             worker.wait_groups(settings)
-        control = f"http://127.0.0.1:{ports[0]}"
-        with _emitter(settings, dests, size) as emit:
-            _warm_up(emit, dests, control, worker)
-            idle = worker.cpu_seconds()
-            time.sleep(_IDLE_SECONDS)
-            cpu_before = worker.cpu_seconds()
-            idle = (cpu_before - idle) / _IDLE_SECONDS
-            emitted_at, emit_seconds = emit.run(events, rate)
-        report = _wait_all(control, events, worker)
-        cpu = worker.cpu_seconds() - cpu_before
-        rss = worker.peak_rss_kib()
-    result = RunResult(events, emitted_at, emit_seconds, report, cpu, rss, workers=workers,
-                       idle_share=idle)
+        result = _measure(settings, dests, worker, receiver, events=events, rate=rate,
+                          size=size)
     _add_stage_times(settings, dests, result)
     return result
+
+
+def _prepare(settings: Settings, count: int, workers: int) -> list[Destination]:
+    """Topics, var dirs, and the destinations (with their topics and config records)."""
+    from ops.topics import ensure_topics
+
+    ensure_topics(settings)
+    for n in range(workers):  # Faust creates only its own folder in each
+        (settings.var_dir / f"worker{n}").mkdir(parents=True, exist_ok=True)
+    dests = _create_destinations(settings, [_free_port() for _ in range(count)])
+    _publish_outbox(settings)
+    return dests
+
+
+def _measure(settings: Settings, dests: list[Destination], worker: _Workers,
+             receiver: subprocess.Popen[bytes], *, events: int, rate: float,
+             size: int) -> RunResult:
+    """Warm up, sample the idle worker, then emit and wait for every event."""
+    control = f"http://127.0.0.1:{dests[0].port}"
+    with _emitter(settings, dests, size) as emit:
+        _warm_up(emit, dests, control, worker)
+        idle = worker.cpu_seconds()
+        time.sleep(_IDLE_SECONDS)
+        cpu_before = worker.cpu_seconds()
+        idle = (cpu_before - idle) / _IDLE_SECONDS
+        receiver_before = _cpu_seconds(receiver.pid)
+        emitted_at, emit_seconds = emit.run(events, rate)
+    report = _wait_all(f"{control}/stats", f"{control}/report?since={emitted_at:.6f}",
+                       events, worker)
+    return RunResult(events, emitted_at, emit_seconds, report,
+                     worker.cpu_seconds() - cpu_before, worker.peak_rss_kib(),
+                     workers=len(worker.procs), idle_share=idle,
+                     receiver_cpu=_cpu_seconds(receiver.pid) - receiver_before)
 
 
 class _Workers:
@@ -467,21 +491,24 @@ def _warm_up(emit: _Emitter, dests: list[Destination], control: str,
     _reset(control)
 
 
-def _wait_all(control: str, events: int, worker: _Workers) -> dict[str, Any]:
+def _wait_all(stats_url: str, report_url: str, events: int,
+              worker: _Workers) -> dict[str, Any]:
     """The receivers' report once every event arrived, or nothing came for a while."""
-    last_change, seen = time.monotonic(), -1
+    last_change, seen, reported = time.monotonic(), -1, -1
     while True:
-        stats = _get(f"{control}/stats")
+        stats = _get(stats_url)
         if stats["events"] != seen:
             last_change, seen = time.monotonic(), stats["events"]
-        if seen >= events:
-            report = _get(f"{control}/report")
+        # Enough copies arrived; the report (which parses every body) says whether they
+        # are all distinct events of this run. Asked again only after more arrived.
+        if seen >= events and seen != reported:
+            reported, report = seen, _get(report_url)
             if report["unique"] >= events:
                 return report
         if time.monotonic() - last_change > _IDLE_TIMEOUT or worker.died():
             click.echo("nothing arrived for a while; reporting what did" + worker.tail(),
                        err=True)
-            return _get(f"{control}/report")
+            return _get(report_url)
         time.sleep(0.1)
 
 
@@ -490,24 +517,30 @@ def _wait_all(control: str, events: int, worker: _Workers) -> dict[str, Any]:
 
 def _add_stage_times(settings: Settings, dests: list[Destination], result: RunResult) -> None:
     """Read the batch and attempt topics of the run (a few thousand records)."""
+    from ops.bench_receiver import percentile
+
     names = settings.topics
     since_ms = result.emitted_at * 1000
-    batch_times = [ts for topic in (names.destination(d.destination_id) for d in dests)
-                   for ts, _ in _records(settings.kafka_bootstrap, topic) if ts >= since_ms]
-    if batch_times:
-        result.routed_at = max(batch_times) / 1000
+    batches = [(ts, headers) for topic in (names.destination(d.destination_id) for d in dests)
+               for ts, _, headers in _records(settings.kafka_bootstrap, topic)
+               if ts >= since_ms]
+    if batches:
+        result.routed_at = max(ts for ts, _ in batches) / 1000
+        # How long the oldest event of each batch took to be routed (emit to batch produced).
+        waits = sorted(float(ts - int(headers.get("ar_first_event_ms", ts)))
+                       for ts, headers in batches)
+        result.route_ms = (percentile(waits, 0.5), percentile(waits, 0.99))
     latencies = sorted(
         float(json.loads(value).get("latency_ms") or 0)
-        for ts, value in _records(settings.kafka_bootstrap, names.delivery_attempts)
+        for ts, value, _ in _records(settings.kafka_bootstrap, names.delivery_attempts)
         if ts >= since_ms and value)
     if latencies:
-        from ops.bench_receiver import percentile
-
         result.post_ms = (sum(latencies) / len(latencies), percentile(latencies, 0.99))
 
 
-def _records(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[int, bytes]]:
-    """(Kafka timestamp in ms, value) of every record of ``topic`` up to its end now."""
+def _records(bootstrap: str, topic: str, timeout: float = 60.0,
+             ) -> list[tuple[int, bytes, dict[str, bytes]]]:
+    """(Kafka timestamp in ms, value, headers) of every record of ``topic`` up to its end now."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
@@ -518,13 +551,15 @@ def _records(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[in
                 for p in meta.partitions}
         ends = {p: end for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, bytes, dict[str, bytes]]] = []
         deadline = time.monotonic() + timeout
         while ends and time.monotonic() < deadline:
             for msg in consumer.consume(1000, timeout=0.2):
                 if msg.error() is not None:
                     continue
-                out.append((msg.timestamp()[1], msg.value() or b""))
+                headers: Any = msg.headers() or []  # a list of (str, bytes) here
+                out.append((msg.timestamp()[1], msg.value() or b"",
+                            {k: v or b"" for k, v in headers}))
                 if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
                     ends.pop(msg.partition() or 0, None)
         return out
@@ -555,6 +590,9 @@ def _print_result(result: RunResult, settings: Settings, *, rate: float, count: 
         routed = result.routed_at - result.emitted_at
         click.echo(f"  router: last batch produced {routed:.2f} s after the first emit "
                    f"({result.events / max(routed, 1e-9):,.0f} events/s routed)")
+    if result.route_ms is not None:
+        click.echo(f"  router: oldest event of a batch routed after p50 {result.route_ms[0]:,.0f} "
+                   f"ms, p99 {result.route_ms[1]:,.0f} ms")
     if result.post_ms is not None:
         click.echo(f"  delivery: POST latency mean {result.post_ms[0]:.1f} ms, "
                    f"p99 {result.post_ms[1]:.0f} ms (from audit.delivery-attempts)")
@@ -563,6 +601,8 @@ def _print_result(result: RunResult, settings: Settings, *, rate: float, count: 
                f"% of one core, {1e6 * result.cpu_seconds / result.events:.0f} us/event), "
                f"peak RSS {result.peak_rss_kib / 1024:.0f} MiB; "
                f"{100 * result.idle_share:.0f} % of one core when idle")
+    click.echo(f"  receivers: {result.receiver_cpu:.1f} s CPU; producer (this process) "
+               f"{result.events / result.emit_seconds:,.0f} events/s")
     click.echo(f"  Python {platform.python_version()}, {os.cpu_count()} cores, broker "
                f"{settings.kafka_bootstrap}")
 

@@ -12,9 +12,11 @@ Control paths, on any port:
 - ``GET /stats``: ``{"events": n, "batches": b, "last": t}``, events counted with
   duplicates, ``last`` the receipt time of the newest batch;
 - ``POST /reset``: forget everything received (the warm-up batches);
-- ``GET /report``: per event, latency = receipt time of its first copy minus
-  the emit time the producer put in ``data.metadata.t``; returns the unique and
-  duplicate counts, the first and last receipt and the latency percentiles.
+- ``GET /report?since=T``: per event emitted at ``T`` or later (earlier ones are
+  warm-up events redelivered after the reset, at least once), latency = receipt
+  time of its first copy minus the emit time the producer put in
+  ``data.metadata.t``; returns the unique and duplicate counts, the first and
+  last receipt and the latency percentiles.
 
 The receiver and the producer share the machine's clock (``time.time()``), so
 the latencies need no clock synchronisation.
@@ -68,27 +70,30 @@ def percentile(ordered: list[float], share: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def report(store: Store) -> dict[str, Any]:
-    """Unique and duplicate counts, receipt span and latency percentiles (seconds)."""
+def report(store: Store, since: float = 0.0) -> dict[str, Any]:
+    """Unique and duplicate counts, receipt span and latency percentiles (seconds), of the
+    events emitted at ``since`` or later."""
     first_seen: dict[bytes, float] = {}
     latencies: list[float] = []
     per_port: dict[int, int] = {}
+    times: list[float] = []
     copies = 0
     for at, port, body in store.batches:
-        ids = _ID.findall(body)
-        stamps = _STAMP.findall(body)
-        copies += len(ids)
-        per_port[port] = per_port.get(port, 0) + len(ids)
-        for event_id, stamp in zip(ids, stamps, strict=False):
+        for event_id, stamp in zip(_ID.findall(body), _STAMP.findall(body), strict=False):
+            if float(stamp) < since:
+                continue
+            if not times or times[-1] != at:
+                times.append(at)  # a batch holding events of the run
+            copies += 1
+            per_port[port] = per_port.get(port, 0) + 1
             if event_id in first_seen:
                 continue
             first_seen[event_id] = at
             latencies.append(at - float(stamp))
     latencies.sort()
-    times = [at for at, _, _ in store.batches]
     return {
         "unique": len(first_seen), "duplicates": copies - len(first_seen),
-        "batches": len(store.batches), "stamped": len(latencies),
+        "batches": len(times), "stamped": len(latencies),
         "first_receipt": min(times) if times else None,
         "last_receipt": max(times) if times else None,
         "per_port": {str(p): n for p, n in sorted(per_port.items())},
@@ -128,8 +133,9 @@ def _handler(store: Store, port: int) -> Any:
                 method, path, body = request
                 if path == b"/stats":
                     writer.write(_json_response(store.stats()))
-                elif path == b"/report":
-                    writer.write(_json_response(report(store)))
+                elif path.startswith(b"/report"):
+                    since = float(path.partition(b"?since=")[2] or 0)
+                    writer.write(_json_response(report(store, since)))
                 elif path == b"/reset":
                     store.reset()
                     writer.write(_OK)

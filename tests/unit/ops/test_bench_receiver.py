@@ -30,6 +30,17 @@ def test_latency_is_first_receipt_minus_emit_and_duplicates_count_apart() -> Non
     assert got["latency"]["max"] == 1.0
 
 
+def test_events_emitted_before_since_are_left_out() -> None:
+    store = Store()
+    # A warm-up event redelivered after the reset, in the same batch as a run's event.
+    store.add(12.0, 1, body(("aud_WARM", 5.0), ("aud_RUN", 11.5)))
+
+    got = report(store, since=10.0)
+
+    assert (got["unique"], got["duplicates"], got["stamped"]) == (1, 0, 1)
+    assert got["latency"]["p50"] == 0.5
+
+
 def test_reset_forgets_the_warm_up() -> None:
     store = Store()
     store.add(1.0, 1, body(("aud_A", 0.5)))
