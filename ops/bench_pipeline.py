@@ -304,12 +304,14 @@ def _publish_outbox(settings: Settings) -> None:
 def _topics_deleted(settings: Settings, prefix: str) -> Iterator[None]:
     """On the way out, delete every topic (and consumer group) of the run's prefix."""
     from agents.kafka_admin import admin_client, delete_topics
+    from schemas.topics import TopicNames
 
     try:
         yield
     finally:
         admin = admin_client(settings.kafka_bootstrap)
-        names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+        names = [t for t in admin.list_topics(timeout=30).topics
+                 if TopicNames(prefix).owns(t)]
         if names:
             delete_topics(admin, names)
         _delete_groups(admin, prefix.rstrip("."))

@@ -74,6 +74,12 @@ class TopicNames:
         share offsets or rebalances."""
         return base if self.prefix == "audit." else f"{base}-{self.prefix.rstrip('.')}"
 
+    def owns(self, topic: str) -> bool:
+        """Whether ``topic`` belongs to this prefix: its own topics, and the internal
+        topics Faust names after the worker's app id (``auditrelay-...-__assignor-__leader``)."""
+        return topic.startswith(self.prefix) or (
+            self.prefix != "audit." and topic.startswith(f"{self.group_id('auditrelay')}-"))
+
     def retry(self, tier: str) -> str:
         if tier not in RETRY_TIERS:
             raise ValueError(f"unknown retry tier {tier!r}; known: {', '.join(RETRY_TIERS)}")

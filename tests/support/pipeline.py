@@ -377,10 +377,8 @@ def event_ids_on(bootstrap: str, topic: str, *, timeout: float = 60.0,
 
 def delete_test_topics(admin: AdminClient, settings: Settings) -> None:
     """Every topic of this prefix, and those Faust named after the app id (which holds it)."""
-    marker = settings.topic_prefix.rstrip(".")
     names = admin.list_topics(timeout=30).topics
-    delete_topics(admin, [n for n in names if n.startswith(settings.topic_prefix)
-                          or marker in n])
+    delete_topics(admin, [n for n in names if settings.topics.owns(n)])
 
 
 @contextmanager

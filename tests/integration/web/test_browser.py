@@ -31,14 +31,13 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from playwright.sync_api import Page, expect, sync_playwright
 
-from agents.kafka_admin import delete_topics
 from agents.secrets import generate_key
 from agents.ssrf import IPAddress
 from api.app import create_app
 from ops.topics import ensure_topics
 from producer import AuditProducer, ProducerConfig
 from schemas.settings import Settings
-from tests.support.pipeline import WorkerProcess
+from tests.support.pipeline import WorkerProcess, delete_test_topics
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.slow
@@ -107,8 +106,7 @@ def settings(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
     try:
         yield settings
     finally:
-        topics = kafka_admin.list_topics(timeout=10).topics
-        delete_topics(kafka_admin, [t for t in topics if t.startswith(settings.topic_prefix)])
+        delete_test_topics(kafka_admin, settings)
 
 
 def _wait_topic(admin: AdminClient, topic: str) -> None:

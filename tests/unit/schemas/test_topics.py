@@ -52,3 +52,12 @@ def test_destination_topic_keeps_order_in_one_partition() -> None:
 def test_group_ids_are_shared_only_under_the_default_prefix() -> None:
     assert TopicNames().group_id("auditrelay-delivery") == "auditrelay-delivery"
     assert TopicNames("test.x.").group_id("auditrelay-delivery") == "auditrelay-delivery-test.x"
+
+
+def test_a_prefix_owns_its_topics_and_its_faust_internal_topics() -> None:
+    names = TopicNames("test.x.")
+    assert names.owns("test.x.events")
+    assert names.owns("auditrelay-test.x-__assignor-__leader")
+    assert not names.owns("test.y.events")
+    assert not names.owns("auditrelay-__assignor-__leader")
+    assert not TopicNames().owns("auditrelay-__assignor-__leader")
