@@ -11,7 +11,8 @@ from pathlib import Path
 
 import faust
 
-from schemas.settings import Settings
+from schemas.settings import WORKER_STAGES, Settings
+from schemas.topics import TopicNames
 
 #: An agent module's ``register(app, settings)``; called once per worker. What it
 #: returns (e.g. the router's state, for tests) is ignored here.
@@ -53,8 +54,22 @@ def create_app(settings: Settings, *, app_id: str | None = None,
     return app
 
 
-def default_registrars() -> list[Registrar]:
-    """The agents a production worker runs; each later stage adds itself here."""
+def default_registrars(stages: Sequence[str] = WORKER_STAGES) -> list[Registrar]:
+    """The agents of ``stages`` (``settings.worker_stages``), all of them by default."""
     from agents import archive, pipeline, retention, router
 
-    return [router.register, archive.register, retention.register, pipeline.register]
+    by_stage: dict[str, Registrar] = {"router": router.register, "archive": archive.register,
+                                      "retention": retention.register,
+                                      "delivery": pipeline.register}
+    return [by_stage[stage] for stage in ("router", "archive", "retention", "delivery")
+            if stage in stages]
+
+
+def worker_app_id(names: TopicNames, stages: Sequence[str]) -> str:
+    """The Faust consumer group of a worker running ``stages``.
+
+    A worker that routes uses the router's group. A worker that archives without
+    routing gets a group of its own: both groups then read every event, so routing
+    and archiving can run (and scale) in separate processes.
+    """
+    return names.group_id("auditrelay" if "router" in stages else "auditrelay-archive")

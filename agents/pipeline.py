@@ -58,6 +58,8 @@ class DeliveryPipeline:
                  resolver: Resolver = system_resolver, publish_outbox: bool = True,
                  rng: random.Random | None = None) -> None:
         self.settings = settings
+        # First what can fail on bad settings, before any client exists to be closed.
+        box = box_from_settings(settings)
         self.board = StatusBoard()
         self.store = Store(make_engine(settings.database_url))
         self._client = DeliveryClient(DeliveryConfig.from_settings(settings), resolver=resolver)
@@ -73,8 +75,7 @@ class DeliveryPipeline:
             lookup=lookup, board=self.board,
             status=StatusPublisher(self._sink, settings.topics, self.board),
             sink=self._sink,
-            dispatcher=Dispatcher(self._client, box_from_settings(settings),
-                                  version("auditrelay")),
+            dispatcher=Dispatcher(self._client, box, version("auditrelay")),
             names=settings.topics, schedule=schedule, disable=self._disable,
             # Jitter spreads retries; it needs no cryptographic randomness.
             rng=rng or random.Random(), clock=time.time)  # noqa: S311
@@ -83,6 +84,13 @@ class DeliveryPipeline:
         self._grace = delivery.circuit_grace(schedule.longest)
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self._sink.start()
         await self._follower.start()
         if not await self._follower.wait_caught_up(_CATCH_UP_SECONDS):

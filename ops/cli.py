@@ -100,11 +100,19 @@ def topics_ensure(settings: Settings, fix: bool) -> None:
 
 
 @cli.command()
+@click.option("--stages", default=None, metavar="LIST",
+              help="Comma-separated stages to run: router, archive, delivery, retention "
+                   "[default: AUDITRELAY_WORKER_STAGES, all].")
 @click.pass_obj
-def worker(settings: Settings) -> None:
-    """Run the Faust worker (all agents) in the foreground."""
+def worker(settings: Settings, stages: str | None) -> None:
+    """Run the worker (router, archive, delivery, retention) in the foreground."""
     from ops import runner
 
+    if stages is not None:
+        try:
+            settings = Settings.model_validate({**settings.model_dump(), "worker_stages": stages})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--stages") from exc
     runner.run_worker(settings)
 
 

@@ -26,10 +26,13 @@ _STOP_GRACE_SECONDS = 15.0
 
 
 def run_worker(settings: Settings) -> None:
-    """Run the Faust worker with every production agent until it is signalled."""
+    """Run the worker's stages (``settings.worker_stages``) until it is signalled."""
+    if not {"router", "archive"} & set(settings.worker_stages):
+        _run_delivery_only(settings)
+        return
     from faust.worker import Worker as FaustWorker
 
-    from agents.app import create_app, default_registrars
+    from agents.app import create_app, default_registrars, worker_app_id
     from agents.logs import install_repeat_filter, logging_config
     from agents.metrics_collector import serve_worker_metrics
 
@@ -38,12 +41,39 @@ def run_worker(settings: Settings) -> None:
             super().on_setup_root_logger(logger, level)
             install_repeat_filter(logger)
 
-    app = create_app(settings, registrars=default_registrars())
+    app = create_app(settings, app_id=worker_app_id(settings.topics, settings.worker_stages),
+                     registrars=default_registrars(settings.worker_stages))
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                     logging_config=logging_config(settings))
     stop_metrics = serve_worker_metrics(settings)
     try:
         worker.execute_from_commandline()
+    finally:
+        stop_metrics()
+
+
+def _run_delivery_only(settings: Settings) -> None:
+    """Delivery and retry without Faust (they are aiokafka consumers): a worker that
+    scales delivery alone needs no Faust app, which could not start without a topic."""
+    import asyncio
+
+    from agents.logs import configure_logging
+    from agents.metrics_collector import serve_worker_metrics
+    from agents.pipeline import running_pipeline
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with running_pipeline(settings):
+            logging.getLogger(__name__).info("Worker ready (delivery only)")
+            await stop.wait()
+
+    configure_logging(settings)
+    stop_metrics = serve_worker_metrics(settings)
+    try:
+        asyncio.run(main())
     finally:
         stop_metrics()
 

@@ -37,6 +37,9 @@ DEFAULT_PLANS: dict[str, Plan] = {
     "enterprise": Plan(forwarding=True, retention_days=365, extended_retention=True),
 }
 
+#: The stages a worker can run, in the order it starts them.
+WORKER_STAGES: tuple[str, ...] = ("router", "archive", "delivery", "retention")
+
 #: The newest Kafka that faust-streaming, aiokafka and the suite work with; docs/kafka.md.
 DEFAULT_KAFKA_VERSION = "4.4.0"
 
@@ -149,6 +152,13 @@ class Settings(BaseSettings):
         description="most bytes of a receiver's response body that are read",
     )
 
+    # Worker.
+    worker_stages: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("router", "archive", "delivery", "retention"),
+        description="what `auditrelay worker` runs (comma-separated): router, archive, "
+                    "delivery, retention",
+    )
+
     # Pipeline.
     batch_max_events: int = Field(default=100, ge=1, le=100,
                                   description="most events in one delivered batch")
@@ -186,6 +196,33 @@ class Settings(BaseSettings):
             return tuple(ipaddress.ip_network(part.strip(), strict=False)
                          for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("admin_token", "secret_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # docker-compose passes `${VAR:-}` through as an empty string: that means unset.
+        return None if value == "" else value
+
+    @field_validator("worker_stages", mode="before")
+    @classmethod
+    def _split_stages(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("worker_stages")
+    @classmethod
+    def _known_stages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - set(WORKER_STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; known: "
+                             f"{', '.join(WORKER_STAGES)}")
+        if not value:
+            raise ValueError("needs at least one stage")
+        # Faust's consumer needs a topic, and retention's leader election needs Faust.
+        if "retention" in value and not {"router", "archive"} & set(value):
+            raise ValueError("retention runs only beside router or archive")
+        return tuple(stage for stage in WORKER_STAGES if stage in value)
 
     @field_validator("retry_schedule_seconds", mode="before")
     @classmethod

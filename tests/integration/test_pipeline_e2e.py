@@ -165,3 +165,46 @@ def test_a_second_worker_takes_over_when_the_first_is_killed(
 
     assert_exact(sinks, expected)
     print(f"killed at {at_kill} events; all delivered {took:.1f} s after the kill")
+
+
+def test_routing_and_archiving_in_separate_workers(settings: Settings, tmp_path: Path) -> None:
+    """`--stages`: a router worker, an archive worker (its own consumer group) and a
+    delivery worker (no Faust at all): every event delivered, and every one archived."""
+    from sqlalchemy import create_engine, func, select
+
+    from schemas.db import ArchivedEvent
+
+    specs = [(0, (), True)]
+    with ExitStack() as stack:
+        workspace_ids, sinks = set_up(stack, settings, 1, specs)
+        workers = [stack.enter_context(WorkerProcess(
+            settings.model_copy(update={"worker_stages": stages}), tmp_path / f"{name}.log"))
+            for name, stages in (("routing", ("router",)), ("archiving", ("archive",)),
+                                 ("delivering", ("delivery",)))]
+        for worker in workers:
+            worker.wait_ready()
+        assert "auditrelay-archive" in workers[1].output()
+        assert "(delivery only)" in workers[2].output()
+        emitted = set(emit(settings, workspace_ids, 2_000))
+        expected = expected_ids(settings, sinks)
+        wait_delivered(sinks, expected, 60, workers)
+        engine = create_engine(settings.database_url)
+        try:
+            def archived() -> set[str]:
+                with engine.connect() as conn:
+                    return set(conn.scalars(select(ArchivedEvent.id)))
+
+            # One workspace, one destination taking everything: every event on the
+            # topic (the emitted ones and the self-audit ones) is expected in both.
+            everything = expected[0]
+            assert emitted <= everything
+            wait_until(lambda: everything <= archived(), 60,
+                       lambda: f"{len(everything - archived())} events not archived",
+                       interval=0.5)
+            with engine.connect() as conn:
+                rows = conn.scalar(select(func.count()).select_from(ArchivedEvent))
+            assert archived() == everything
+        finally:
+            engine.dispose()
+    assert_exact(sinks, expected)
+    assert rows == len(everything)

@@ -152,6 +152,7 @@ _WORKER_SETTINGS = (
     "kafka_bootstrap", "topic_prefix", "topic_partitions", "var_dir", "database_url",
     "allow_private_cidrs", "batch_window_seconds", "destination_poll_seconds",
     "retry_schedule_seconds", "retry_jitter", "consumer_session_timeout_seconds", "log_level",
+    "worker_stages",
 )
 
 

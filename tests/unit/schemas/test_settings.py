@@ -67,3 +67,23 @@ def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, field: str
 def test_ports_must_differ() -> None:
     with pytest.raises(ValidationError, match="must differ"):
         Settings(kafka_port=9092, kafka_controller_port=9092)
+
+
+def test_empty_secrets_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDITRELAY_ADMIN_TOKEN", "")
+    monkeypatch.setenv("AUDITRELAY_SECRET_KEY", "")
+    settings = Settings()
+    assert settings.admin_token is None
+    assert settings.secret_key is None
+
+
+def test_worker_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().worker_stages == ("router", "archive", "delivery", "retention")
+    monkeypatch.setenv("AUDITRELAY_WORKER_STAGES", "delivery, router")
+    assert Settings().worker_stages == ("router", "delivery")
+    monkeypatch.setenv("AUDITRELAY_WORKER_STAGES", "router,courier")
+    with pytest.raises(ValidationError, match="unknown stage"):
+        Settings()
+    monkeypatch.setenv("AUDITRELAY_WORKER_STAGES", "retention,delivery")
+    with pytest.raises(ValidationError, match="retention runs only beside router or archive"):
+        Settings()
