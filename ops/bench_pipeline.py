@@ -109,12 +109,14 @@ class RunResult:
               help="Serialised event size in bytes.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 4),
               help="Worker processes (each joins every group; scaling.md).")
+@click.option("--split", is_flag=True,
+              help="Two workers: router+delivery+retention, and archive (worker --stages).")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Run the worker under cProfile, write the profile here and "
               "print its top functions.")
 @click.pass_obj
 def pipeline(settings: Settings, events: int, rate: float, destinations: str, size: int,
-             workers: int, profile_path: Path | None) -> None:
+             workers: int, split: bool, profile_path: Path | None) -> None:
     """End-to-end events/s and emit-to-receipt latency through a real worker."""
     from ops import kafka_local
 
@@ -126,8 +128,9 @@ def pipeline(settings: Settings, events: int, rate: float, destinations: str, si
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder, \
             _topics_deleted(settings, prefix):
         bench = _bench_settings(settings, prefix, Path(folder))
+        stages: list[str | None] = _SPLIT if split else [None] * workers
         result = _run(bench, Path(folder), events=events, rate=rate, count=count, size=size,
-                      workers=workers, profile_path=profile_path)
+                      stages=stages, profile_path=profile_path)
     _print_result(result, settings, rate=rate, count=count, size=size)
     click.echo(f"  topics and groups of {prefix} deleted")
     if profile_path is not None:
@@ -150,8 +153,13 @@ def _bench_settings(settings: Settings, prefix: str, folder: Path) -> Settings:
     })
 
 
+#: ``--split``: the stages of each worker (``worker --stages``).
+_SPLIT: list[str | None] = ["router,delivery,retention", "archive"]
+
+
 def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: int, size: int,
-         workers: int, profile_path: Path | None) -> RunResult:
+         stages: list[str | None], profile_path: Path | None) -> RunResult:
+    workers = len(stages)
     dests = _prepare(settings, count, workers)
     ports = [d.port for d in dests]
     with contextlib.ExitStack() as stack:
@@ -160,10 +168,10 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
             folder / "receiver.log", os.environ.copy()))
         procs = [stack.enter_context(_process(
             _worker_argv(profile_path if n == 0 else None), folder / f"worker{n}.log",
-            _worker_env(settings, n))) for n in range(workers)]
+            _worker_env(settings, n, stages[n]))) for n in range(workers)]
         _wait_line(receiver, folder / "receiver.log", "ready", 30.0)
         worker = _Workers(procs, [folder / f"worker{n}.log" for n in range(workers)])
-        if workers > 1:
+        if workers > 1 and stages[0] is None:  # identical workers: all in every group
             worker.wait_groups(settings)
         result = _measure(settings, dests, worker, receiver, events=events, rate=rate,
                           size=size)
@@ -334,9 +342,11 @@ def _worker_argv(profile_path: Path | None) -> list[str]:
     return [sys.executable, "-m", "cProfile", "-o", str(profile_path), "-m", "ops", "worker"]
 
 
-def _worker_env(settings: Settings, index: int) -> dict[str, str]:
+def _worker_env(settings: Settings, index: int, stages: str | None = None) -> dict[str, str]:
     """This environment without ``AUDITRELAY_*``, plus the bench's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITRELAY_")}
+    if stages is not None:
+        env["AUDITRELAY_WORKER_STAGES"] = stages
     assert settings.secret_key is not None
     env.update({
         "AUDITRELAY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
