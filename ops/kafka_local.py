@@ -177,10 +177,12 @@ class LocalKafka:
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         progress(f"formatting KRaft storage in {self.data_dir}")
-        run_checked([*self._java(), _STORAGE_TOOL, "format", "-t", cluster_id,
-              "-c", str(self.config_path)], "format Kafka storage")
+        # "--cluster-id=": a base64 id may start with "-", which argparse would
+        # take for an option (1 format in 64 failed that way).
+        run_checked([*self._java(), _STORAGE_TOOL, "format", f"--cluster-id={cluster_id}",
+                     "-c", str(self.config_path)], "format Kafka storage")
 
     def _java(self) -> list[str]:
         return ["java", f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m",
@@ -201,6 +203,11 @@ class LocalKafka:
         ])
         self.pid_path.write_text(f"{pid}\n")
         return pid
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def server_properties(broker: LocalKafka) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agents.kafka_admin import admin_client, create_topics
+from ops import kafka_local
 from ops.kafka_local import LocalKafka, broker_answers
 from schemas.settings import Settings
 from schemas.topics import TopicSpec
@@ -92,6 +93,16 @@ def test_down_leaves_no_process_and_up_reuses_the_data(private_broker: LocalKafk
     topics = admin_client(private_broker.bootstrap).list_topics(timeout=10).topics
     assert "survives.restart" in topics
     assert len(_broker_pids(private_broker.config_path)) == 1
+
+
+@pytest.mark.slow
+def test_a_cluster_id_starting_with_a_dash_formats(private_broker: LocalKafka,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # One random id in 64 starts with "-"; the storage tool must not take it for an option.
+    monkeypatch.setattr(kafka_local, "new_cluster_id", lambda: "-AbCdEfGhIjKlMnOpQrStU")
+    assert private_broker.up() is True
+    assert "cluster.id=-AbCdEfGhIjKlMnOpQrStU" in (
+        private_broker.data_dir / "meta.properties").read_text()
 
 
 @pytest.mark.slow
