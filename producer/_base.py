@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +60,22 @@ class ProducerCore:
 
     def produce_error(self, event: EncodedEvent, exc: KafkaException) -> ProduceError:
         return ProduceError(f"event {event.id} not queued: {exc}")
+
+    def retry_queueing(self, produce: Callable[[], None], event: EncodedEvent,
+                       deadline: float) -> bool:
+        """One more try of a produce that found the local queue full; True once queued.
+
+        Past ``deadline`` (``time.monotonic()``) a still-full queue is QueueFullError.
+        """
+        try:
+            produce()
+        except BufferError as exc:
+            if time.monotonic() >= deadline:
+                raise self.queue_full(event) from exc
+            return False
+        except KafkaException as exc:
+            raise self.produce_error(event, exc) from exc
+        return True
 
     def _on_error(self, err: LibKafkaError) -> None:
         # Transient errors (broker down, all brokers down) are retried by librdkafka

@@ -107,18 +107,13 @@ class AsyncAuditProducer:
 
     async def _wait_for_room(self, event: EncodedEvent, callback: Any) -> None:
         deadline = time.monotonic() + self._core.config.queue_full_timeout_seconds
+        produce = partial(self._kafka.produce, self._topic, event.value, event.key,
+                          headers=event.headers, on_delivery=callback)
         while True:
             # The poll thread frees room as deliveries complete; yield meanwhile.
             await asyncio.sleep(_ROOM_RETRY_SECONDS)
-            try:
-                self._kafka.produce(self._topic, event.value, event.key,
-                                    headers=event.headers, on_delivery=callback)
+            if self._core.retry_queueing(produce, event, deadline):
                 return
-            except BufferError as exc:
-                if time.monotonic() >= deadline:
-                    raise self._core.queue_full(event) from exc
-            except KafkaException as exc:
-                raise self._core.produce_error(event, exc) from exc
 
     @property
     def pending(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -88,18 +89,13 @@ class AuditProducer:
 
     def _wait_for_room(self, event: EncodedEvent) -> None:
         deadline = time.monotonic() + self._core.config.queue_full_timeout_seconds
+        produce = partial(self._kafka.produce, self._topic, event.value, event.key,
+                          headers=event.headers, on_delivery=self._delivered)
         while True:
             # Serving delivery reports is what frees room in the queue.
             self._kafka.poll(0.01)
-            try:
-                self._kafka.produce(self._topic, event.value, event.key,
-                                    headers=event.headers, on_delivery=self._delivered)
+            if self._core.retry_queueing(produce, event, deadline):
                 return
-            except BufferError as exc:
-                if time.monotonic() >= deadline:
-                    raise self._core.queue_full(event) from exc
-            except KafkaException as exc:
-                raise self._core.produce_error(event, exc) from exc
 
     def _delivered(self, err: LibKafkaError | None, msg: Any) -> None:
         if err is None:
