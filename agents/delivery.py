@@ -54,7 +54,7 @@ class DeliveryHandler:
             await self._processor.dead_letter_malformed(record)
             return
         await self.wait_circuit(meta.destination_id, lane)
-        await self._processor.process(meta, record.value or b"")
+        await self._processor.process(meta, record.value or b"", lane.confirm_after)
 
     async def wait_circuit(self, destination_id: str, lane: Lane) -> None:
         """Return once the destination's circuit is closed (or half-open)."""

@@ -38,6 +38,9 @@ from schemas.topics import TopicNames
 __all__ = [
     "BatchProcessor",
     "ConfigLookup",
+    "DecryptedCache",
+    "Decrypter",
+    "Defer",
     "Disabler",
     "Dispatcher",
     "custom_headers",
@@ -65,8 +68,40 @@ class Sink(Protocol):
 #: ``disable(destination_id, reason, detail)``: the destination is disabled in the database.
 Disabler = Callable[[str, str, str], Awaitable[object]]
 
+#: ``defer(*confirmations)``: the caller counts the batch as done once they are
+#: (``agents.partitions.Lane.confirm_after``).
+Defer = Callable[..., None]
 
-def signing_secrets(config: DestinationConfig, box: SecretBox, now: datetime) -> list[str]:
+
+class Decrypter(Protocol):
+    def decrypt(self, ciphertext: str) -> str: ...
+
+
+class DecryptedCache:
+    """``SecretBox.decrypt`` remembered per ciphertext (at most ``keep`` of them).
+
+    Decrypting a Fernet token costs tens of microseconds and a destination's
+    secret and headers are the same ciphertext for every batch; a changed
+    secret or header set is a new ciphertext, decrypted afresh. Failures are
+    not remembered.
+    """
+
+    def __init__(self, box: Decrypter, keep: int = 1024) -> None:
+        self._box = box
+        self._keep = keep
+        self._plain: dict[str, str] = {}
+
+    def decrypt(self, ciphertext: str) -> str:
+        plain = self._plain.get(ciphertext)
+        if plain is None:
+            plain = self._box.decrypt(ciphertext)
+            if len(self._plain) >= self._keep:
+                self._plain.clear()
+            self._plain[ciphertext] = plain
+        return plain
+
+
+def signing_secrets(config: DestinationConfig, box: Decrypter, now: datetime) -> list[str]:
     """The current secret, and the previous one while its 24 h overlap lasts."""
     secrets = [box.decrypt(config.secret_encrypted)]
     expires = config.previous_secret_expires_at
@@ -75,7 +110,7 @@ def signing_secrets(config: DestinationConfig, box: SecretBox, now: datetime) ->
     return secrets
 
 
-def custom_headers(config: DestinationConfig, box: SecretBox) -> dict[str, str]:
+def custom_headers(config: DestinationConfig, box: Decrypter) -> dict[str, str]:
     if not config.headers_encrypted:
         return {}
     headers = json.loads(box.decrypt(config.headers_encrypted))
@@ -84,7 +119,7 @@ def custom_headers(config: DestinationConfig, box: SecretBox) -> dict[str, str]:
     return {str(k): str(v) for k, v in headers.items()}
 
 
-def request_headers(config: DestinationConfig, box: SecretBox, batch_id: str, body: bytes,
+def request_headers(config: DestinationConfig, box: Decrypter, batch_id: str, body: bytes,
                     now: datetime, version: str) -> dict[str, str]:
     """Custom headers first, then the signed delivery headers (which the API forbids
     custom headers to name, so none is overridden)."""
@@ -99,7 +134,7 @@ class Dispatcher:
 
     def __init__(self, client: DeliveryClient, box: SecretBox, version: str) -> None:
         self._client = client
-        self._box = box
+        self._box = DecryptedCache(box)
         self._version = version
 
     async def send(self, config: DestinationConfig, body: bytes, meta: BatchMeta,
@@ -160,24 +195,31 @@ class BatchProcessor:
                             what=f"malformed record from {record.topic}")
         metrics.count_dead_letter(REASON_MALFORMED)
 
-    async def process(self, meta: BatchMeta, body: bytes) -> Decision:
-        """One attempt of the batch (or its refusal), and its consequences."""
+    async def process(self, meta: BatchMeta, body: bytes, defer: Defer | None = None,
+                      ) -> Decision:
+        """One attempt of the batch (or its refusal), and its consequences.
+
+        Returns once the batch itself is safe (delivered, or confirmed on a retry
+        tier or the dead-letter topic). Its status and attempt records are then on
+        their way: with ``defer`` (a lane's ``confirm_after``) their confirmations are
+        handed to it, without it they are awaited before returning.
+        """
         config = self.lookup.get(meta.destination_id)
         refused = refusal(config, self.board.get(meta.destination_id))
         if refused is not None or config is None:
             reason = refused.reason if refused is not None else ""
             detail = refused.detail if refused is not None else ""
             decision = Decision("dead_letter", meta.evolve(reason=reason, detail=detail))
-            await self.apply(decision, None, body)
+            await self.apply(decision, None, body, defer)
             return decision
         now_ms = round(self.clock() * 1000)
         result = await self.dispatcher.send(config, body, meta, _at(now_ms))
         decision = decide(result, meta, round(self.clock() * 1000), self.schedule, self.rng)
-        await self.apply(decision, result, body)
+        await self.apply(decision, result, body, defer)
         return decision
 
     async def apply(self, decision: Decision, result: DeliveryResult | None,
-                    body: bytes) -> None:
+                    body: bytes, defer: Defer | None = None) -> None:
         meta = decision.meta
         now = _at(round(self.clock() * 1000))
         previous = self.board.get(meta.destination_id)
@@ -199,10 +241,15 @@ class BatchProcessor:
         metrics.count_decision(decision.kind, meta,
                                result.latency_ms / 1000 if result is not None else None,
                                self.clock())
+        records = []
         # A refused batch of an already disabled destination changes nothing to report.
         if not (result is None and previous is not None and previous.state == "disabled"):
-            await self.status.status(status)
-        await self.status.attempt(attempt_record(decision, result, now))
+            records.append(self.status.status(status))
+        records.append(self.status.attempt(attempt_record(decision, result, now)))
+        if defer is not None:
+            defer(*records)
+        else:
+            await asyncio.gather(*records)
 
     async def _disable(self, meta: BatchMeta, reason: str) -> None:
         try:

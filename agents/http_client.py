@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import http.cookiejar
+import importlib.util
 import ipaddress
 import ssl
+import sys
 import time
 import typing
 from collections.abc import Mapping, Sequence
@@ -56,7 +58,16 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["DeliveryClient", "DeliveryConfig", "DeliveryResult", "parse_retry_after"]
 
+# httpcore asks ``import sniffio`` which async library runs, several times per request
+# (every lock and cancellation shield); without sniffio installed each ask is a failed
+# import that searches the whole sys.path (~60 us). A None entry makes the failure
+# immediate; httpcore then assumes asyncio, as it does anyway without sniffio.
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
 _MAX_ERROR_CHARS = 300
+#: Parsed destination URLs kept (the parse is pure; DNS is checked at every connect).
+_PARSED_URLS_KEPT = 4096
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
@@ -225,6 +236,7 @@ class DeliveryClient:
         network_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self._config = config if config is not None else DeliveryConfig()
+        self._parsed: dict[str, str] = {}
         allow = self._config.allow_private_cidrs
         context = ssl_context if ssl_context is not None else httpx.create_ssl_context(
             trust_env=False
@@ -287,9 +299,7 @@ class DeliveryClient:
             )
 
         try:
-            target = parse_destination_url(
-                url, allow_private_cidrs=self._config.allow_private_cidrs
-            ).url
+            target = self._checked_url(url)
         except InvalidInputError as exc:
             return result(error=f"refused: {exc}")
         deadline = self._config.request_timeout_seconds
@@ -314,6 +324,18 @@ class DeliveryClient:
             else None
         )
         return result(status=status, error=_status_error(status), retry_after=retry_after)
+
+    def _checked_url(self, url: str) -> str:
+        """``url`` re-serialised after every check that needs no DNS (remembered: pure)."""
+        target = self._parsed.get(url)
+        if target is None:
+            target = parse_destination_url(
+                url, allow_private_cidrs=self._config.allow_private_cidrs
+            ).url
+            if len(self._parsed) >= _PARSED_URLS_KEPT:
+                self._parsed.clear()
+            self._parsed[url] = target
+        return target
 
     async def _read_capped(self, response: httpx.Response) -> int:
         # Raw bytes: decoding could turn a small compressed body into a huge one.

@@ -1,12 +1,16 @@
 """aiokafka clients of the delivery worker; aiokafka errors become ``KafkaError`` here.
 
-``RecordSink`` produces with ``acks=all`` and idempotence, and ``send`` returns
+``RecordSink`` produces with ``acks=all`` and idempotence. ``send`` returns
 only once the broker confirmed the record: a batch moved to a retry tier or the
 dead-letter topic is confirmed before the offset that held it is committed.
+``enqueue`` only hands the record to the producer and returns the future of its
+confirmation, so a caller can go on while the broker confirms (the status and
+attempt records, ``agents.status.StatusPublisher``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +56,20 @@ class RecordSink:
                                                headers=list(headers))
         except AIOKafkaError as exc:
             raise ProduceError(f"record to {topic} not confirmed: {exc}") from exc
+
+    async def enqueue(self, topic: str, key: bytes | None, value: bytes | None,
+                      headers: HeaderPairs = ()) -> asyncio.Future[Any]:
+        """Hand one record to the producer; the future is done once the broker answered.
+
+        The future's exception (an aiokafka error) says the record is not confirmed.
+        Raises ``ProduceError`` when the record cannot even be queued.
+        """
+        try:
+            future: asyncio.Future[Any] = await self._producer.send(
+                topic, value=value, key=key, headers=list(headers) if headers else None)
+        except AIOKafkaError as exc:
+            raise ProduceError(f"record to {topic} not queued: {exc}") from exc
+        return future
 
 
 def consumer(bootstrap: str, *, group_id: str | None, client_id: str,

@@ -6,7 +6,12 @@ waits (a hanging receiver, an open circuit, a retry not yet due) never delays
 another. A lane whose queue is full, or whose handler holds it, is paused in
 the consumer: its records wait in Kafka, and the poll loop keeps running, so
 the consumer never exceeds its poll interval. Offsets are committed per
-partition up to the last record the handler returned from.
+partition up to the last record the handler returned from and whose deferred
+confirmations (``Lane.confirm_after``: records the handler handed to the
+producer without waiting, such as status and attempt records) are all done,
+so the lane goes on with its next record while the broker confirms the
+previous one's records. At most ``max_unconfirmed`` handled records may wait
+for their confirmations; beyond that the lane waits (its partition paused).
 
 The default (eager) rebalance revokes every partition whenever the
 subscription changes, for instance when a new destination topic appears.
@@ -23,7 +28,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -36,19 +41,32 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any, "Lane"], Awaitable[None]]
 
 _MAX_BACKOFF = 30.0
+#: Handled records of a lane that may wait for their confirmations at once.
+MAX_UNCONFIRMED: Final = 1000
+#: How long a lane that stops, or whose partition is revoked, waits for confirmations.
+SETTLE_SECONDS: Final = 5.0
 
 
 class Lane:
     """An assigned partition: records fetched for it, and the task handling them in order."""
 
-    def __init__(self, tp: TopicPartition, handler: Handler, *, name: str) -> None:
+    def __init__(self, tp: TopicPartition, handler: Handler, *, name: str,
+                 max_unconfirmed: int = MAX_UNCONFIRMED) -> None:
         self.tp = tp
         self._handler = handler
         self._name = name
         self._queue: deque[Any] = deque()
         self._wakeup = asyncio.Event()
         self._held = 0
-        #: Offset after the last record handled (what to commit), and after the last fed.
+        self._max_unconfirmed = max_unconfirmed
+        #: Confirmations the record being handled waits for (``confirm_after``).
+        self._deferred: list[asyncio.Future[Any]] = []
+        #: Handled records whose confirmations are not all done yet: (offset after, futures).
+        self._unconfirmed: deque[tuple[int, list[asyncio.Future[Any]]]] = deque()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        #: Offset after the last record handled and confirmed (what to commit), and after
+        #: the last fed.
         self.done: int | None = None
         self.fed: int | None = None
         self.committed: int | None = None
@@ -75,10 +93,34 @@ class Lane:
         finally:
             self._held -= 1
 
-    async def close(self) -> None:
+    def confirm_after(self, *confirmations: asyncio.Future[Any]) -> None:
+        """The record being handled counts as done only once these futures are done.
+
+        A future that fails or is cancelled never confirms: the lane's committable
+        offset stops before that record (whoever made the future must retry, not fail).
+        """
+        self._deferred.extend(confirmations)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Handled records still waiting for their confirmations."""
+        return len(self._unconfirmed)
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every handled record is confirmed; True if so."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        return self._settled.is_set()
+
+    async def close(self, settle_seconds: float = 0.0) -> None:
+        """Stop handling; then wait up to ``settle_seconds`` for pending confirmations."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if settle_seconds > 0 and not await self.settle(settle_seconds):
+            log.warning("%s: %d handled record(s) of %s[%d] not confirmed; their offsets stay "
+                        "uncommitted", self._name, len(self._unconfirmed), self.tp.topic,
+                        self.tp.partition)
 
     async def _run(self) -> None:
         while True:
@@ -86,10 +128,45 @@ class Lane:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if len(self._unconfirmed) >= self._max_unconfirmed:
+                waiting = [f for f in self._unconfirmed[0][1] if not f.done()]
+                with self.holding():
+                    if waiting:
+                        await asyncio.wait(waiting)
+                    else:  # a confirmation failed: nothing more is committable
+                        await self._settled.wait()
+                continue
             record = self._queue[0]
             await self._handle(record)
             self._queue.popleft()
-            self.done = record.offset + 1
+            self._handled(record.offset + 1)
+
+    def _handled(self, offset: int) -> None:
+        deferred, self._deferred = self._deferred, []
+        pending = [f for f in deferred if not f.done() or f.cancelled() or f.exception()]
+        if not pending and not self._unconfirmed:
+            self.done = offset
+            return
+        self._unconfirmed.append((offset, pending))
+        self._settled.clear()
+        for future in pending:
+            future.add_done_callback(self._confirmed)
+        self._advance()
+
+    def _confirmed(self, _future: asyncio.Future[Any]) -> None:
+        self._advance()
+
+    def _advance(self) -> None:
+        unconfirmed = self._unconfirmed
+        while unconfirmed:
+            offset, futures = unconfirmed[0]
+            if not all(f.done() for f in futures):
+                return
+            if any(f.cancelled() or f.exception() is not None for f in futures):
+                return  # never confirmed: nothing at or after it is committable
+            unconfirmed.popleft()
+            self.done = offset
+        self._settled.set()
 
     async def _handle(self, record: Any) -> None:
         # A handler error is a bug or an outage; the record is tried again rather
@@ -140,7 +217,10 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             lane = self._lanes.pop(tp, None)
             if lane is not None:
                 self._revoked[tp] = lane
-        await self._commit([lane for tp, lane in self._revoked.items() if tp in revoked])
+        lanes = [lane for tp, lane in self._revoked.items() if tp in revoked]
+        # What is handled but not yet confirmed is usually confirmed within milliseconds.
+        await asyncio.gather(*(lane.settle(SETTLE_SECONDS) for lane in lanes))
+        await self._commit(lanes)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
@@ -181,8 +261,7 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     async def close(self) -> None:
         """Stop every lane and commit what they handled; call after ``run`` returned."""
         lanes = [*self._lanes.values(), *self._revoked.values()]
-        for lane in lanes:
-            await lane.close()
+        await asyncio.gather(*(lane.close(SETTLE_SECONDS) for lane in lanes))
         await self._commit(list(self._lanes.values()))
         self._lanes.clear()
         self._revoked.clear()

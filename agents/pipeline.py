@@ -71,9 +71,10 @@ class DeliveryPipeline:
                          "enable.idempotence": True, "client.id": "auditrelay-worker"},
             admin_client(settings.kafka_bootstrap)) if publish_outbox else None
         schedule = RetrySchedule.from_settings(settings)
+        self._publisher = StatusPublisher(self._sink, settings.topics, self.board)
         self.processor = BatchProcessor(
             lookup=lookup, board=self.board,
-            status=StatusPublisher(self._sink, settings.topics, self.board),
+            status=self._publisher,
             sink=self._sink,
             dispatcher=Dispatcher(self._client, box, version("auditrelay")),
             names=settings.topics, schedule=schedule, disable=self._disable,
@@ -92,6 +93,7 @@ class DeliveryPipeline:
 
     async def _start(self) -> None:
         await self._sink.start()
+        self._publisher.start()
         await self._follower.start()
         if not await self._follower.wait_caught_up(_CATCH_UP_SECONDS):
             log.warning("delivery statuses not read in %.0f s; circuits may start closed",
@@ -136,11 +138,14 @@ class DeliveryPipeline:
         for task in self._tasks:
             with contextlib.suppress(Exception):
                 await task
+        # Statuses held for coalescing go out now, with the latest timestamps.
+        self._publisher.flush()
         for kafka, runner in self._runners:
             await runner.close()
             await kafka.stop()
         self._runners.clear()
         self._tasks.clear()
+        await self._publisher.stop()
         await self._follower.stop()
         await self._sink.stop()
         await self._client.aclose()

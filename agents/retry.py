@@ -54,4 +54,4 @@ class RetryHandler:
         if wait > 0:
             with lane.holding():
                 await asyncio.sleep(wait)
-        await self._processor.process(meta, record.value or b"")
+        await self._processor.process(meta, record.value or b"", lane.confirm_after)
