@@ -12,7 +12,6 @@ from pathlib import Path
 import faust
 
 from schemas.settings import WORKER_STAGES, Settings
-from schemas.topics import TopicNames
 
 #: An agent module's ``register(app, settings)``; called once per worker. What it
 #: returns (e.g. the router's state, for tests) is ignored here.
@@ -38,13 +37,11 @@ def create_app(settings: Settings, *, app_id: str | None = None,
         datadir=str(Path(settings.var_dir) / "faust"),
         # Metrics have their own endpoint; Faust's web server would only add a port.
         web_enabled=False,
-        # The leader topic is only needed by leader-only timers and crontabs; their
-        # registrars enable it (agents.retention), and Faust then creates it itself.
-        topic_disable_leader=True,
+        # The stages read their topics with consumers of their own (agents.rounds,
+        # agents.pipeline); Faust's consumer group only follows the leader topic
+        # (which Faust creates), electing the worker that runs leader-only crontabs.
+        topic_disable_leader=False,
         topic_replication_factor=1,
-        # Offsets are committed only for acked messages; a short interval keeps
-        # redelivery after a crash small without committing per message.
-        broker_commit_interval=1.0,
         # After a worker dies, its partitions move to the others once this passes.
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=heartbeat_seconds(settings.consumer_session_timeout_seconds),
@@ -63,13 +60,3 @@ def default_registrars(stages: Sequence[str] = WORKER_STAGES) -> list[Registrar]
                                       "delivery": pipeline.register}
     return [by_stage[stage] for stage in ("router", "archive", "retention", "delivery")
             if stage in stages]
-
-
-def worker_app_id(names: TopicNames, stages: Sequence[str]) -> str:
-    """The Faust consumer group of a worker running ``stages``.
-
-    A worker that routes uses the router's group. A worker that archives without
-    routing gets a group of its own: both groups then read every event, so routing
-    and archiving can run (and scale) in separate processes.
-    """
-    return names.group_id("auditrelay" if "router" in stages else "auditrelay-archive")

@@ -5,23 +5,33 @@ written in bulk with ``INSERT ... ON CONFLICT DO NOTHING`` keyed by the event
 id, so a redelivered or replayed event never adds a row. Malformed events are
 skipped with a log line (the router dead-letters them).
 
-Faust acks a batch of ``take_events`` when the loop asks for the next one, so
-the loop commits the batch's transaction first (in a thread, not to block the
-event loop) and retries a failing commit with backoff until it succeeds: an
-exception escaping an agent would ack, and so lose, the batch.
+The input is read in rounds (:mod:`agents.rounds`, a consumer group of the
+archive's own, so it sees every event whatever the router does) and handed to
+the Faust agent ``archive``; a round's offsets are committed only after its
+rows are (the transaction runs in a thread, not to block the event loop, and a
+failing one is retried with backoff until it succeeds).
+
+An event is valid for the archive exactly when the router accepts it
+(:func:`agents.routing.check_record`); the row of a canonical event is read
+with ``json.loads`` (a few microseconds), falling back to the full model only
+for values written in another form.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import faust
 from sqlalchemy import Engine, Insert
 
+from agents.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
+from agents.routing import check_record
 from agents.store import make_engine
 from schemas.codec import parse_event
 from schemas.db import ArchivedEvent
@@ -55,15 +65,54 @@ def event_row(event: AuditEvent, raw: str) -> Row:
     }
 
 
-def rows_from_values(values: Iterable[bytes | None]) -> tuple[list[Row], int]:
-    """Rows of the valid values, and how many were skipped as malformed."""
+def quick_row(value: bytes) -> Row:
+    """The archive row of a canonical event, read without the model.
+
+    Raises ``ValueError``, ``KeyError`` or ``TypeError`` on anything unexpected,
+    for the caller to fall back to :func:`event_row` on the parsed event.
+    """
+    doc = json.loads(value)
+    data = doc["data"]
+    actor = data["actor"]
+    target = data.get("target")
+    when = datetime.fromisoformat(doc["time"])
+    if when.utcoffset() != timedelta(0):
+        raise ValueError("time is not UTC")
+    row = {
+        "id": doc["id"], "source": doc["source"], "workspace_id": doc["workspaceid"],
+        "type": doc["type"], "time": when, "actor_id": actor["id"], "actor_type": actor["type"],
+        "target_type": None if target is None else target["type"],
+        "target_id": None if target is None else target["id"],
+        "subject": doc.get("subject"), "raw": value.decode("utf-8"),
+    }
+    if not all(type(row[name]) is str for name in _TEXT_COLUMNS):
+        raise TypeError("a column is not a string")
+    return row
+
+
+_TEXT_COLUMNS = ("id", "source", "workspace_id", "type", "actor_id", "actor_type")
+
+
+def record_row(key: bytes | None, value: bytes | None, headers: Any) -> Row:
+    """The row of one ``audit.events`` record; ``InvalidEventError`` if it is malformed."""
+    verdict = check_record(key, value, headers)
+    if isinstance(verdict, str):
+        raise InvalidEventError(verdict)
+    value = cast(bytes, value)  # check_record refuses records without a value
+    try:
+        return quick_row(value)
+    except (ValueError, KeyError, TypeError):
+        return event_row(parse_event(value), value.decode("utf-8"))
+
+
+def rows_from_records(records: Iterable[Any]) -> tuple[list[Row], int]:
+    """Rows of the valid records (with ``key``, ``value``, ``headers``), and how many
+    were skipped as malformed."""
     rows: list[Row] = []
     skipped = 0
-    for value in values:
+    for record in records:
         try:
-            if value is None:
-                raise InvalidEventError("empty record (no value)")
-            rows.append(event_row(parse_event(value), value.decode("utf-8")))
+            rows.append(record_row(record.key, record.value, record.headers))
         except InvalidEventError as exc:
             skipped += 1
             log.warning("archive: skipping a malformed event: %s", exc)
@@ -138,20 +187,34 @@ async def commit_until_done(write: Callable[[Sequence[Row]], None], rows: Sequen
             delay = min(max_backoff, delay * 2)
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    topic = app.topic(settings.topics.events, key_serializer="raw", value_serializer="raw")
-    writer = ArchiveWriter(settings.database_url)
+#: The archive's consumer group (``TopicNames.group_id`` adds a test prefix).
+GROUP_ID = "auditrelay-archive"
 
-    @app.agent(topic, name="archive")
-    async def archive(stream: faust.StreamT[bytes]) -> None:
-        batches = cast(faust.Stream[bytes], stream).take_events(settings.archive_batch_max_events,
-                                     within=settings.archive_batch_seconds)
-        async for events in batches:
-            rows, _ = rows_from_values(event.value for event in events)
-            if rows:
-                # Committed before the loop asks for the next batch, which acks this one.
-                await commit_until_done(writer.write, rows)
+
+def register(app: faust.App, settings: Settings) -> None:
+    writer = ArchiveWriter(settings.database_url)
+    rounds_channel: faust.ChannelT[Round] = app.channel()
+
+    @app.agent(rounds_channel, name="archive", concurrency=1)
+    async def archive(rounds: faust.StreamT[Round]) -> None:
+        async for batch in rounds:
+            await settle(batch, archive_round(writer, batch.records))
+
+    async def read_events() -> None:
+        await read_rounds(input_consumer(settings, GROUP_ID, "auditrelay-archive"),
+                          settings.topics.events, hand_over_to(rounds_channel),
+                          name="archive", max_records=settings.archive_batch_max_events,
+                          window=settings.archive_batch_seconds)
+
+    app.task(read_events)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stub wants a sync def
     async def close_archive(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         writer.close()
+
+
+async def archive_round(writer: ArchiveWriter, records: Sequence[Any]) -> None:
+    """Write the rows of one round; returns once they are committed."""
+    rows, _ = rows_from_records(records)
+    if rows:
+        await commit_until_done(writer.write, rows)

@@ -79,8 +79,8 @@ class Groups:
 
     @classmethod
     def of(cls, names: TopicNames) -> Groups:
-        # The same ids the agents use: the Faust app id, agents.delivery and agents.retry.
-        return cls(router=names.group_id("auditrelay"),
+        # The same ids the agents use: agents.router, agents.delivery and agents.retry.
+        return cls(router=names.group_id("auditrelay-router"),
                    delivery=names.group_id("auditrelay-delivery"),
                    retry=names.group_id("auditrelay-retry"))
 

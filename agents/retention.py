@@ -175,9 +175,6 @@ def purge_database(settings: Settings, *, dry_run: bool = False,
 
 def register(app: faust.App, settings: Settings) -> None:
     """The daily purge, on the leader worker only (Faust's leader topic elects it)."""
-    # Leader election needs the leader topic, which Faust creates itself on start.
-    app.conf.topic_disable_leader = False
-
     @app.crontab(settings.retention_cron, timezone=UTC, on_leader=True)
     async def daily_purge() -> None:
         await run_scheduled_purge(settings)

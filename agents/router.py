@@ -9,16 +9,17 @@ produces each batch to its destination's topic, the event bytes untouched
 
 Guarantees:
 
-- An input record is acked only after every record made from it (batches and
-  dead letters) is confirmed by the broker: Faust's ``take_events`` acks a round
-  when the loop asks for the next one, and the loop only asks once
-  :meth:`Router.publish` returned.
-- Nothing escapes the agent body, since an escaping exception would ack the round.
-  Produce failures (broker down) are retried with backoff, resending only what was
-  not confirmed, until everything is. A batch whose destination topic no longer
+- The input is read in rounds (:mod:`agents.rounds`: up to ``ROUND_EVENTS``
+  records, or what came within ``batch_window_seconds`` of the round's first),
+  handed to the Faust agent ``router``, and committed only after every record
+  made from it (batches and dead letters) is confirmed by the broker, that is
+  once :meth:`Router.handle` returned.
+- Nothing escapes :meth:`Router.handle` but cancellation: produce failures (broker
+  down) are retried with backoff, resending only what was not confirmed, until
+  everything is. A batch whose destination topic no longer
   exists goes to ``audit.dlq`` with reason ``destination_deleted``. Malformed input
   goes to ``audit.dlq`` with reason ``malformed_event`` and the detail.
-- Not a concurrent agent (``concurrency=1``): faust #606, and per-destination order.
+- One round at a time (``concurrency=1``), for per-destination order.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
 import faust
 from confluent_kafka import KafkaException
@@ -39,6 +40,7 @@ from agents.kafka_admin import admin_client
 from agents.logs import batch_ids
 from agents.registry import DestinationRegistry, RegistryFollower, follower_for
 from agents.registry import wait_until_caught_up as _wait_until_caught_up
+from agents.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
 from agents.routing import (
     OutRecord,
     RecordLike,
@@ -51,7 +53,7 @@ from schemas.errors import BrokerUnavailableError
 from schemas.settings import Settings
 from schemas.topics import TopicNames
 
-__all__ = ["FaustPublisher", "Publisher", "Router", "RouterStats", "register"]
+__all__ = ["GROUP_ID", "FaustPublisher", "Publisher", "Router", "RouterStats", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -289,26 +291,18 @@ class Router:
                 todo.append(entry)
 
 
-def _withhold_acks(events: Iterable[Any]) -> None:
-    """Keep Faust from acking events whose batches were not confirmed.
-
-    ``take_events`` acks the events it yielded in a ``finally``, also when the
-    agent is cancelled mid-round (at worker stop). Marking the messages as acked
-    makes that ack a no-op, so their offsets are never committed by this process
-    and the next worker reads them again.
-    """
-    for event in events:
-        event.message.acked = True
+#: The router's consumer group (``TopicNames.group_id`` adds a test prefix).
+GROUP_ID: Final = "auditrelay-router"
 
 
 def register(app: faust.App, settings: Settings,
              registry: DestinationRegistry | None = None, *,
              publisher: Publisher | None = None) -> Router:
-    """Add the router agent to ``app``.
+    """Add the router agent, and the reader that feeds it rounds, to ``app``.
 
     Without ``registry`` the app's shared :class:`~agents.registry.RegistryFollower`
-    (see :func:`agents.registry.follower_for`) provides it, and the agent waits
-    until it caught up with ``audit.destinations`` before routing anything. A
+    (see :func:`agents.registry.follower_for`) provides it, and the reader waits
+    until it caught up with ``audit.destinations`` before reading anything. A
     given registry is used as it is (tests; a caller keeping it current itself).
     """
     follower: RegistryFollower | None = None
@@ -318,21 +312,22 @@ def register(app: faust.App, settings: Settings,
     router = Router(registry, settings.topics,
                     publisher or FaustPublisher(app, settings.kafka_bootstrap),
                     max_events=settings.batch_max_events)
-    topic = app.topic(settings.topics.events, key_serializer="raw", value_serializer="raw")
-    window = settings.batch_window_seconds
+    rounds_channel: faust.ChannelT[Round] = app.channel()
 
-    @app.agent(topic, name="router", concurrency=1)
-    async def route(stream: faust.StreamT[bytes]) -> None:
+    @app.agent(rounds_channel, name="router", concurrency=1)
+    async def route(rounds: faust.StreamT[Round]) -> None:
+        async for batch in rounds:
+            await settle(batch, router.handle(batch.records))
+
+    async def read_events() -> None:
         if follower is not None:
             await _wait_until_caught_up(follower, "the router")
-        # take_events is on faust.Stream, which agents get; StreamT does not declare it.
-        rounds = cast(faust.Stream[bytes], stream).take_events(ROUND_EVENTS, within=window)
-        async for events in rounds:
-            try:
-                await router.handle([event.message for event in events])
-            except BaseException:
-                _withhold_acks(events)
-                raise
+        await read_rounds(input_consumer(settings, GROUP_ID, "auditrelay-router"),
+                          settings.topics.events, hand_over_to(rounds_channel),
+                          name="router", max_records=ROUND_EVENTS,
+                          window=settings.batch_window_seconds)
+
+    app.task(read_events)
 
     @app.timer(_REPORT_SECONDS)
     async def report_routing() -> None:

@@ -1,7 +1,7 @@
 """The router's pure logic: check records, group events into batches, dead-letter the rest.
 
 No Kafka and no clock beyond what is passed in; ``agents.router`` feeds these
-functions the records Faust hands it and produces what they return.
+functions rounds of consumed (aiokafka) records and produces what they return.
 
 The per-event path is kept minimal on purpose (the pipeline target is 20 000
 events/s on two cores shared with the broker): header lookups, a few cached
@@ -62,7 +62,7 @@ HeaderPairs = Sequence[tuple[str, bytes | str | None]]
 
 
 class RecordLike(Protocol):
-    """What the router reads of one consumed record (a Faust ``Message`` fits)."""
+    """What the router reads of one consumed record (an aiokafka ``ConsumerRecord`` fits)."""
 
     @property
     def key(self) -> bytes | None: ...
@@ -77,7 +77,7 @@ class RecordLike(Protocol):
     @property
     def offset(self) -> int: ...
     @property
-    def timestamp(self) -> float | None: ...  # seconds, as Faust gives it
+    def timestamp(self) -> int | None: ...  # milliseconds since the epoch, as Kafka gives it
 
 
 class EventFacts(NamedTuple):
@@ -318,7 +318,7 @@ def plan_round(records: Iterable[RecordLike], matching: Matching, topics: TopicN
             if batch is None:
                 stamp = record.timestamp
                 batch = open_batches[config.id] = _OpenBatch(
-                    config, int(stamp * 1000) if stamp and stamp > 0 else fallback_ms)
+                    config, stamp if stamp and stamp > 0 else fallback_ms)
             batch.events.append(value)
             batch.size += size
             plan.routed += 1

@@ -201,25 +201,25 @@ def _bench_database(settings: Settings, kind: str, run_id: str) -> Iterator[str]
         yield url
 
 
-def _produce_events(settings: Settings, events: int, workspaces: int) -> list[bytes]:
-    """Emit ``events`` events into the events topic; returns their values."""
+def _produce_events(settings: Settings, events: int, workspaces: int) -> list[Any]:
+    """Emit ``events`` events into the events topic; returns them (key, value, headers)."""
     from producer import Actor, AuditProducer, ProducerConfig
 
     actor = Actor(id="usr_bench", type="user")
-    values: list[bytes] = []
+    values: list[Any] = []
     with AuditProducer(ProducerConfig.from_settings(settings)) as producer:
         for i in range(events):
             values.append(producer.emit(f"ws_bench{i % workspaces:04d}", "workspace",
-                                        "updated", actor=actor).value)
+                                        "updated", actor=actor))
         producer.flush()
     return values
 
 
-def _insert_only(url: str, values: list[bytes]) -> float:
+def _insert_only(url: str, values: list[Any]) -> float:
     """Rows/s of parsing and bulk-inserting ``values`` alone; the rows are removed after."""
     from sqlalchemy import delete
 
-    from agents.archive import insert_rows, rows_from_values
+    from agents.archive import insert_rows, rows_from_records
     from agents.store import make_engine
     from schemas.db import ArchivedEvent
 
@@ -228,7 +228,7 @@ def _insert_only(url: str, values: list[bytes]) -> float:
         step = 2000
         started = time.perf_counter()
         for i in range(0, len(values), step):
-            insert_rows(engine, rows_from_values(values[i:i + step])[0])
+            insert_rows(engine, rows_from_records(values[i:i + step])[0])
         elapsed = time.perf_counter() - started
         with engine.begin() as connection:
             connection.execute(delete(ArchivedEvent))

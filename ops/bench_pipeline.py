@@ -240,7 +240,7 @@ class _Workers:
         from agents.kafka_admin import admin_client
 
         admin = admin_client(settings.kafka_bootstrap)
-        groups = [settings.topics.group_id("auditrelay"),
+        groups = [settings.topics.group_id("auditrelay-router"),
                   settings.topics.group_id("auditrelay-delivery")]
         deadline = time.monotonic() + _READY_TIMEOUT
         while not self._joined(admin, groups):

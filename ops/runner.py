@@ -32,7 +32,7 @@ def run_worker(settings: Settings) -> None:
         return
     from faust.worker import Worker as FaustWorker
 
-    from agents.app import create_app, default_registrars, worker_app_id
+    from agents.app import create_app, default_registrars
     from agents.logs import install_repeat_filter, logging_config
     from agents.metrics_collector import serve_worker_metrics
 
@@ -41,8 +41,7 @@ def run_worker(settings: Settings) -> None:
             super().on_setup_root_logger(logger, level)
             install_repeat_filter(logger)
 
-    app = create_app(settings, app_id=worker_app_id(settings.topics, settings.worker_stages),
-                     registrars=default_registrars(settings.worker_stages))
+    app = create_app(settings, registrars=default_registrars(settings.worker_stages))
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                     logging_config=logging_config(settings))
     stop_metrics = serve_worker_metrics(settings)

@@ -81,7 +81,7 @@ def test_twenty_thousand_events_reach_exactly_the_matching_destinations(
         assert worker.alive(), worker.tail()
         # Offsets follow the work: router and delivery commit what they handled.
         names = settings.topics
-        lags = [(settings.topics.group_id("auditrelay"), names.events)] + [
+        lags = [(settings.topics.group_id("auditrelay-router"), names.events)] + [
             (names.group_id("auditrelay-delivery"), names.destination(sink.dest.id))
             for n, sink in enumerate(sinks) if n != 3]
         wait_until(lambda: not any(committed_lag(settings.kafka_bootstrap, group, topic)
@@ -132,7 +132,7 @@ def test_kill_9_mid_stream_then_restart_delivers_every_event_at_least_once(
 def test_a_second_worker_takes_over_when_the_first_is_killed(
         settings: Settings, tmp_path: Path, kafka_admin: AdminClient) -> None:
     specs = [(0, (), True), (1, (), True), (2, ("pro.atmos.auth.*",), True)]
-    app_group = settings.topics.group_id("auditrelay")
+    app_group = settings.topics.group_id("auditrelay-router")
     events = settings.topics.events
     with ExitStack() as stack:
         workspace_ids, sinks = set_up(stack, settings, 3, specs, delay=0.02)
@@ -183,7 +183,6 @@ def test_routing_and_archiving_in_separate_workers(settings: Settings, tmp_path:
                                  ("delivering", ("delivery",)))]
         for worker in workers:
             worker.wait_ready()
-        assert "auditrelay-archive" in workers[1].output()
         assert "(delivery only)" in workers[2].output()
         emitted = set(emit(settings, workspace_ids, 2_000))
         expected = expected_ids(settings, sinks)

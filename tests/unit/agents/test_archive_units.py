@@ -2,33 +2,57 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from agents.archive import Row, commit_until_done, insert_statement, rows_from_values
+from agents.archive import Row, commit_until_done, insert_statement, quick_row, rows_from_records
 from agents.retention import cutoff, entitlement
 from api.events import Cursor, EventQuery, build_select, glob_to_like
 from producer import Actor
 from schemas.builder import EventBuilder
 from schemas.errors import ConfigurationError, InvalidInputError
 from schemas.settings import DEFAULT_PLANS, Settings
+from tests.unit.agents.test_routing import rec
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def test_rows_from_values_keeps_valid_events_and_skips_malformed_ones() -> None:
+def test_rows_keep_valid_events_and_skip_malformed_ones() -> None:
     built = EventBuilder().build("ws_a", "workspace", "updated", subject="ws_a",
                                  actor=Actor(id="usr_1", type="user"),
                                  target={"type": "workspace", "id": "ws_a"}, time=NOW)
-    rows, skipped = rows_from_values([built.value, b"{}", None, b"\xff"])
-    assert skipped == 3
-    assert rows == [{"id": built.id, "source": "https://app.atmos.pro/workspaces/ws_a",
+    # The same event re-encoded with spaces: valid, but only the model can vouch for it.
+    spaced = built._replace(value=json.dumps(json.loads(built.value)).encode())
+    records = [built, spaced, rec(built, value=b"{}"), rec(built, value=None),
+               rec(built, value=b"\xff"), rec(built, key=b"ws_b"),
+               rec(built, headers=[])]
+    rows, skipped = rows_from_records(records)
+    assert skipped == 5
+    assert rows[1] == {**rows[0], "raw": spaced.value.decode()}
+    assert rows[:1] == [{"id": built.id, "source": "https://app.atmos.pro/workspaces/ws_a",
                      "workspace_id": "ws_a", "type": "pro.atmos.workspace.updated",
                      "time": NOW, "actor_id": "usr_1", "actor_type": "user",
                      "target_type": "workspace", "target_id": "ws_a", "subject": "ws_a",
                      "raw": built.value.decode()}]
+
+
+@pytest.mark.parametrize("change", [
+    lambda doc: doc.update(time="2026-11-25T12:00:00.000+01:00"),
+    lambda doc: doc.update(time="yesterday"),
+    lambda doc: doc.pop("workspaceid"),
+    lambda doc: doc["data"].update(actor={"id": 7, "type": "user"}),
+    lambda doc: doc["data"].update(target={"type": "workspace"}),
+])
+def test_quick_row_refuses_what_it_cannot_vouch_for(change: Any) -> None:
+    doc = json.loads(EventBuilder().build("ws_a", "workspace", "updated",
+                                          actor=Actor(id="usr_1", type="user")).value)
+    change(doc)
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        quick_row(json.dumps(doc).encode())
 
 
 def test_insert_statement_ignores_conflicts_on_both_backends_only() -> None:

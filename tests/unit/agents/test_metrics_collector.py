@@ -31,9 +31,10 @@ def test_pending_is_from_the_committed_offset_or_the_start_to_the_end(
 
 
 def test_groups_follow_the_prefix_like_the_agents() -> None:
-    assert Groups.of(TopicNames()) == Groups("auditrelay", "auditrelay-delivery",
-                                             "auditrelay-retry")
-    assert Groups("auditrelay-t", "auditrelay-delivery-t", "auditrelay-retry-t") == GROUPS
+    from agents import delivery, retry, router
+
+    assert Groups.of(TopicNames()) == Groups(router.GROUP_ID, delivery.GROUP_ID, retry.GROUP_ID)
+    assert Groups("auditrelay-router-t", "auditrelay-delivery-t", "auditrelay-retry-t") == GROUPS
 
 
 def test_destination_of_a_topic() -> None:

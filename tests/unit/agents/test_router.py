@@ -11,6 +11,7 @@ import pytest
 
 from agents.app import create_app
 from agents.registry import DestinationRegistry
+from agents.rounds import Round
 from agents.router import Router, register
 from agents.routing import OutRecord
 from schemas.batches import BatchMeta, MalformedInput
@@ -182,23 +183,19 @@ async def test_agent_body_routes_through_faust_test_context(tmp_path: Any) -> No
     publisher = FakePublisher()
     registry = registry_with(config("dst_a", "ws_a", event_types=("pro.atmos.auth.*",)))
     register(app, settings, registry, publisher=publisher)
-    (agent,) = app.agents.values()
+    agent = app.agents["router"]
     good, skipped = event(), event(category="billing", action="payment_failed")
+    junk = Rec(b"ws_a", b"junk", [("ce_id", b"x")])
+    batch = Round([rec(good), rec(skipped), junk])
     async with agent.test_context() as tested:
-        for built in (good, skipped):
-            await tested.put(built.value, key=built.key, headers=rec(built).headers, wait=False)
-        await tested.put(b"junk", key=b"ws_a", headers=[("ce_id", b"x")], wait=False)
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(publisher.confirmed) < 2:
-            assert asyncio.get_running_loop().time() < deadline, publisher.confirmed
-            await asyncio.sleep(0.01)
-    # The stream created the app's consumer (never started here); its thread service
-    # made an event loop of its own, which only a started-then-stopped consumer closes.
+        await tested.put(batch, wait=False)
+        # The reader waits for this before it commits the round's offsets.
+        await asyncio.wait_for(batch.done, 10)
     consumer_thread = getattr(app.consumer, "_thread", None)
     if consumer_thread is not None:
         consumer_thread.thread_loop.close()
-    batch, dead = sorted(publisher.confirmed, key=lambda r: r.topic)
-    assert batch.topic == "audit.dest.dst_a"
-    assert batch.value == b"[" + good.value + b"]"
+    sent, dead = sorted(publisher.confirmed, key=lambda r: r.topic)
+    assert sent.topic == "audit.dest.dst_a"
+    assert sent.value == b"[" + good.value + b"]"
     assert dead.topic == "audit.dlq"
     assert MalformedInput.from_headers(dead.headers).detail == "header ce_workspaceid is missing"

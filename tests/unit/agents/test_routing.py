@@ -44,7 +44,7 @@ class Rec:
     topic: str = "audit.events"
     partition: int = 0
     offset: int = 0
-    timestamp: float | None = 1_764_000_000.5
+    timestamp: int | None = 1_764_000_000_500
 
 
 def event(workspace: str = "ws_a", category: str = "auth", action: str = "login_succeeded",
@@ -223,7 +223,7 @@ def test_events_go_to_every_matching_destination_as_untouched_bytes() -> None:
 def test_batch_headers_are_batch_meta() -> None:
     registry = registry_with(config("dst_a", "ws_a"))
     built = [event(), event()]
-    records = [rec(built[0], 0, timestamp=100.25), rec(built[1], 1, timestamp=99.0)]
+    records = [rec(built[0], 0, timestamp=100_250), rec(built[1], 1, timestamp=99_000)]
     plan = plan_round(records, registry.matching, TOPICS)
     (batch,) = plan.records
     assert batch.key == b"dst_a"

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from agents import archive, pipeline, retention, router
-from agents.app import default_registrars, worker_app_id
+from agents.app import default_registrars
 from schemas.topics import TopicNames
 
 
@@ -15,9 +15,8 @@ def test_only_the_chosen_stages() -> None:
     assert default_registrars(("router", "delivery")) == [router.register, pipeline.register]
 
 
-def test_an_archive_only_worker_has_a_group_of_its_own() -> None:
-    names = TopicNames()
-    assert worker_app_id(names, ("router", "archive", "delivery")) == "auditrelay"
-    assert worker_app_id(names, ("router",)) == "auditrelay"
-    assert worker_app_id(names, ("archive", "retention")) == "auditrelay-archive"
-    assert worker_app_id(TopicNames("t."), ("archive",)) == "auditrelay-archive-t"
+def test_routing_and_archiving_read_in_groups_of_their_own() -> None:
+    names = TopicNames("t.")
+    groups = {names.group_id(router.GROUP_ID), names.group_id(archive.GROUP_ID),
+              names.group_id("auditrelay")}  # the last is the Faust app's (leader election)
+    assert groups == {"auditrelay-router-t", "auditrelay-archive-t", "auditrelay-t"}
