@@ -269,6 +269,11 @@ class StatusPublisher:
             except KafkaError as exc:
                 self._again(out, exc)
                 continue
+            except Exception as exc:
+                # A bug, not an outage; still the writer must outlive it (lanes wait on it).
+                log.exception("status publisher: record for %s not queued", out.topic)
+                self._again(out, exc)
+                continue
             sent.add_done_callback(partial(self._answered, out))
 
     def _answered(self, out: _Outgoing, sent: asyncio.Future[Any]) -> None:
