@@ -6,8 +6,8 @@ agent near 11 000 records/s on our 2-core machine whatever the agent does
 (docs/performance.md#router). The router and the archive therefore read the
 input topic through a :class:`RoundReader`: one aiokafka consumer in a group of
 the stage's own, whose ``getmany`` loop gathers a round (up to ``max_records``
-records, or whatever came within ``window`` seconds of the round's first
-record), hands it to the stage's Faust agent over an in-memory channel as a
+records, or whatever came until ``window`` seconds after the round's oldest
+record was produced), hands it to the stage's Faust agent over an in-memory channel as a
 :class:`Round`, and commits the round's offsets only once the agent resolved it.
 Faust's cost is then paid per round, not per record.
 
@@ -42,11 +42,15 @@ from agents.kafka_io import consumer, start_consumer
 from schemas.settings import Settings
 
 __all__ = ["Round", "RoundReader", "hand_over_to", "input_consumer", "next_offsets", "read_rounds",
-           "settle"]
+           "round_deadline", "settle"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
+_FETCH_MIN_BYTES = 256 * 1024
+_FETCH_MAX_WAIT_MS = 50
+#: One workspace is one partition: let a fetch bring several rounds' worth of it.
+_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 
 #: ``hand_over(records)``: returns once the round is settled; raises if it was not.
 HandOver = Callable[[list[Any]], Awaitable[None]]
@@ -80,6 +84,19 @@ async def settle(batch: Round, work: Awaitable[object]) -> None:
         batch.done.set_result(None)
 
 
+def round_deadline(now: float, oldest_ms: int | None, window: float) -> float:
+    """When a round closes, in epoch seconds, given its oldest record's Kafka timestamp.
+
+    ``window`` after that record was produced, so that no event waits in a round
+    longer than the window even when it reached the reader late; but never later
+    than ``window`` from ``now`` (a producer clock ahead of ours) nor before ``now``.
+    """
+    latest = now + window
+    if not oldest_ms or oldest_ms <= 0:
+        return latest
+    return min(latest, max(now, oldest_ms / 1000 + window))
+
+
 def next_offsets(records: list[Any]) -> dict[TopicPartition, int]:
     """The offset to commit per partition after ``records`` (in fetch order)."""
     return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
@@ -93,12 +110,18 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, *, name: str, max_records: int,
-                 window: float, poll_timeout_ms: int = 500) -> None:
+                 window: float, poll_timeout_ms: int = 500,
+                 commit_interval: float = 1.0) -> None:
         self._consumer = consumer
         self._name = name
         self._max_records = max_records
         self._window = window
         self._poll_timeout_ms = poll_timeout_ms
+        # Settled rounds are committed at most this often (and always at a
+        # rebalance and at stop): a commit is a broker round trip, and the next
+        # round waits for it. A crash re-reads at most this much.
+        self._commit_interval = commit_interval
+        self._last_commit = 0.0
         self._lock = asyncio.Lock()
         self._generation = 0
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -128,6 +151,9 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
             generation = self._generation
             records = await self._gather()
             if not records:
+                if self._uncommitted:  # idle: commit what the interval held back
+                    async with self._lock:
+                        await self._commit()
                 continue
             async with self._lock:
                 if generation != self._generation:
@@ -146,7 +172,8 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
                     continue
                 self.rounds += 1
                 self._uncommitted.update(next_offsets(records))
-                await self._commit()
+                if time.monotonic() - self._last_commit >= self._commit_interval:
+                    await self._commit()
 
     async def _gather(self) -> list[Any]:
         records: list[Any] = []
@@ -156,7 +183,7 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
             if deadline is None:
                 timeout_ms = self._poll_timeout_ms
             else:
-                timeout_ms = max(0, round((deadline - time.monotonic()) * 1000))
+                timeout_ms = max(0, round((deadline - time.time()) * 1000))
             try:
                 fetched = await self._consumer.getmany(
                     timeout_ms=timeout_ms, max_records=self._max_records - len(records))
@@ -171,8 +198,9 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
             if not records:
                 return records
             if deadline is None:
-                deadline = time.monotonic() + self._window
-            elif time.monotonic() >= deadline:
+                oldest = min((part[0].timestamp for part in fetched.values() if part), default=None)
+                deadline = round_deadline(time.time(), oldest, self._window)
+            if time.time() >= deadline:
                 break
         return records
 
@@ -186,6 +214,7 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._consumer.seek(tp, offset)
 
     async def _commit(self) -> None:
+        self._last_commit = time.monotonic()
         assigned = self._consumer.assignment()
         offsets = {tp: o for tp, o in self._uncommitted.items() if tp in assigned}
         self._uncommitted = {}
@@ -222,7 +251,12 @@ def input_consumer(settings: Settings, group: str, client_id: str) -> AIOKafkaCo
     session = settings.consumer_session_timeout_seconds
     return consumer(settings.kafka_bootstrap, group_id=settings.topics.group_id(group),
                     client_id=client_id, session_timeout_ms=round(session * 1000),
-                    heartbeat_interval_ms=round(heartbeat_seconds(session) * 1000))
+                    heartbeat_interval_ms=round(heartbeat_seconds(session) * 1000),
+                    # The broker answers a fetch once it has this much, or after the
+                    # wait: a few fetches per second at low rates instead of one per
+                    # record or two (each costs the worker CPU), for at most 50 ms.
+                    fetch_min_bytes=_FETCH_MIN_BYTES, fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+                    max_partition_fetch_bytes=_PARTITION_FETCH_BYTES)
 
 
 async def read_rounds(kafka: AIOKafkaConsumer, topic: str, hand_over: HandOver, *,

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 #: Events the agent takes per round (it also stops waiting after the batch window).
 #: Several batches' worth, so that at high volume batches are full and rounds few.
-ROUND_EVENTS: Final = 1000
+ROUND_EVENTS: Final = 2000
 _REPORT_SECONDS: Final = 10.0
 
 
