@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
@@ -65,12 +67,37 @@ def event_row(event: AuditEvent, raw: str) -> Row:
     }
 
 
+#: The head of an envelope as ``schemas.builder`` writes it, up to ``data.target``.
+#: Strings with escapes do not match (``[^"\\]``); those take the JSON path.
+_CANONICAL_HEAD = re.compile(
+    rb'\{"specversion":"1\.0","id":"(aud_[0-9A-Z]{26})","source":"([^"\\]*)",'
+    rb'"type":"([a-z0-9_.]+)","time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z"'
+    rb'(?:,"subject":"([^"\\]*)")?,"datacontenttype":"application/json",'
+    rb'"workspaceid":"(ws_[a-z0-9]+)","data":\{"actor":\{"id":"([^"\\]*)","type":"([a-z_]+)"\},'
+    rb'"action":\{"category":"[a-z0-9_]+","action":"[a-z0-9_]+"\},'
+    rb'"target":(?:null|\{"type":"([a-z0-9_]+)","id":"([^"\\]*)"\}),')
+
+
 def quick_row(value: bytes) -> Row:
     """The archive row of a canonical event, read without the model.
 
-    Raises ``ValueError``, ``KeyError`` or ``TypeError`` on anything unexpected,
-    for the caller to fall back to :func:`event_row` on the parsed event.
+    The common case is a pattern match of the envelope's head (about 1 µs, where
+    ``json.loads`` of a 500-byte event takes 5-10); other layouts are read with
+    ``json.loads``. Raises ``ValueError``, ``KeyError`` or ``TypeError`` on anything
+    unexpected, for the caller to fall back to :func:`event_row` on the parsed event.
     """
+    head = _CANONICAL_HEAD.match(value)
+    if head is not None:
+        (event_id, source, event_type, when, subject, workspace, actor_id, actor_type,
+         target_type, target_id) = (None if g is None else g.decode() for g in head.groups())
+        return {"id": event_id, "source": source, "workspace_id": workspace,
+                "type": event_type, "time": datetime.fromisoformat(f"{when}+00:00"),
+                "actor_id": actor_id, "actor_type": actor_type, "target_type": target_type,
+                "target_id": target_id, "subject": subject, "raw": value.decode()}
+    return _json_row(value)
+
+
+def _json_row(value: bytes) -> Row:
     doc = json.loads(value)
     data = doc["data"]
     actor = data["actor"]
@@ -133,12 +160,42 @@ def insert_statement(dialect_name: str) -> Insert:
 
 
 def insert_rows(engine: Engine, rows: Sequence[Row]) -> None:
-    """Insert ``rows`` in one transaction, ignoring ids already archived."""
+    """Insert ``rows`` in one transaction, ignoring ids already archived.
+
+    The statement is compiled once per engine and run with the driver's own
+    ``executemany``: SQLAlchemy's per-row parameter processing cost as much as
+    the insert itself. ``time`` is bound the way ``schemas.db.UtcDateTime`` binds
+    it (SQLite: naive UTC text; PostgreSQL: the aware datetime).
+    """
     if not rows:
         return
-    statement = insert_statement(engine.dialect.name)
+    sql, order = _driver_sql(engine)
+    if engine.dialect.name == "sqlite":
+        rows = [{**row, "time": _sqlite_time(row["time"])} for row in rows]
+    params: list[Any] = ([tuple(row[name] for name in order) for row in rows] if order
+                         else list(rows))
     with engine.begin() as connection:
-        connection.execute(statement, list(rows))
+        connection.exec_driver_sql(sql, params)
+
+
+_compiled: weakref.WeakKeyDictionary[Engine, tuple[str, tuple[str, ...]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _driver_sql(engine: Engine) -> tuple[str, tuple[str, ...]]:
+    """The insert in the driver's paramstyle, and the column order of positional styles."""
+    found = _compiled.get(engine)
+    if found is None:
+        # Compiled without values, an insert names every column as a bind parameter;
+        # every row has every column.
+        compiled = insert_statement(engine.dialect.name).compile(dialect=engine.dialect)
+        found = _compiled[engine] = (str(compiled), tuple(compiled.positiontup or ()))
+    return found
+
+
+def _sqlite_time(value: datetime) -> str:
+    utc = value.astimezone(UTC)
+    return f"{utc:%Y-%m-%d %H:%M:%S}.{utc.microsecond:06d}"
 
 
 class ArchiveWriter:

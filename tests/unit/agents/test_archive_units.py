@@ -117,3 +117,19 @@ def test_build_select_refuses_bad_filters() -> None:
                   EventQuery(since=datetime(2026, 1, 1))):
         with pytest.raises(InvalidInputError):
             build_select("ws_a", query)
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"subject": "ws_a", "target": {"type": "workspace", "id": "ws_a"}},
+    {"target": {"type": "team", "id": "équipe/7"}, "description": "d", "metadata": {"k": 1}},
+    {"subject": 'a "quoted" \\ subject'},  # escapes: the JSON path
+    {"actor": Actor(id="svc_é", type="service_account")},
+])
+def test_quick_row_reads_the_canonical_head_like_the_json_path(options: dict[str, Any]) -> None:
+    from agents.archive import _CANONICAL_HEAD, _json_row
+
+    options.setdefault("actor", Actor(id="usr_1", type="user"))
+    built = EventBuilder().build("ws_a", "workspace", "updated", **options)
+    assert quick_row(built.value) == _json_row(built.value)
+    assert (_CANONICAL_HEAD.match(built.value) is None) == ("\\" in built.value.decode())
