@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any, "Lane"], Awaitable[None]]
 
 _MAX_BACKOFF = 30.0
+#: Records queued in a lane beyond which its partition is paused.
+QUEUE_LIMIT: Final = 4
 #: Handled records of a lane that may wait for their confirmations at once.
 MAX_UNCONFIRMED: Final = 1000
 #: How long a lane that stops, or whose partition is revoked, waits for confirmations.
@@ -51,10 +53,15 @@ class Lane:
     """An assigned partition: records fetched for it, and the task handling them in order."""
 
     def __init__(self, tp: TopicPartition, handler: Handler, *, name: str,
-                 max_unconfirmed: int = MAX_UNCONFIRMED) -> None:
+                 max_unconfirmed: int = MAX_UNCONFIRMED, queue_limit: int = QUEUE_LIMIT,
+                 on_ready: Callable[[], None] | None = None) -> None:
         self.tp = tp
         self._handler = handler
         self._name = name
+        self._queue_limit = queue_limit
+        #: Called when the lane stops wanting its partition paused (queue drained below
+        #: the limit, or no longer held), so it is resumed at once, not at the next poll.
+        self._on_ready = on_ready
         self._queue: deque[Any] = deque()
         self._wakeup = asyncio.Event()
         self._held = 0
@@ -81,8 +88,9 @@ class Lane:
             self.fed = records[-1].offset + 1
             self._wakeup.set()
 
-    def wants_pause(self, limit: int) -> bool:
-        return self._held > 0 or len(self._queue) >= limit
+    def wants_pause(self, limit: int | None = None) -> bool:
+        return self._held > 0 or len(self._queue) >= (
+            self._queue_limit if limit is None else limit)
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -92,6 +100,17 @@ class Lane:
             yield
         finally:
             self._held -= 1
+            if not self._held and len(self._queue) < self._queue_limit:
+                self._ready()
+
+    def _ready(self) -> None:
+        if self._on_ready is None:
+            return
+        try:
+            self._on_ready()
+        except Exception:  # the next poll resumes it anyway
+            log.exception("%s: resuming %s[%d] failed", self._name, self.tp.topic,
+                          self.tp.partition)
 
     def confirm_after(self, *confirmations: asyncio.Future[Any]) -> None:
         """The record being handled counts as done only once these futures are done.
@@ -140,6 +159,8 @@ class Lane:
             await self._handle(record)
             self._queue.popleft()
             self._handled(record.offset + 1)
+            if len(self._queue) == self._queue_limit - 1 and not self._held:
+                self._ready()
 
     def _handled(self, offset: int) -> None:
         deferred, self._deferred = self._deferred, []
@@ -193,7 +214,7 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, handler: Handler, *, name: str,
-                 queue_limit: int = 4, commit_interval: float = 1.0,
+                 queue_limit: int = QUEUE_LIMIT, commit_interval: float = 1.0,
                  poll_timeout_ms: int = 200) -> None:
         self._consumer = consumer
         self._handler = handler
@@ -228,7 +249,7 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             if lane is not None and lane.fed is not None:
                 # Its records are in the lane already; fetch what follows them.
                 self._consumer.seek(tp, lane.fed)
-            self._lanes[tp] = lane or Lane(tp, self._handler, name=self._name)
+            self._lanes[tp] = lane or self._lane(tp)
         gone, self._revoked = self._revoked, {}
         for lane in gone.values():
             await lane.close()
@@ -249,7 +270,7 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, records in fetched.items():
                 lane = self._lanes.get(tp)
                 if lane is None:  # fetched before the listener ran; should not happen
-                    lane = self._lanes[tp] = Lane(tp, self._handler, name=self._name)
+                    lane = self._lanes[tp] = self._lane(tp)
                 lane.feed(records)
             self._reconcile_pauses()
             if time.monotonic() - self._last_commit >= self._commit_interval:
@@ -266,11 +287,15 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
         self._lanes.clear()
         self._revoked.clear()
 
+    def _lane(self, tp: TopicPartition) -> Lane:
+        return Lane(tp, self._handler, name=self._name, queue_limit=self._queue_limit,
+                    on_ready=self._reconcile_pauses)
+
     def _reconcile_pauses(self) -> None:
         assignment = self._consumer.assignment()
         paused = self._consumer.paused()
         want = {tp for tp, lane in self._lanes.items()
-                if tp in assignment and lane.wants_pause(self._queue_limit)}
+                if tp in assignment and lane.wants_pause()}
         if want - paused:
             self._consumer.pause(*(want - paused))
         resume = {tp for tp in paused if tp not in want and tp in assignment}

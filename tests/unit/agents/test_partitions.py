@@ -137,3 +137,26 @@ async def test_close_waits_for_pending_confirmations() -> None:
     handler.futures[0].set_result(None)
     await closing
     assert lane.done == 1
+
+
+@pytest.mark.asyncio
+async def test_a_drained_or_released_lane_asks_to_be_resumed_at_once() -> None:
+    ready: list[int] = []
+    gate = asyncio.Event()
+
+    async def gated(record: Any, lane: Lane) -> None:
+        if record.offset == 0:
+            with lane.holding():
+                await gate.wait()
+
+    lane = Lane(TP, gated, name="test", queue_limit=3, on_ready=lambda: ready.append(1))
+    try:
+        lane.feed([Record(0), Record(1), Record(2), Record(3), Record(4)])
+        await until(lambda: lane.wants_pause())
+        assert ready == []
+        gate.set()  # released, but 4 records still queued: still wants its pause
+        await until(lambda: lane.done == 5)
+        assert ready == [1]  # once, when the queue fell below the limit
+        assert not lane.wants_pause()
+    finally:
+        await lane.close()
