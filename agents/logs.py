@@ -84,6 +84,10 @@ class RepeatFilter(logging.Filter):
             return False
         if len(self._seen) >= self._max_keys:
             self._forget_old(now)
+            if len(self._seen) >= self._max_keys:
+                # All recent: forgetting them costs a few repeats, where scanning
+                # them again at every new line cost a full pass per record.
+                self._seen.clear()
         self._seen[key] = (now, 0)
         if held:
             record.msg = f"{record.getMessage()} ({held} identical lines held back)"

@@ -94,3 +94,15 @@ def test_repeat_filter_holds_identical_lines_and_counts_them() -> None:
     again = record("Unable connect to %s", "127.0.0.1:9092")
     assert repeat.filter(again)
     assert again.getMessage() == "Unable connect to 127.0.0.1:9092 (2 identical lines held back)"
+
+
+def test_repeat_filter_stays_bounded_when_every_remembered_line_is_recent() -> None:
+    import logging
+
+    from agents.logs import RepeatFilter
+
+    repeat = RepeatFilter(10.0, clock=lambda: 0.0, max_keys=4)
+    for n in range(10):  # all distinct, all within the window
+        assert repeat.filter(logging.LogRecord("x", logging.INFO, __file__, 1, f"line {n}",
+                                               None, None))
+        assert len(repeat._seen) <= 4
