@@ -21,7 +21,9 @@ Guarantees:
   per-workspace, hence per-destination) order is kept.
 - Rebalances: the revocation callback waits for the round in hand, commits it,
   and invalidates what was gathered but not handed over yet; the assignment
-  that follows restarts every partition at its committed offset.
+  that follows restarts every partition at its committed offset, and the
+  reader seeks the partitions it keeps back to the first record it dropped
+  (records fetched after the assignment moved their positions on).
 """
 
 from __future__ import annotations
@@ -157,8 +159,11 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             async with self._lock:
                 if generation != self._generation:
-                    # Partitions moved while gathering; the positions restart at the
-                    # committed offsets, so these records come again.
+                    # Partitions moved while gathering. Those still ours restarted at
+                    # their committed offsets, but what was fetched since moved their
+                    # positions on: back to the first record dropped, so that all of
+                    # these come again (the others' next owner reads them).
+                    self._rewind(records)
                     continue
                 try:
                     await hand_over(records)
@@ -207,7 +212,8 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
     def _rewind(self, records: list[Any]) -> None:
         firsts: dict[TopicPartition, int] = {}
         for record in records:
-            firsts.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+            tp = TopicPartition(record.topic, record.partition)
+            firsts[tp] = min(firsts.get(tp, record.offset), record.offset)
         assigned = self._consumer.assignment()
         for tp, offset in firsts.items():
             if tp in assigned:

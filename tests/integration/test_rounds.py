@@ -17,9 +17,10 @@ from tests.support.pipeline import committed_lag
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
 
-def produce(bootstrap: str, topic: str, count: int, partitions: int = 3) -> list[bytes]:
+def produce(bootstrap: str, topic: str, count: int, partitions: int = 3,
+            tag: str = "") -> list[bytes]:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    values = [f"v{i:05d}".encode() for i in range(count)]
+    values = [f"v{i:05d}{tag}".encode() for i in range(count)]
     for i, value in enumerate(values):
         producer.produce(topic, value, partition=i % partitions)
     assert producer.flush(30) == 0
@@ -127,3 +128,33 @@ async def test_a_second_reader_takes_partitions_without_loss_or_reordering(
             per_partition.setdefault(record.partition, []).append(record.offset)
         for offsets in per_partition.values():
             assert offsets == sorted(offsets)
+
+
+async def test_a_rebalance_in_the_middle_of_a_round_loses_nothing(
+        kafka_bootstrap: str, make_topic: Any, group_id: str) -> None:
+    """Rounds close by time (3 s), so the rebalance lands while the first reader gathers,
+    with records fetched before and after its new assignment in the round it drops."""
+    topic = make_topic(partitions=4)
+    seen: list[Any] = []
+    values: list[bytes] = []
+
+    async def hand_over(records: list[Any]) -> None:
+        seen.extend(records)
+
+    async def feed(rounds: int) -> None:
+        for n in range(rounds):
+            values.extend(await asyncio.to_thread(produce, kafka_bootstrap, topic, 200, 4,
+                                                  f"-{n}"))
+            await asyncio.sleep(0.1)
+
+    async with reading(kafka_bootstrap, topic, group_id, hand_over, max_records=100_000,
+                       window=3.0) as first:
+        await eventually(lambda: bool(first._consumer.assignment()), 20, "no assignment")
+        feeding = asyncio.create_task(feed(40))
+        await asyncio.sleep(0.5)
+        async with reading(kafka_bootstrap, topic, group_id, hand_over, max_records=100_000,
+                           window=3.0):
+            await feeding
+            await eventually(lambda: {r.value for r in seen} >= set(values), 60,
+                             f"{len(set(values) - {r.value for r in seen})} records never "
+                             "handed over")
