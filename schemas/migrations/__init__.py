@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,11 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 HERE = Path(__file__).parent
+
+#: Alembic's command API keeps its context in module globals: two threads of one
+#: process migrating at once (a worker's archive and delivery stages opening their
+#: engines) break each other's run (``KeyError: 'script'``).
+_MIGRATING = threading.Lock()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -22,4 +28,5 @@ def alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (the newest by default)."""
-    command.upgrade(alembic_config(engine), revision)
+    with _MIGRATING:
+        command.upgrade(alembic_config(engine), revision)
