@@ -76,13 +76,15 @@ class Groups:
     router: str
     delivery: str
     retry: str
+    archive: str
 
     @classmethod
     def of(cls, names: TopicNames) -> Groups:
-        # The same ids the agents use: agents.router, agents.delivery and agents.retry.
+        # The same ids the agents use: agents.router, .delivery, .retry and .archive.
         return cls(router=names.group_id("auditrelay-router"),
                    delivery=names.group_id("auditrelay-delivery"),
-                   retry=names.group_id("auditrelay-retry"))
+                   retry=names.group_id("auditrelay-retry"),
+                   archive=names.group_id("auditrelay-archive"))
 
 
 @dataclass
@@ -129,6 +131,19 @@ def summarise(offsets: Mapping[TP, PartitionOffsets], names: TopicNames,
             summary.lag[key] = summary.lag.get(key, 0) + part.pending
     summary.lag[(groups.delivery, f"{names.destination_prefix}*")] = dest_lag
     return summary
+
+
+def second_group_lag(offsets: Mapping[TP, PartitionOffsets],
+                     committed: Mapping[TP, int | None]) -> int | None:
+    """Records past another group's ``committed`` offsets on the partitions of ``offsets``.
+
+    None while that group never committed on any of them: a stage that is not
+    deployed (a worker may run without the archive) is not reported as lagging.
+    """
+    if all(committed.get(tp) is None for tp in offsets):
+        return None
+    return sum(PartitionOffsets(part.low, part.high, committed.get(tp)).pending
+               for tp, part in offsets.items())
 
 
 def oldest_ages(first_event_ms: Mapping[str, int], destinations: Iterable[str],
@@ -199,8 +214,19 @@ class OffsetCollector:
     def collect(self) -> None:
         offsets = self.read_offsets()
         summary = summarise(offsets, self._names, self._groups)
+        self._add_archive_lag(offsets, summary)
         ages = oldest_ages(self._first_event_ms(offsets), summary.backlog, time.time())
         self._publish(summary, ages)
+
+    def _add_archive_lag(self, offsets: Mapping[TP, PartitionOffsets],
+                         summary: Summary) -> None:
+        """The archive reads ``audit.events`` in a group of its own, next to the router's."""
+        events = {tp: part for tp, part in offsets.items() if tp[0] == self._names.events}
+        if not events:
+            return
+        lag = second_group_lag(events, self._committed(self._groups.archive, list(events)))
+        if lag is not None:
+            summary.lag[(self._groups.archive, self._names.events)] = lag
 
     def read_offsets(self) -> dict[TP, PartitionOffsets]:
         """Start, end and committed offsets of every partition the gauges cover."""

@@ -242,6 +242,8 @@ def _settled_worker_metrics(worker: Child, url: str, settings: Settings, total: 
         series("auditrelay_dead_letters"): 1,
         series("auditrelay_consumer_lag", group=groups.router,
                topic=settings.topics.events): 0,
+        series("auditrelay_consumer_lag", group=groups.archive,
+               topic=settings.topics.events): 0,
         series("auditrelay_consumer_lag", group=groups.retry,
                topic=settings.topics.retry("10s")): 1,
         series("auditrelay_consumer_lag", group=groups.delivery,

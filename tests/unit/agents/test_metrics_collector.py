@@ -9,6 +9,7 @@ from agents.metrics_collector import (
     PartitionOffsets,
     destination_of,
     oldest_ages,
+    second_group_lag,
     summarise,
 )
 from schemas.topics import RETRY_TIERS, TopicNames
@@ -31,10 +32,20 @@ def test_pending_is_from_the_committed_offset_or_the_start_to_the_end(
 
 
 def test_groups_follow_the_prefix_like_the_agents() -> None:
-    from agents import delivery, retry, router
+    from agents import archive, delivery, retry, router
 
-    assert Groups.of(TopicNames()) == Groups(router.GROUP_ID, delivery.GROUP_ID, retry.GROUP_ID)
-    assert Groups("auditrelay-router-t", "auditrelay-delivery-t", "auditrelay-retry-t") == GROUPS
+    assert Groups.of(TopicNames()) == Groups(router.GROUP_ID, delivery.GROUP_ID, retry.GROUP_ID,
+                                             archive.GROUP_ID)
+    assert Groups("auditrelay-router-t", "auditrelay-delivery-t", "auditrelay-retry-t",
+                  "auditrelay-archive-t") == GROUPS
+
+
+def test_a_second_group_lags_from_its_own_offsets_and_only_once_it_committed() -> None:
+    offsets = {("t.events", 0): PartitionOffsets(0, 10, 10),
+               ("t.events", 1): PartitionOffsets(5, 20, 20)}
+    assert second_group_lag(offsets, {("t.events", 0): 4, ("t.events", 1): None}) == 6 + 15
+    assert second_group_lag(offsets, {("t.events", 0): 10, ("t.events", 1): 20}) == 0
+    assert second_group_lag(offsets, {}) is None  # never ran: not reported
 
 
 def test_destination_of_a_topic() -> None:
