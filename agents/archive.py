@@ -259,7 +259,7 @@ def register(app: faust.App, settings: Settings) -> None:
 
     async def read_events() -> None:
         await read_rounds(input_consumer(settings, GROUP_ID, "auditrelay-archive"),
-                          settings.topics.events, hand_over_to(rounds_channel),
+                          settings.topics.events, hand_over_to(rounds_channel, "archive"),
                           name="archive", max_records=settings.archive_batch_max_events,
                           window=settings.archive_batch_seconds)
 

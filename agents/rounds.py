@@ -241,13 +241,28 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._commit()
 
 
-def hand_over_to(channel: Any) -> HandOver:
-    """Hand rounds to the agent iterating ``channel`` (a Faust in-memory channel)."""
+def hand_over_to(channel: Any, name: str, *, report_seconds: float = 60.0) -> HandOver:
+    """Hand rounds to the agent iterating ``channel`` (a Faust in-memory channel).
+
+    A put reaches only the streams subscribed at that moment, so the first round
+    waits until the agent's stream subscribed. A round the agent takes long to
+    settle (its broker or database is down) is reported every ``report_seconds``.
+    """
 
     async def hand_over(records: list[Any]) -> None:
+        while not channel.subscriber_count:
+            await asyncio.sleep(0.01)
         batch = Round(records)
         await channel.put(batch)
-        await batch.done
+        waited = 0.0
+        while True:
+            done, _ = await asyncio.wait([batch.done], timeout=report_seconds)
+            if done:
+                batch.done.result()  # raises what the agent raised
+                return
+            waited += report_seconds
+            log.warning("%s: a round of %d records has waited %.0f s for its agent",
+                        name, len(records), waited)
 
     return hand_over
 

@@ -323,7 +323,7 @@ def register(app: faust.App, settings: Settings,
         if follower is not None:
             await _wait_until_caught_up(follower, "the router")
         await read_rounds(input_consumer(settings, GROUP_ID, "auditrelay-router"),
-                          settings.topics.events, hand_over_to(rounds_channel),
+                          settings.topics.events, hand_over_to(rounds_channel, "router"),
                           name="router", max_records=ROUND_EVENTS,
                           window=settings.batch_window_seconds)
 

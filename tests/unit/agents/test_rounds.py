@@ -44,3 +44,43 @@ async def test_settle_resolves_the_round_with_the_outcome_of_the_work() -> None:
 def test_a_round_closes_a_window_after_its_oldest_record_was_produced(
         oldest_ms: int | None, deadline: float) -> None:
     assert round_deadline(100.0, oldest_ms, 1.0) == pytest.approx(deadline)
+
+
+class FakeChannel:
+    """Counts subscribers like a Faust channel; ``put`` rounds are settled by the test."""
+
+    def __init__(self) -> None:
+        self.subscriber_count = 0
+        self.rounds: list[Round] = []
+
+    async def put(self, batch: Round) -> None:
+        self.rounds.append(batch)
+
+
+@pytest.mark.asyncio
+async def test_hand_over_waits_for_a_subscriber_then_for_the_round_to_be_settled(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from agents.rounds import hand_over_to
+
+    channel = FakeChannel()
+    hand_over = hand_over_to(channel, "test", report_seconds=0.05)
+    task = asyncio.create_task(hand_over(["r1"]))
+    await asyncio.sleep(0.05)
+    assert channel.rounds == []  # nobody iterates the channel yet: a put would be lost
+    channel.subscriber_count = 1
+    while not channel.rounds:
+        await asyncio.sleep(0.01)
+    while "has waited" not in caplog.text:  # a slow agent is reported, not given up on
+        await asyncio.sleep(0.01)
+    assert not task.done()
+    channel.rounds[0].done.set_result(None)
+    await asyncio.wait_for(task, 5)
+
+    failing = asyncio.create_task(hand_over(["r2"]))
+    while len(channel.rounds) < 2:
+        await asyncio.sleep(0.01)
+    channel.rounds[1].done.set_exception(RuntimeError("agent bug"))
+    with pytest.raises(RuntimeError, match="agent bug"):
+        await asyncio.wait_for(failing, 5)
