@@ -30,10 +30,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import http.cookiejar
-import importlib.util
 import ipaddress
 import ssl
-import sys
 import time
 import typing
 from collections.abc import Mapping, Sequence
@@ -57,13 +55,6 @@ if typing.TYPE_CHECKING:
     from schemas.settings import Settings
 
 __all__ = ["DeliveryClient", "DeliveryConfig", "DeliveryResult", "parse_retry_after"]
-
-# httpcore asks ``import sniffio`` which async library runs, several times per request
-# (every lock and cancellation shield); without sniffio installed each ask is a failed
-# import that searches the whole sys.path (~60 us). A None entry makes the failure
-# immediate; httpcore then assumes asyncio, as it does anyway without sniffio.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 _MAX_ERROR_CHARS = 300
 #: Parsed destination URLs kept (the parse is pure; DNS is checked at every connect).
