@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from schemas.errors import BrokerUnavailableError, ProduceError
 
-__all__ = ["RecordSink", "consumer", "start_consumer"]
+__all__ = ["Backoff", "RecordSink", "consumer", "fetch", "start_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +90,32 @@ async def start_consumer(consumer: AIOKafkaConsumer) -> None:
     except AIOKafkaError as exc:
         raise BrokerUnavailableError(f"consumer could not connect: {exc}") from exc
 
+
+
+class Backoff:
+    """Waits between failed attempts: ``first`` seconds, doubling up to ``most``."""
+
+    def __init__(self, first: float = 0.5, most: float = 30.0) -> None:
+        self.first = self.delay = first
+        self.most = most
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+
+async def fetch(kafka: AIOKafkaConsumer, backoff: Backoff, name: str,
+                **getmany: Any) -> dict[Any, list[Any]] | None:
+    """``kafka.getmany(**getmany)``; after a Kafka error, logged, the backoff's wait and
+    None (the caller's loop polls again)."""
+    try:
+        fetched: dict[Any, list[Any]] = await kafka.getmany(**getmany)
+    except AIOKafkaError as exc:
+        log.warning("%s: fetching failed, again in %.1f s: %s", name, backoff.delay, exc)
+        await backoff.wait()
+        return None
+    backoff.reset()
+    return fetched

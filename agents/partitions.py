@@ -33,6 +33,8 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 
+from agents.kafka_io import Backoff, fetch
+
 __all__ = ["Handler", "Lane", "PartitionRunner"]
 
 log = logging.getLogger(__name__)
@@ -257,15 +259,11 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     # -- loop --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, _MAX_BACKOFF)
         while not self._stopping.is_set():
-            try:
-                fetched = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms)
-                backoff = 0.5
-            except AIOKafkaError as exc:
-                log.warning("%s: fetching failed, again in %.1f s: %s", self._name, backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+            fetched = await fetch(self._consumer, backoff, self._name,
+                                  timeout_ms=self._poll_timeout_ms)
+            if fetched is None:
                 continue
             for tp, records in fetched.items():
                 lane = self._lanes.get(tp)

@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 
 from agents.app import heartbeat_seconds
-from agents.kafka_io import consumer, start_consumer
+from agents.kafka_io import Backoff, consumer, fetch, start_consumer
 from schemas.settings import Settings
 
 __all__ = ["Round", "RoundReader", "hand_over_to", "input_consumer", "next_offsets", "read_rounds",
@@ -128,6 +128,7 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
         self._generation = 0
         self._uncommitted: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
+        self._fetch_backoff = Backoff(0.5, _MAX_BACKOFF)
         #: Rounds handed over and settled, for tests and logs.
         self.rounds = 0
 
@@ -183,20 +184,15 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _gather(self) -> list[Any]:
         records: list[Any] = []
         deadline: float | None = None
-        backoff = 0.5
         while len(records) < self._max_records and not self._stopping.is_set():
             if deadline is None:
                 timeout_ms = self._poll_timeout_ms
             else:
                 timeout_ms = max(0, round((deadline - time.time()) * 1000))
-            try:
-                fetched = await self._consumer.getmany(
-                    timeout_ms=timeout_ms, max_records=self._max_records - len(records))
-                backoff = 0.5
-            except AIOKafkaError as exc:
-                log.warning("%s: fetching failed, again in %.1f s: %s", self._name, backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+            fetched = await fetch(self._consumer, self._fetch_backoff, self._name,
+                                  timeout_ms=timeout_ms,
+                                  max_records=self._max_records - len(records))
+            if fetched is None:
                 continue
             for part in fetched.values():
                 records.extend(part)
