@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from schemas.errors import BrokerUnavailableError, ProduceError
 
-__all__ = ["Backoff", "RecordSink", "consumer", "fetch", "start_consumer"]
+__all__ = ["Backoff", "RecordSink", "commit", "consumer", "fetch", "start_consumer"]
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +119,14 @@ async def fetch(kafka: AIOKafkaConsumer, backoff: Backoff, name: str,
         return None
     backoff.reset()
     return fetched
+
+
+async def commit(kafka: AIOKafkaConsumer, offsets: dict[Any, int], name: str) -> bool:
+    """Commit ``offsets``; a Kafka error is logged and False returned (the caller keeps
+    them for its next commit, or the partitions' next owner reads those records again)."""
+    try:
+        await kafka.commit(offsets)
+    except AIOKafkaError as exc:
+        log.warning("%s: commit failed: %s", name, exc)
+        return False
+    return True

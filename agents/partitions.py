@@ -31,9 +31,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError as AIOKafkaError
 
-from agents.kafka_io import Backoff, fetch
+from agents.kafka_io import Backoff, commit, fetch
 
 __all__ = ["Handler", "Lane", "PartitionRunner"]
 
@@ -306,11 +305,7 @@ class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
                    if lane.done is not None and lane.done != lane.committed}
         if not offsets:
             return
-        try:
-            await self._consumer.commit(offsets)
-        except AIOKafkaError as exc:
-            # The next commit carries the same offsets, or the next owner re-reads them.
-            log.warning("%s: commit failed: %s", self._name, exc)
+        if not await commit(self._consumer, offsets, self._name):
             return
         for lane in lanes:
             if lane.tp in offsets:

@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError as AIOKafkaError
 
 from agents.app import heartbeat_seconds
-from agents.kafka_io import Backoff, consumer, fetch, start_consumer
+from agents.kafka_io import Backoff, commit, consumer, fetch, start_consumer
 from schemas.settings import Settings
 
 __all__ = ["Round", "RoundReader", "hand_over_to", "input_consumer", "next_offsets", "read_rounds",
@@ -222,12 +221,7 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
         self._uncommitted = {}
         if not offsets:
             return
-        try:
-            await self._consumer.commit(offsets)
-        except AIOKafkaError as exc:
-            # Kept for the next commit; if the partitions moved, their next owner
-            # reads these records again (at least once).
-            log.warning("%s: commit failed: %s", self._name, exc)
+        if not await commit(self._consumer, offsets, self._name):
             for tp, offset in offsets.items():
                 self._uncommitted.setdefault(tp, offset)
 
