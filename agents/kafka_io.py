@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -20,9 +20,13 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 
 from schemas.errors import BrokerUnavailableError, ProduceError
 
-__all__ = ["Backoff", "RecordSink", "commit", "consumer", "fetch", "start_consumer"]
+__all__ = ["Backoff", "RecordSink", "commit", "consumer", "fetch", "start_consumer",
+           "started_through_cancellation"]
 
 log = logging.getLogger(__name__)
+
+#: How long a cancelled start may still run before it is cancelled after all.
+START_GRACE_SECONDS = 5.0
 
 HeaderPairs = Sequence[tuple[str, bytes]]
 
@@ -38,7 +42,7 @@ class RecordSink:
 
     async def start(self) -> None:
         try:
-            await self._producer.start()
+            await started_through_cancellation(self._producer.start())
         except AIOKafkaError as exc:
             raise BrokerUnavailableError(f"producer could not connect: {exc}") from exc
 
@@ -84,11 +88,43 @@ def consumer(bootstrap: str, *, group_id: str | None, client_id: str,
         enable_auto_commit=False, auto_offset_reset="earliest", **options)
 
 
-async def start_consumer(consumer: AIOKafkaConsumer) -> None:
+async def start_consumer(consumer: AIOKafkaConsumer, *, topics: Sequence[str] = (),
+                         pattern: str | None = None, listener: Any = None) -> None:
+    """Start ``consumer``, then subscribe it to ``topics`` or ``pattern`` (if given).
+
+    Subscribing after the start keeps the start to the bootstrap, which
+    :func:`started_through_cancellation` can let finish: a start with a
+    subscription also waits for the group's assignment, which may take seconds.
+    """
     try:
-        await consumer.start()
+        await started_through_cancellation(consumer.start())
     except AIOKafkaError as exc:
         raise BrokerUnavailableError(f"consumer could not connect: {exc}") from exc
+    if pattern is not None:
+        consumer.subscribe(pattern=pattern, listener=listener)
+    elif topics:
+        consumer.subscribe(topics=list(topics), listener=listener)
+
+
+async def started_through_cancellation(start: Awaitable[None]) -> None:
+    """Await an aiokafka client's ``start()``; a cancellation lets it finish first.
+
+    A start cancelled in the middle of its bootstrap request leaks the connection
+    it was using (aio-libs/aiokafka#715): ``stop()`` does not know it, and its socket
+    stays open until the garbage collector finds it. So a cancellation waits up to
+    :data:`START_GRACE_SECONDS` for the start to end (then the caller's ``stop()``
+    closes everything), and is raised after that.
+    """
+    task = asyncio.ensure_future(start)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        done, _ = await asyncio.wait([task], timeout=START_GRACE_SECONDS)
+        if done and not task.cancelled():
+            task.exception()  # retrieved: the caller's stop() is what matters now
+        else:
+            task.cancel()
+        raise
 
 
 

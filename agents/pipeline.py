@@ -124,11 +124,7 @@ class DeliveryPipeline:
     async def _run(self, kafka: AIOKafkaConsumer, handler: Handler, *, name: str,
                    pattern: str | None = None, topics: list[str] | None = None) -> None:
         runner = PartitionRunner(kafka, handler, name=name)
-        if pattern is not None:
-            kafka.subscribe(pattern=pattern, listener=runner)
-        else:
-            kafka.subscribe(topics=topics, listener=runner)
-        await start_consumer(kafka)
+        await start_consumer(kafka, topics=topics or (), pattern=pattern, listener=runner)
         self._runners.append((kafka, runner))
         self._tasks.append(asyncio.create_task(runner.run(), name=f"{name}-fetch"))
 

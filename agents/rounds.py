@@ -106,7 +106,7 @@ def next_offsets(records: list[Any]) -> dict[TopicPartition, int]:
 class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
     """Gathers rounds from ``consumer`` and hands them over; its rebalance listener.
 
-    Subscribe the consumer with ``listener=reader`` and start it, then
+    Start the consumer and subscribe it with ``listener=reader``, then
     ``await reader.run(hand_over)`` until :meth:`stop` or cancellation.
     """
 
@@ -274,9 +274,8 @@ async def read_rounds(kafka: AIOKafkaConsumer, topic: str, hand_over: HandOver, 
                       name: str, max_records: int, window: float) -> None:
     """Subscribe ``kafka`` to ``topic`` and hand its rounds over until cancelled."""
     reader = RoundReader(kafka, name=name, max_records=max_records, window=window)
-    kafka.subscribe([topic], listener=reader)
     try:
-        await start_consumer(kafka)
+        await start_consumer(kafka, topics=[topic], listener=reader)
         await reader.run(hand_over)
     finally:
         await reader.close()

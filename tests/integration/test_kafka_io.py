@@ -1,0 +1,86 @@
+"""agents.kafka_io against the real broker: a cancelled start leaks no connection.
+
+aiokafka's bootstrap leaks its connection when it is cancelled in the middle of
+its metadata request (aio-libs/aiokafka#715). When that moment comes depends on
+the broker's answer, so each test cancels starts after a range of delays, and
+checks every connection the client opened is closed once it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiokafka.conn import AIOKafkaConnection
+
+from agents.kafka_io import RecordSink, consumer, start_consumer
+
+DELAYS = [n / 2000 for n in range(60)]  # 0 to 30 ms in half milliseconds
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[AIOKafkaConnection]:
+    """Every aiokafka connection created during the test (a record, not a fake)."""
+    made: list[AIOKafkaConnection] = []
+    original = AIOKafkaConnection.__init__
+
+    def recording(self: AIOKafkaConnection, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(AIOKafkaConnection, "__init__", recording)
+    return made
+
+
+async def cancel_each_start(start: Callable[[], Awaitable[None]],
+                            stop: Callable[[], Awaitable[None]],
+                            opened: list[AIOKafkaConnection]) -> None:
+    cancelled = 0
+    for delay in DELAYS:
+        task = asyncio.ensure_future(start())
+        await asyncio.sleep(delay)
+        if task.cancel():
+            cancelled += 1
+            with pytest.raises(asyncio.CancelledError):  # the caller still learns of it
+                await task
+        else:
+            await task  # it had finished, and must have succeeded
+        await stop()
+        assert opened, "the start never got as far as a connection"
+        left = [conn for conn in opened if conn.connected()]
+        assert not left, f"cancelled after {delay * 1000:.1f} ms: {left} still open"
+        opened.clear()
+    assert cancelled >= 3, "too few starts were cancelled to test anything"
+
+
+@pytest.mark.asyncio
+async def test_a_consumer_start_cancelled_at_any_moment_leaves_no_connection_open(
+        kafka_bootstrap: str, topic: str, group_id: str,
+        opened: list[AIOKafkaConnection]) -> None:
+    clients: list[Any] = []
+
+    async def start() -> None:
+        clients.append(consumer(kafka_bootstrap, group_id=group_id, client_id="test-cancel"))
+        await start_consumer(clients[-1], topics=[topic])
+
+    async def stop() -> None:
+        await clients[-1].stop()
+
+    await cancel_each_start(start, stop, opened)
+
+
+@pytest.mark.asyncio
+async def test_a_producer_start_cancelled_at_any_moment_leaves_no_connection_open(
+        kafka_bootstrap: str, opened: list[AIOKafkaConnection]) -> None:
+    sinks: list[RecordSink] = []
+
+    async def start() -> None:
+        sinks.append(RecordSink(kafka_bootstrap, client_id="test-cancel"))
+        await sinks[-1].start()
+
+    async def stop() -> None:
+        await sinks[-1].stop()
+
+    await cancel_each_start(start, stop, opened)
