@@ -210,8 +210,8 @@ class Lane:
 class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]
     """Runs lanes for the partitions ``consumer`` is assigned; the consumer's rebalance listener.
 
-    Subscribe the consumer with ``listener=runner``, then ``await runner.run()``
-    until ``stop``.
+    Start and subscribe the consumer with ``listener=runner``
+    (``agents.kafka_io.start_consumer``), then ``await runner.run()`` until ``stop``.
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, handler: Handler, *, name: str,

@@ -106,8 +106,9 @@ def next_offsets(records: list[Any]) -> dict[TopicPartition, int]:
 class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
     """Gathers rounds from ``consumer`` and hands them over; its rebalance listener.
 
-    Start the consumer and subscribe it with ``listener=reader``, then
-    ``await reader.run(hand_over)`` until :meth:`stop` or cancellation.
+    Start and subscribe the consumer with ``listener=reader``
+    (``agents.kafka_io.start_consumer``), then ``await reader.run(hand_over)``
+    until :meth:`stop` or cancellation.
     """
 
     def __init__(self, consumer: AIOKafkaConsumer, *, name: str, max_records: int,
