@@ -127,7 +127,6 @@ async def started_through_cancellation(start: Awaitable[None]) -> None:
         raise
 
 
-
 class Backoff:
     """Waits between failed attempts: ``first`` seconds, doubling up to ``most``."""
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from importlib.metadata import version
 
@@ -122,9 +122,9 @@ class DeliveryPipeline:
                         name="retry", topics=retry.retry_topics(names))
 
     async def _run(self, kafka: AIOKafkaConsumer, handler: Handler, *, name: str,
-                   pattern: str | None = None, topics: list[str] | None = None) -> None:
+                   pattern: str | None = None, topics: Sequence[str] = ()) -> None:
         runner = PartitionRunner(kafka, handler, name=name)
-        await start_consumer(kafka, topics=topics or (), pattern=pattern, listener=runner)
+        await start_consumer(kafka, topics=topics, pattern=pattern, listener=runner)
         self._runners.append((kafka, runner))
         self._tasks.append(asyncio.create_task(runner.run(), name=f"{name}-fetch"))
 
