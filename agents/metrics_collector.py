@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import start_http_server
 
@@ -44,6 +44,8 @@ _TIMEOUT: Final = 10.0
 #: How long one collection may spend reading the records at the heads of backlogs.
 _PEEK_SECONDS: Final = 5.0
 _NO_OFFSET: Final = 0  # committed offsets below this mean "none committed"
+#: How long a group coordinator may still be loading before that is worth a warning.
+_WARM_UP_SECONDS: Final = 60.0
 
 TP = tuple[str, int]
 
@@ -153,6 +155,17 @@ def oldest_ages(first_event_ms: Mapping[str, int], destinations: Iterable[str],
             for dest in destinations}
 
 
+_COORDINATOR_WARMING_UP: Final = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._WAIT_COORD})
+
+
+def is_coordinator_warming_up(exc: BaseException) -> bool:
+    """True for the errors a group coordinator answers while it is still loading."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.code() in _COORDINATOR_WARMING_UP
+
+
 def _header(headers: Any, name: str) -> str | None:
     for key, value in headers or ():
         if key == name and value is not None:
@@ -174,7 +187,8 @@ class OffsetCollector:
         self._consumer: Consumer | None = None
         self._group_consumers: dict[str, Consumer] = {}
         self._shown: set[str] = set()  # destinations with gauge children
-        self._failing = False
+        self._failing_since: float | None = None
+        self._warned = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-collector", daemon=True)
 
@@ -200,14 +214,28 @@ class OffsetCollector:
                 self.collect()
             except Exception as exc:  # a broker outage or a bug; the gauges keep their values
                 metrics.OFFSETS_ERRORS.inc()
-                if not self._failing:  # once per streak, not every few seconds
-                    log.warning("metrics: cannot read Kafka offsets (%s); gauges are stale", exc)
-                self._failing = True
+                self._report_failure(exc)
             else:
-                if self._failing:
+                if self._failing_since is not None:
                     log.info("metrics: Kafka offsets readable again")
-                self._failing = False
+                self._failing_since = None
             self._stop.wait(self._interval)
+
+    def _report_failure(self, exc: Exception) -> None:
+        """One warning per streak of failures, not one every few seconds.
+
+        A fresh broker's group coordinator takes a few seconds to load: that is a
+        normal start, told at INFO, and a warning only if it lasts.
+        """
+        now = time.monotonic()
+        message = "metrics: cannot read Kafka offsets (%s); gauges are stale"
+        if self._failing_since is None:
+            self._failing_since = now
+            self._warned = not is_coordinator_warming_up(exc)
+            log.log(logging.WARNING if self._warned else logging.INFO, message, exc)
+        elif not self._warned and now - self._failing_since > _WARM_UP_SECONDS:
+            self._warned = True
+            log.warning(message, exc)
 
     # -- one collection ----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from agents.kafka_admin import create_topics, delete_topics
 from agents.store import Store
+from producer.librdkafka_log import librdkafka_logger
 from schemas.builder import EncodedEvent
 from schemas.db import OutboxEntry, OutboxLease, utcnow
 from schemas.errors import KafkaError, ProduceError
@@ -80,7 +81,7 @@ class OutboxPublisher:
                  *, idle_wait: float = 1.0, max_backoff: float = 10.0) -> None:
         self._store = store
         # librdkafka's own log lines go through logging, not straight to stderr.
-        self._producer = Producer(producer_config, logger=logging.getLogger("auditrelay.kafka"))
+        self._producer = Producer(producer_config, logger=librdkafka_logger("auditrelay.kafka"))
         self._admin = admin
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff

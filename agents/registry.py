@@ -36,6 +36,7 @@ from weakref import WeakKeyDictionary
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
+from producer.librdkafka_log import librdkafka_logger
 from schemas.destinations import DestinationConfig
 from schemas.errors import BrokerUnavailableError
 
@@ -189,7 +190,7 @@ class RegistryFollower:
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._kafka_log = logging.getLogger(f"{__name__}.librdkafka")
+        self._kafka_log = librdkafka_logger(f"{__name__}.librdkafka")
 
     @property
     def caught_up(self) -> bool:

@@ -136,12 +136,17 @@ def load_or_create_dev_key(var_dir: Path) -> tuple[str, bool]:
     return key, created
 
 
-def box_from_settings(settings: Settings) -> SecretBox:
-    """The encryption key of secrets at rest: the setting, or a development key."""
+def secret_key_of(settings: Settings) -> str:
+    """The encryption key of secrets at rest: the setting, or a development key (warned)."""
     if settings.secret_key is not None:
-        return SecretBox(settings.secret_key.get_secret_value())
+        return settings.secret_key.get_secret_value()
     key, created = load_or_create_dev_key(settings.var_dir)
     log.warning("AUDITRELAY_SECRET_KEY is not set: using the development key in %s%s; "
                 "set the variable in production", settings.var_dir,
                 " (just generated)" if created else "")
-    return SecretBox(key)
+    return key
+
+
+def box_from_settings(settings: Settings) -> SecretBox:
+    """The box of secrets at rest, under ``secret_key_of(settings)``."""
+    return SecretBox(secret_key_of(settings))

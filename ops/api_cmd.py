@@ -99,6 +99,18 @@ def postgres_up(settings: Settings) -> None:
         click.echo("(already running)", err=True)
 
 
+@postgres.command("status")
+@click.pass_obj
+def postgres_status(settings: Settings) -> None:
+    """Say whether the local PostgreSQL runs, its URL, and where its data and log live."""
+    from ops.postgres_local import LocalPostgres
+
+    server = LocalPostgres.from_settings(settings)
+    click.echo(f"{'running' if server.running() else 'stopped'}: {server.url}")
+    click.echo(f"data: {server.data_dir}")
+    click.echo(f"log:  {server.log_path}")
+
+
 @postgres.command("down")
 @click.pass_obj
 def postgres_down(settings: Settings) -> None:

@@ -1,17 +1,27 @@
 """A PostgreSQL server of the project's own, on 127.0.0.1, from Debian's packages.
 
 ``LocalPostgres.up()`` installs ``postgresql`` from Debian when missing, creates a
-cluster under ``var/postgres`` (owned by the ``postgres`` system user, because the
-server refuses to run as root), starts it on 127.0.0.1 (port setting, 5433 by
+cluster under ``var/postgres``, starts it on 127.0.0.1 (port setting, 5433 by
 default so it never collides with Debian's own cluster on 5432) and creates the
 ``auditrelay`` database. Authentication is ``trust`` on loopback: this server is
 for development and tests on one machine, never for production.
+
+As root, the server runs as the ``postgres`` system user (it refuses to run as
+root), who must be able to reach its data directory. A checkout inside a private
+directory (mode 700: ``/root``, most homes, anything ``mktemp -d`` made) is not
+reachable, so the cluster then lives under ``/var/lib/auditrelay/postgres/``, in a
+folder named after the checkout's ``var`` path (several checkouts never share one).
+``auditrelay postgres status`` says where.
 """
 
 from __future__ import annotations
 
+import grp
+import hashlib
 import os
 import pwd
+import re
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +34,8 @@ from schemas.settings import Settings
 
 _SYSTEM_USER = "postgres"
 _DATABASE = "auditrelay"
+#: Where clusters live whose checkout the server user cannot reach: root-owned, traversable.
+SHARED_ROOT = Path("/var/lib/auditrelay/postgres")
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,8 @@ class LocalPostgres:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalPostgres:
-        return cls(port=settings.postgres_port, home=(settings.var_dir / "postgres").resolve())
+        return cls(port=settings.postgres_port,
+                   home=server_home((settings.var_dir / "postgres").resolve()))
 
     @property
     def data_dir(self) -> Path:
@@ -99,10 +112,23 @@ class LocalPostgres:
         return True
 
     def _prepare(self, bin_dir: Path) -> None:
-        user = pwd.getpwnam(_SYSTEM_USER)
-        for path in (self.home, self.socket_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            os.chown(path, user.pw_uid, user.pw_gid)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(_SYSTEM_USER)
+            if self.home.parent == SHARED_ROOT:
+                for folder in (SHARED_ROOT.parent, SHARED_ROOT):
+                    folder.mkdir(exist_ok=True)
+                    folder.chmod(0o755)  # whatever the umask: the server user walks through
+            blocked = first_unreachable(self.home, user)
+            if blocked is not None:
+                raise ProvisioningError(
+                    f"PostgreSQL cannot start: the '{_SYSTEM_USER}' system user cannot enter "
+                    f"{blocked}, a parent of its data directory {self.data_dir}; make it "
+                    f"traversable (chmod o+x {blocked}) or set AUDITRELAY_VAR_DIR elsewhere")
+            for path in (self.home, self.socket_dir):
+                path.mkdir(parents=True, exist_ok=True)
+                os.chown(path, user.pw_uid, user.pw_gid)
+        else:
+            self.socket_dir.mkdir(parents=True, exist_ok=True)
         if (self.data_dir / "PG_VERSION").exists():
             return
         _as_postgres([str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", _SYSTEM_USER,
@@ -115,6 +141,57 @@ class LocalPostgres:
         listed = run_checked([*psql, "SELECT datname FROM pg_database"], "list databases")
         if _DATABASE not in listed.split():
             run_checked([*psql, f"CREATE DATABASE {_DATABASE}"], "create the auditrelay database")
+
+
+def server_home(preferred: Path) -> Path:
+    """``preferred`` when the server's user can reach it, else a folder under ``SHARED_ROOT``.
+
+    Only root hands the server to another user; anyone else runs it as themselves.
+    """
+    if os.geteuid() != 0:
+        return preferred
+    try:
+        user = pwd.getpwnam(_SYSTEM_USER)
+    except KeyError:  # not installed yet: ``up`` installs it, and asks again next time
+        return preferred
+    if first_unreachable(preferred, user) is None:
+        return preferred
+    return SHARED_ROOT / shared_folder_name(preferred)
+
+
+def shared_folder_name(preferred: Path) -> str:
+    """A readable, collision-free folder name for the cluster of one checkout."""
+    readable = re.sub(r"[^A-Za-z0-9]+", "-", str(preferred.parent)).strip("-")[-40:]
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return f"{readable}-{digest}"
+
+
+def first_unreachable(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first existing ancestor of ``path`` (itself included) ``user`` cannot enter."""
+    groups = {user.pw_gid, *(g.gr_gid for g in _groups_of(user.pw_name))}
+    for folder in [*reversed(path.parents), path]:
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            return None  # created later, by us, for that user
+        if not can_enter(info, user.pw_uid, groups):
+            return folder
+    return None
+
+
+def can_enter(info: os.stat_result, uid: int, groups: set[int]) -> bool:
+    """Whether a user may traverse a directory with these owner and mode bits."""
+    if uid == 0:
+        return True
+    if info.st_uid == uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid in groups:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def _groups_of(name: str) -> list[grp.struct_group]:
+    return [g for g in grp.getgrall() if name in g.gr_mem]
 
 
 def ensure_installed() -> Path:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import click
+from pydantic import SecretStr
 
 from schemas.settings import Settings
 
@@ -127,12 +128,26 @@ def _demo_env(settings: Settings) -> tuple[Settings, dict[str, str]]:
     return settings.model_copy(update={"allow_private_cidrs": cidrs}), env
 
 
+def _one_secret_key(settings: Settings,
+                    env: dict[str, str] | None) -> tuple[Settings, dict[str, str] | None]:
+    """Without ``AUDITRELAY_SECRET_KEY``, warn once here and hand every child the same
+    development key, rather than each child warning on its own."""
+    if settings.secret_key is not None:
+        return settings, env
+    from agents.secrets import secret_key_of
+
+    key = secret_key_of(settings)  # warns, once for the whole run
+    env = {**(env if env is not None else os.environ), "AUDITRELAY_SECRET_KEY": key}
+    return settings.model_copy(update={"secret_key": SecretStr(key)}), env
+
+
 def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
     from ops import kafka_local, topics
 
     env: dict[str, str] | None = None
     if demo:
         settings, env = _demo_env(settings)
+    settings, env = _one_secret_key(settings, env)
     broker = kafka_local.LocalKafka.from_settings(settings)
     started_broker = broker.up(progress=lambda msg: click.echo(f"[run] {msg}", err=True))
     click.echo(f"[run] Kafka at {broker.bootstrap}", err=True)

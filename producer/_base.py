@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError as LibKafkaError
 from confluent_kafka import KafkaException, Producer
 
 from producer.config import ProducerConfig
+from producer.librdkafka_log import librdkafka_logger
 from schemas.builder import ActorLike, EncodedEvent, EventBuilder, TargetLike
 from schemas.catalogue import DEFAULT_CATALOGUE, Catalogue
 from schemas.errors import ConfigurationError, ProduceError, QueueFullError
@@ -35,7 +36,7 @@ class ProducerCore:
         self.fatal: ProduceError | None = None
         try:
             self.kafka = Producer({**config.kafka_config(), "error_cb": self._on_error,
-                                   "logger": logging.getLogger("auditrelay.producer.librdkafka")})
+                                   "logger": librdkafka_logger("auditrelay.producer.librdkafka")})
         except KafkaException as exc:
             raise ConfigurationError(f"invalid librdkafka setting: {exc}") from exc
 

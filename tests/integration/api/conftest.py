@@ -43,6 +43,7 @@ from agents.store import Store
 from api.app import create_app
 from ops.postgres_local import LocalPostgres
 from schemas.db import Destination, OutboxEntry
+from schemas.errors import ProvisioningError
 from schemas.settings import Settings
 from schemas.topics import static_topic_specs
 from tests.support.servers import serve
@@ -75,13 +76,38 @@ def error_of(response: httpx.Response) -> dict[str, str]:
 # -- databases ---------------------------------------------------------------------------
 
 
+@dataclass
+class SessionPostgres:
+    """The session's PostgreSQL, or why it could not start: told once, not per test."""
+
+    server: LocalPostgres | None = None
+    error: str = ""
+    told: bool = False
+
+    def __call__(self) -> LocalPostgres:
+        if self.server is not None:
+            return self.server
+        if self.told:
+            pytest.skip("PostgreSQL did not start (see the first PostgreSQL test's failure)")
+        self.told = True
+        pytest.fail(self.error, pytrace=False)
+
+
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[LocalPostgres]:
-    """The project's local PostgreSQL; stopped at the end only if this session started it."""
+def postgres_server() -> Iterator[SessionPostgres]:
+    """The project's local PostgreSQL; stopped at the end only if this session started it.
+
+    If it cannot start, the first test that needs it fails with the one-line reason
+    and the others are skipped, instead of a screenful of identical errors each.
+    """
     server = LocalPostgres.from_settings(Settings())
-    started = server.up()
     try:
-        yield server
+        started = server.up()
+    except ProvisioningError as exc:
+        yield SessionPostgres(error=f"PostgreSQL cannot start: {exc}")
+        return
+    try:
+        yield SessionPostgres(server)
     finally:
         if started:
             server.down()
@@ -89,12 +115,12 @@ def postgres_server() -> Iterator[LocalPostgres]:
 
 @contextmanager
 def fresh_database(kind: str, folder: Path,
-                   postgres: Callable[[], LocalPostgres]) -> Iterator[str]:
+                   postgres: Callable[[], SessionPostgres]) -> Iterator[str]:
     """The URL of an empty database of ``kind``, dropped (PostgreSQL) afterwards."""
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'api.db'}"
         return
-    with postgres().temporary_database("test_api") as url:
+    with postgres()().temporary_database("test_api") as url:
         yield url
 
 
