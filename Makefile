@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # Java 17 and Maven are installed by `auditrelay kafka up` itself when missing.
 APT_PACKAGES := kcat postgresql chromium
 
-.PHONY: run test test-fast lint system-deps install kafka-up kafka-down clean
+.PHONY: run test test-fast lint lock system-deps install kafka-up kafka-down clean
 
 run: install
 	$(BIN)/auditrelay run --demo
@@ -24,14 +24,25 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency at the version of requirements-dev.lock, then the project itself.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Pin the dependencies anew after a change in pyproject.toml (uv resolves, pip installs).
+lock: install
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile --quiet --python-version 3.11 pyproject.toml \
+	  --extra worker --extra api --extra postgres -o requirements.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 pyproject.toml --extra dev \
+	  -o requirements-dev.lock
 
 system-deps:
 	@missing=""; for pkg in $(APT_PACKAGES); do \

@@ -1,1 +1,1 @@
-"""Faust agents of the pipeline. ``agents.app.create_app`` builds the worker's app."""
+"""Faust agents of the pipeline. ``auditrelay.agents.app.create_app`` builds the worker's app."""

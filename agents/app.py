@@ -11,7 +11,8 @@ from pathlib import Path
 
 import faust
 
-from schemas.settings import WORKER_STAGES, Settings
+from auditrelay.kafka.clients import heartbeat_seconds
+from auditrelay.schemas.settings import WORKER_STAGES, Settings
 
 #: An agent module's ``register(app, settings)``; called once per worker. What it
 #: returns (e.g. the router's state, for tests) is ignored here.
@@ -23,11 +24,6 @@ def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def heartbeat_seconds(session_timeout: float) -> float:
-    """How often a group member heartbeats: a third of the session timeout, at most 3 s."""
-    return min(3.0, session_timeout / 3)
-
-
 def create_app(settings: Settings, *, app_id: str | None = None,
                registrars: Sequence[Registrar] = ()) -> faust.App:
     app = faust.App(
@@ -37,8 +33,8 @@ def create_app(settings: Settings, *, app_id: str | None = None,
         datadir=str(Path(settings.var_dir) / "faust"),
         # Metrics have their own endpoint; Faust's web server would only add a port.
         web_enabled=False,
-        # The stages read their topics with consumers of their own (agents.rounds,
-        # agents.pipeline); Faust's consumer group only follows the leader topic
+        # The stages read their topics with consumers of their own (auditrelay.kafka.rounds,
+        # auditrelay.agents.pipeline); Faust's consumer group only follows the leader topic
         # (which Faust creates), electing the worker that runs leader-only crontabs.
         topic_disable_leader=False,
         topic_replication_factor=1,
@@ -53,7 +49,7 @@ def create_app(settings: Settings, *, app_id: str | None = None,
 
 def default_registrars(stages: Sequence[str] = WORKER_STAGES) -> list[Registrar]:
     """The agents of ``stages`` (``settings.worker_stages``), all of them by default."""
-    from agents import archive, pipeline, retention, router
+    from auditrelay.agents import archive, pipeline, retention, router
 
     by_stage: dict[str, Registrar] = {"router": router.register, "archive": archive.register,
                                       "retention": retention.register,

@@ -1,18 +1,18 @@
 """Archive: consumes audit.events, produces rows of the relational archive.
 
-Every valid event becomes one row of ``archived_events`` (``schemas.db``),
+Every valid event becomes one row of ``archived_events`` (``auditrelay.store.db``),
 written in bulk with ``INSERT ... ON CONFLICT DO NOTHING`` keyed by the event
 id, so a redelivered or replayed event never adds a row. Malformed events are
 skipped with a log line (the router dead-letters them).
 
-The input is read in rounds (:mod:`agents.rounds`, a consumer group of the
+The input is read in rounds (:mod:`auditrelay.kafka.rounds`, a consumer group of the
 archive's own, so it sees every event whatever the router does) and handed to
 the Faust agent ``archive``; a round's offsets are committed only after its
 rows are (the transaction runs in a thread, not to block the event loop, and a
 failing one is retried with backoff until it succeeds).
 
 An event is valid for the archive exactly when the router accepts it
-(:func:`agents.routing.check_record`); the row of a canonical event is read
+(:func:`auditrelay.agents.routing.check_record`); the row of a canonical event is read
 with ``json.loads`` (a few microseconds), falling back to the full model only
 for values written in another form.
 """
@@ -32,14 +32,14 @@ from typing import Any, cast
 import faust
 from sqlalchemy import Engine, Insert
 
-from agents.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
-from agents.routing import check_record
-from agents.store import make_engine
-from schemas.codec import parse_event
-from schemas.db import ArchivedEvent
-from schemas.envelope import AuditEvent
-from schemas.errors import ConfigurationError, InvalidEventError
-from schemas.settings import Settings
+from auditrelay.agents.routing import check_record
+from auditrelay.kafka.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
+from auditrelay.schemas.codec import parse_event
+from auditrelay.schemas.envelope import AuditEvent
+from auditrelay.schemas.errors import ConfigurationError, InvalidEventError
+from auditrelay.schemas.settings import Settings
+from auditrelay.store.db import ArchivedEvent
+from auditrelay.store.engine import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def event_row(event: AuditEvent, raw: str) -> Row:
     }
 
 
-#: The head of an envelope as ``schemas.builder`` writes it, up to ``data.target``.
+#: The head of an envelope as ``auditrelay.schemas.builder`` writes it, up to ``data.target``.
 #: Strings with escapes do not match (``[^"\\]``); those take the JSON path.
 _CANONICAL_HEAD = re.compile(
     rb'\{"specversion":"1\.0","id":"(aud_[0-9A-Z]{26})","source":"([^"\\]*)",'
@@ -164,7 +164,7 @@ def insert_rows(engine: Engine, rows: Sequence[Row]) -> None:
 
     The statement is compiled once per engine and run with the driver's own
     ``executemany``: SQLAlchemy's per-row parameter processing cost as much as
-    the insert itself. ``time`` is bound the way ``schemas.db.UtcDateTime`` binds
+    the insert itself. ``time`` is bound the way ``auditrelay.store.db.UtcDateTime`` binds
     it (SQLite: naive UTC text; PostgreSQL: the aware datetime).
     """
     if not rows:

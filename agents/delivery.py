@@ -5,7 +5,7 @@
 A pattern subscription (group ``auditrelay-delivery``) picks up a new
 destination's topic within ``destination_poll_seconds`` (the metadata refresh),
 without a restart. Each destination's partition has its own lane
-(``agents.partitions``), so its batches go out strictly in order and a hanging
+(``auditrelay.kafka.partitions``), so its batches go out strictly in order and a hanging
 receiver delays nobody else. A destination whose status is ``failing`` has an
 open circuit: its lane holds its next batch, and its partition stays paused,
 until the retry agent reports it ``ok`` again (or it is disabled, and its
@@ -18,10 +18,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agents.dispatch import BatchProcessor
-from agents.outcomes import circuit_open
-from agents.partitions import Lane
-from agents.status import StatusBoard
+from auditrelay.agents.dispatch import BatchProcessor
+from auditrelay.kafka.partitions import Lane
+from auditrelay.tables.status import StatusBoard
+from auditrelay.wire.outcomes import circuit_open
 
 __all__ = ["GROUP_ID", "DeliveryHandler", "circuit_grace", "destination_pattern"]
 

@@ -3,7 +3,7 @@
 Shared by the delivery agent (first attempts) and the retry agent (later
 ones): look the destination up, refuse it (dead letter) when it is deleted or
 disabled, sign per contract section 2 and POST through the SSRF-safe client,
-then carry out the verdict of ``agents.outcomes.decide``: the batch to a retry
+then carry out the verdict of ``auditrelay.wire.outcomes.decide``: the batch to a retry
 tier or the dead-letter topic (confirmed by the broker before returning, so
 the caller may commit the offset that held it), the destination disabled when
 it answered 410 or kept failing for 72 hours, an attempt record and the
@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from agents import metrics
-from agents.http_client import DeliveryClient, DeliveryResult
-from agents.logs import batch_ids
-from agents.outcomes import Decision, attempt_record, decide, next_status, refusal
-from agents.retry_schedule import RetrySchedule
-from agents.secrets import SecretBox
-from agents.signing import delivery_headers, sign
-from agents.status import StatusBoard, StatusPublisher
-from schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta
-from schemas.destinations import DestinationConfig
-from schemas.errors import AuditRelayError, KafkaError
-from schemas.topics import TopicNames
+from auditrelay.observability import metrics
+from auditrelay.observability.logs import batch_ids
+from auditrelay.schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.errors import AuditRelayError, KafkaError
+from auditrelay.schemas.topics import TopicNames
+from auditrelay.tables.status import StatusBoard, StatusPublisher
+from auditrelay.wire.client import DeliveryClient, DeliveryResult
+from auditrelay.wire.outcomes import Decision, attempt_record, decide, next_status, refusal
+from auditrelay.wire.retry_schedule import RetrySchedule
+from auditrelay.wire.secrets import SecretBox
+from auditrelay.wire.signing import delivery_headers, sign
 
 __all__ = [
     "BatchProcessor",
@@ -55,7 +55,7 @@ _MAX_PRODUCE_BACKOFF = 10.0
 
 
 class ConfigLookup(Protocol):
-    """What delivery needs of ``agents.registry.DestinationRegistry``."""
+    """What delivery needs of ``auditrelay.tables.registry.DestinationRegistry``."""
 
     def get(self, destination_id: str) -> DestinationConfig | None: ...
 
@@ -69,7 +69,7 @@ class Sink(Protocol):
 Disabler = Callable[[str, str, str], Awaitable[object]]
 
 #: ``defer(*confirmations)``: the caller counts the batch as done once they are
-#: (``agents.partitions.Lane.confirm_after``).
+#: (``auditrelay.kafka.partitions.Lane.confirm_after``).
 Defer = Callable[..., None]
 
 
@@ -278,7 +278,7 @@ class BatchProcessor:
     @staticmethod
     def _log(decision: Decision, result: DeliveryResult | None) -> None:
         meta = decision.meta
-        # The ids as fields too, for JSON logs (agents.logs); never headers or bodies.
+        # The ids as fields too, for JSON logs (observability.logs); never headers or bodies.
         extra: dict[str, object] = {**batch_ids(meta), "outcome": decision.kind,
                                     "tier": decision.tier,
                                     "status_code": result.status_code if result else None}

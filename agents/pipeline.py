@@ -3,8 +3,8 @@
 ``DeliveryPipeline`` owns, per worker process, one HTTP client, one producer,
 the status board and its follower, the database store (to disable
 destinations) with an ``OutboxPublisher`` (so those changes reach Kafka), and
-two aiokafka consumers: ``agents.delivery`` over the destination topics and
-``agents.retry`` over the retry tiers. They are aiokafka, not Faust, consumers
+two aiokafka consumers: ``auditrelay.agents.delivery`` over the destination topics and
+``auditrelay.agents.retry`` over the retry tiers. They are aiokafka, not Faust, consumers
 because Faust cannot subscribe to a topic pattern, and subscribing a Faust app
 to new topics at run time costs a long rebalance.
 
@@ -27,22 +27,21 @@ from importlib.metadata import version
 import faust
 from aiokafka import AIOKafkaConsumer
 
-from agents import delivery, retry
-from agents.app import heartbeat_seconds
-from agents.control import disable_destination
-from agents.dispatch import BatchProcessor, ConfigLookup, Dispatcher
-from agents.http_client import DeliveryClient, DeliveryConfig
-from agents.kafka_admin import admin_client
-from agents.kafka_io import RecordSink, consumer, start_consumer
-from agents.outbox import OutboxPublisher
-from agents.partitions import Handler, PartitionRunner
-from agents.registry import RegistryFollower, follower_for, wait_until_caught_up
-from agents.retry_schedule import RetrySchedule
-from agents.secrets import box_from_settings
-from agents.ssrf import Resolver, system_resolver
-from agents.status import StatusBoard, StatusFollower, StatusPublisher
-from agents.store import Store, make_engine
-from schemas.settings import Settings
+from auditrelay.agents import delivery, retry
+from auditrelay.agents.dispatch import BatchProcessor, ConfigLookup, Dispatcher
+from auditrelay.kafka.admin import admin_client
+from auditrelay.kafka.clients import RecordSink, consumer, heartbeat_seconds, start_consumer
+from auditrelay.kafka.partitions import Handler, PartitionRunner
+from auditrelay.schemas.settings import Settings
+from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.mutations import disable_destination
+from auditrelay.store.outbox import OutboxPublisher
+from auditrelay.tables.registry import RegistryFollower, follower_for, wait_until_caught_up
+from auditrelay.tables.status import StatusBoard, StatusFollower, StatusPublisher
+from auditrelay.wire.client import DeliveryClient, DeliveryConfig
+from auditrelay.wire.retry_schedule import RetrySchedule
+from auditrelay.wire.secrets import box_from_settings
+from auditrelay.wire.ssrf import Resolver, system_resolver
 
 __all__ = ["DeliveryPipeline", "register", "running_pipeline"]
 

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 import faust
 from sqlalchemy import Engine, delete, func, select
 
-from agents.store import make_engine
-from schemas.db import ArchivedEvent, Workspace, utcnow
-from schemas.settings import Plan, Settings
+from auditrelay.schemas.settings import Plan, Settings
+from auditrelay.store.db import ArchivedEvent, Workspace, utcnow
+from auditrelay.store.engine import make_engine
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ survive restarts: they are records in topics, and an offset is committed only
 after the record's outcome is confirmed.
 
 Due: the batch is attempted with the delivery agent's own code
-(``agents.dispatch``). Success reports the destination ``ok``, which reopens
+(``auditrelay.agents.dispatch``). Success reports the destination ``ok``, which reopens
 its circuit; failure moves it to the next tier, or after ``retry_give_up_seconds``
 to the dead-letter topic, and disables the destination (``webhook.auto_disabled``).
 """
@@ -21,9 +21,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from agents.dispatch import BatchProcessor
-from agents.partitions import Lane
-from schemas.topics import RETRY_TIERS, TopicNames
+from auditrelay.agents.dispatch import BatchProcessor
+from auditrelay.kafka.partitions import Lane
+from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
 
 __all__ = ["GROUP_ID", "RetryHandler", "retry_topics", "seconds_until_due"]
 

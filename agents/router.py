@@ -5,11 +5,11 @@ event-type globs match (destinations of workspaces without the forwarding
 entitlement are never matched), batches the events per destination (at most
 ``batch_max_events``, flushed at least every ``batch_window_seconds``) and
 produces each batch to its destination's topic, the event bytes untouched
-(:mod:`agents.routing` holds the logic, this module the Kafka side).
+(:mod:`auditrelay.agents.routing` holds the logic, this module the Kafka side).
 
 Guarantees:
 
-- The input is read in rounds (:mod:`agents.rounds`: up to ``ROUND_EVENTS``
+- The input is read in rounds (:mod:`auditrelay.kafka.rounds`: up to ``ROUND_EVENTS``
   records, or what came within ``batch_window_seconds`` of the round's first),
   handed to the Faust agent ``router``, and committed only after every record
   made from it (batches and dead letters) is confirmed by the broker, that is
@@ -35,23 +35,23 @@ import faust
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from agents import metrics
-from agents.kafka_admin import admin_client
-from agents.logs import batch_ids
-from agents.registry import DestinationRegistry, RegistryFollower, follower_for
-from agents.registry import wait_until_caught_up as _wait_until_caught_up
-from agents.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
-from agents.routing import (
+from auditrelay.agents.routing import (
     OutRecord,
     RecordLike,
     RoundPlan,
     dead_letter_batch,
     plan_round,
 )
-from schemas.batches import REASON_DELETED
-from schemas.errors import BrokerUnavailableError
-from schemas.settings import Settings
-from schemas.topics import TopicNames
+from auditrelay.kafka.admin import admin_client
+from auditrelay.kafka.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
+from auditrelay.observability import metrics
+from auditrelay.observability.logs import batch_ids
+from auditrelay.schemas.batches import REASON_DELETED
+from auditrelay.schemas.errors import BrokerUnavailableError
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import TopicNames
+from auditrelay.tables.registry import DestinationRegistry, RegistryFollower, follower_for
+from auditrelay.tables.registry import wait_until_caught_up as _wait_until_caught_up
 
 __all__ = ["GROUP_ID", "FaustPublisher", "Publisher", "Router", "RouterStats", "register"]
 
@@ -300,8 +300,8 @@ def register(app: faust.App, settings: Settings,
              publisher: Publisher | None = None) -> Router:
     """Add the router agent, and the reader that feeds it rounds, to ``app``.
 
-    Without ``registry`` the app's shared :class:`~agents.registry.RegistryFollower`
-    (see :func:`agents.registry.follower_for`) provides it, and the reader waits
+    Without ``registry`` the app's shared :class:`~auditrelay.tables.registry.RegistryFollower`
+    (see :func:`auditrelay.tables.registry.follower_for`) provides it, and the reader waits
     until it caught up with ``audit.destinations`` before reading anything. A
     given registry is used as it is (tests; a caller keeping it current itself).
     """

@@ -1,14 +1,14 @@
 """The router's pure logic: check records, group events into batches, dead-letter the rest.
 
-No Kafka and no clock beyond what is passed in; ``agents.router`` feeds these
+No Kafka and no clock beyond what is passed in; ``auditrelay.agents.router`` feeds these
 functions rounds of consumed (aiokafka) records and produces what they return.
 
 The per-event path is kept minimal on purpose (the pipeline target is 20 000
 events/s on two cores shared with the broker): header lookups, a few cached
 validity verdicts, substring checks on the bytes, one registry lookup, and a
-bytes join per batch. Valid events produced by ``schemas.builder`` (compact,
+bytes join per batch. Valid events produced by ``auditrelay.schemas.builder`` (compact,
 canonical JSON) are never parsed. Only a record that fails the cheap checks is
-parsed, with :func:`schemas.codec.parse_event`, either to name precisely what is
+parsed, with :func:`auditrelay.schemas.codec.parse_event`, either to name precisely what is
 wrong with it, or to accept it after all when it is valid JSON written by some
 other producer in a non-compact form.
 """
@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, Protocol, cast
 
-from agents.signing import new_batch_id
-from schemas.batches import (
+from auditrelay.schemas.batches import (
     MAX_DETAIL_CHARS,
     REASON_MALFORMED,
     BatchMeta,
@@ -29,12 +28,13 @@ from schemas.batches import (
     batch_body,
     malformed_record_headers,
 )
-from schemas.codec import parse_event
-from schemas.destinations import DestinationConfig
-from schemas.envelope import MAX_EVENT_BYTES
-from schemas.errors import InvalidEventError
-from schemas.ids import EVENT_ID_RE, WORKSPACE_ID_RE
-from schemas.topics import TopicNames
+from auditrelay.schemas.codec import parse_event
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.envelope import MAX_EVENT_BYTES
+from auditrelay.schemas.errors import InvalidEventError
+from auditrelay.schemas.ids import EVENT_ID_RE, WORKSPACE_ID_RE
+from auditrelay.schemas.topics import TopicNames
+from auditrelay.wire.signing import new_batch_id
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -53,7 +53,7 @@ __all__ = [
 #: batch of large events is cut before 100 events. One event (<= 64 KiB) always fits.
 MAX_BATCH_BYTES: Final = 900 * 1024
 
-#: Lower snake-case labels separated by dots, as ``schemas.catalogue`` builds types.
+#: Lower snake-case labels separated by dots, as ``auditrelay.schemas.catalogue`` builds types.
 _TYPE_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.")
 _CACHE_LIMIT: Final = 4096
 

@@ -21,15 +21,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agents.http_client import DeliveryClient, DeliveryConfig
-from agents.kafka_admin import admin_client
-from agents.outbox import OutboxPublisher
-from agents.secrets import box_from_settings
-from agents.ssrf import Resolver, system_resolver
-from agents.store import Store, make_engine
-from api import events
-from api.deliveries import DeliveryView
-from api.models import (
+from auditrelay.api import events
+from auditrelay.api.deliveries import DeliveryView
+from auditrelay.api.models import (
     DeliveryList,
     DestinationCreated,
     DestinationIn,
@@ -43,8 +37,8 @@ from api.models import (
     WorkspaceCreated,
     WorkspaceIn,
 )
-from api.observability import install_metrics
-from api.service import (
+from auditrelay.api.observability import install_metrics
+from auditrelay.api.service import (
     ADMIN_ACTOR,
     VERSION,
     Actor,
@@ -52,11 +46,11 @@ from api.service import (
     storable,
     workspace_actor,
 )
-from api.tokens import same_secret
-from api.web import install_web
-from producer.config import ProducerConfig
-from schemas.db import Workspace
-from schemas.errors import (
+from auditrelay.api.tokens import same_secret
+from auditrelay.api.web import install_web
+from auditrelay.kafka.admin import admin_client
+from auditrelay.producer.config import ProducerConfig
+from auditrelay.schemas.errors import (
     AuditRelayError,
     AuthenticationError,
     ConflictError,
@@ -66,7 +60,13 @@ from schemas.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
+from auditrelay.store.db import Workspace
+from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.outbox import OutboxPublisher
+from auditrelay.wire.client import DeliveryClient, DeliveryConfig
+from auditrelay.wire.secrets import box_from_settings
+from auditrelay.wire.ssrf import Resolver, system_resolver
 
 log = logging.getLogger(__name__)
 

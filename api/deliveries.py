@@ -1,7 +1,7 @@
 """What the API shows of deliveries, read from Kafka as the contract says.
 
 ``DeliveryView`` follows the compacted ``audit.delivery-status`` (the latest
-status of each destination, via ``agents.status``) and the recent part of
+status of each destination, via ``auditrelay.tables.status``) and the recent part of
 ``audit.delivery-attempts`` (the last day, at most ``keep`` attempts per
 destination, newest first). It starts in the background and retries while
 Kafka is away: the API serves without it, with empty status fields.
@@ -19,12 +19,12 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 from pydantic import ValidationError
 
-from agents.kafka_admin import admin_client, partitions_of
-from agents.kafka_io import consumer, start_consumer
-from agents.status import StatusBoard, StatusFollower
-from schemas.errors import AuditRelayError
-from schemas.settings import Settings
-from schemas.status import DeliveryAttempt, DestinationStatus
+from auditrelay.kafka.admin import admin_client, partitions_of
+from auditrelay.kafka.clients import consumer, start_consumer
+from auditrelay.schemas.errors import AuditRelayError
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
+from auditrelay.tables.status import StatusBoard, StatusFollower
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from api.models import EVENT_TYPE_GLOB, EventPage
-from schemas.db import ArchivedEvent
-from schemas.errors import InvalidInputError
-from schemas.ids import REFERENCE_ID_RE
+from auditrelay.api.models import EVENT_TYPE_GLOB, EventPage
+from auditrelay.schemas.errors import InvalidInputError
+from auditrelay.schemas.ids import REFERENCE_ID_RE
+from auditrelay.store.db import ArchivedEvent
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from schemas.status import DeliveryAttempt
+from auditrelay.schemas.status import DeliveryAttempt
 
 #: Globs over event types: lower snake-case segments separated by dots, ``*`` anywhere.
 EVENT_TYPE_GLOB = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")

@@ -3,7 +3,7 @@
 ``install_metrics(app, store)`` adds both. Requests are counted by method,
 route template (``/v1/workspaces/{ws}/destinations``, never the raw path, so ids
 do not multiply the series) and status; a path no route matches counts as
-``unmatched``. ``/metrics`` serves ``agents.metrics.API_REGISTRY`` in the
+``unmatched``. ``/metrics`` serves ``auditrelay.observability.metrics.API_REGISTRY`` in the
 Prometheus text format (or OpenMetrics, when asked), outside the OpenAPI
 schema, without authentication (bind the API to a private interface, as by
 default), and reads the outbox backlog from the database when it is scraped.
@@ -19,9 +19,9 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import func, select
 
-from agents import metrics
-from agents.store import Store
-from schemas.db import OutboxEntry
+from auditrelay.observability import metrics
+from auditrelay.store.db import OutboxEntry
+from auditrelay.store.engine import Store
 
 __all__ = ["RequestMetrics", "install_metrics", "outbox_backlog"]
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import select
 
-from agents import outbox
-from agents.kafka_admin import read_compacted
-from agents.store import Store
-from api.service import Service
-from schemas.db import Destination, Workspace
-from schemas.destinations import DestinationConfig
-from schemas.errors import BrokerUnavailableError
-from schemas.topics import destination_topic_spec
+from auditrelay.api.service import Service
+from auditrelay.kafka.admin import read_compacted
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.errors import BrokerUnavailableError
+from auditrelay.schemas.topics import destination_topic_spec
+from auditrelay.store import outbox
+from auditrelay.store.db import Destination, Workspace
+from auditrelay.store.engine import Store
 
 
 @dataclass

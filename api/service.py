@@ -20,23 +20,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from ulid import ULID
 
-from agents import outbox
-from agents.headers import validate_custom_headers
-from agents.http_client import DeliveryClient, DeliveryResult
-from agents.secrets import SecretBox
-from agents.signing import delivery_headers, generate_secret, new_batch_id, sign
-from agents.ssrf import Resolver, validate_destination_url
-from api.deliveries import DeliveryView
-from api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
-from api.tokens import hash_token, new_token
-from schemas.builder import EncodedEvent, EventBuilder
-from schemas.db import Destination, Workspace, utcnow
-from schemas.destinations import DestinationConfig, config_of
-from schemas.errors import EntitlementError, InvalidInputError, NotFoundError
-from schemas.ids import new_workspace_id
-from schemas.settings import Settings
-from schemas.status import DeliveryAttempt
-from schemas.topics import destination_topic_spec
+from auditrelay.api.deliveries import DeliveryView
+from auditrelay.api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
+from auditrelay.api.tokens import hash_token, new_token
+from auditrelay.schemas.builder import EncodedEvent, EventBuilder
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.errors import EntitlementError, InvalidInputError, NotFoundError
+from auditrelay.schemas.ids import new_workspace_id
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.status import DeliveryAttempt
+from auditrelay.schemas.topics import destination_topic_spec
+from auditrelay.store import outbox
+from auditrelay.store.db import Destination, Workspace, utcnow
+from auditrelay.store.mutations import config_of
+from auditrelay.wire.client import DeliveryClient, DeliveryResult
+from auditrelay.wire.headers import validate_custom_headers
+from auditrelay.wire.secrets import SecretBox
+from auditrelay.wire.signing import delivery_headers, generate_secret, new_batch_id, sign
+from auditrelay.wire.ssrf import Resolver, validate_destination_url
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Auth: the sign-in form takes the workspace token and stores it in an HttpOnly,
 SameSite=Strict cookie scoped to the workspace's page path (Secure over https).
 Each request checks it exactly like a bearer token: unknown or missing → the
 sign-in page, another workspace's → 404, a plan without forwarding → 402. Every
-POST also carries a CSRF token, an HMAC of the session (``api.web_support``),
+POST also carries a CSRF token, an HMAC of the session (``auditrelay.api.web_support``),
 and is refused (403) without it or from another origin. Changes answer with a
 redirect (POST-redirect-GET) and a signed flash cookie; creating a destination
 and rotating its secret instead render the new secret once, with
@@ -38,21 +38,21 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from agents.outbox import OutboxPublisher
-from agents.secrets import load_or_create_dev_key
-from agents.store import Store
-from api import web_support as support
-from api.models import DestinationPatch
-from api.service import Service, workspace_actor
-from schemas.db import Workspace
-from schemas.errors import (
+from auditrelay.api import web_support as support
+from auditrelay.api.models import DestinationPatch
+from auditrelay.api.service import Service, workspace_actor
+from auditrelay.schemas.errors import (
     AuthenticationError,
     EntitlementError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
 )
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
+from auditrelay.store.db import Workspace
+from auditrelay.store.engine import Store
+from auditrelay.store.outbox import OutboxPublisher
+from auditrelay.wire.secrets import load_or_create_dev_key
 
 __all__ = ["PAGE", "install_web"]
 

@@ -1,4 +1,4 @@
-"""Pure helpers of the settings page (``api.web``): relative times, status texts,
+"""Pure helpers of the settings page (``auditrelay.api.web``): relative times, status texts,
 CSRF tokens, signed flash messages and the parsing of the add-destination form.
 
 Nothing here does I/O, so every rule of the page's wording and of its request
@@ -18,8 +18,8 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from api.models import DestinationIn, DestinationOut
-from schemas.errors import InvalidInputError
+from auditrelay.api.models import DestinationIn, DestinationOut
+from auditrelay.schemas.errors import InvalidInputError
 
 #: Below this age a delivery reads "just now": the live push and the page load
 #: both land within a few seconds of the attempt.

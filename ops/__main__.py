@@ -1,3 +1,3 @@
-from ops.cli import main
+from auditrelay.ops.cli import main
 
 main()

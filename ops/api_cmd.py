@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from agents.ssrf import IPAddress
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
+from auditrelay.wire.ssrf import IPAddress
 
 
 @click.command("api")
@@ -19,8 +19,8 @@ def api(settings: Settings, host: str, port: int | None) -> None:
     """Serve the management API (OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
-    from agents.logs import configure_logging
-    from api.app import create_app
+    from auditrelay.api.app import create_app
+    from auditrelay.observability.logs import configure_logging
 
     configure_logging(settings)
     # JSON: uvicorn installs no handlers of its own, so its lines reach the JSON root handler.
@@ -40,9 +40,9 @@ def workspaces() -> None:
 @click.pass_obj
 def workspaces_create(settings: Settings, name: str, plan: str) -> None:
     """Create a workspace; prints its id and its token (shown this once)."""
-    from agents.secrets import box_from_settings
-    from agents.store import Store, make_engine
-    from api.service import Service
+    from auditrelay.api.service import Service
+    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.wire.secrets import box_from_settings
 
     store = Store(make_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=_no_resolver)
@@ -63,13 +63,13 @@ def destinations() -> None:
 @click.pass_obj
 def destinations_resync(settings: Settings) -> None:
     """Repair drift between the database and Kafka (configs, tombstones, topics)."""
-    from agents.kafka_admin import admin_client
-    from agents.outbox import OutboxPublisher
-    from agents.secrets import box_from_settings
-    from agents.store import Store, make_engine
-    from api.resync import resync
-    from api.service import Service
-    from producer.config import ProducerConfig
+    from auditrelay.api.resync import resync
+    from auditrelay.api.service import Service
+    from auditrelay.kafka.admin import admin_client
+    from auditrelay.producer.config import ProducerConfig
+    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.store.outbox import OutboxPublisher
+    from auditrelay.wire.secrets import box_from_settings
 
     store = Store(make_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=_no_resolver)
@@ -90,7 +90,7 @@ def postgres() -> None:
 @click.pass_obj
 def postgres_up(settings: Settings) -> None:
     """Install (Debian) and start PostgreSQL; print its SQLAlchemy URL."""
-    from ops.postgres_local import LocalPostgres
+    from auditrelay.ops.postgres_local import LocalPostgres
 
     server = LocalPostgres.from_settings(settings)
     started = server.up()
@@ -103,7 +103,7 @@ def postgres_up(settings: Settings) -> None:
 @click.pass_obj
 def postgres_status(settings: Settings) -> None:
     """Say whether the local PostgreSQL runs, its URL, and where its data and log live."""
-    from ops.postgres_local import LocalPostgres
+    from auditrelay.ops.postgres_local import LocalPostgres
 
     server = LocalPostgres.from_settings(settings)
     click.echo(f"{'running' if server.running() else 'stopped'}: {server.url}")
@@ -115,7 +115,7 @@ def postgres_status(settings: Settings) -> None:
 @click.pass_obj
 def postgres_down(settings: Settings) -> None:
     """Stop the local PostgreSQL server."""
-    from ops.postgres_local import LocalPostgres
+    from auditrelay.ops.postgres_local import LocalPostgres
 
     click.echo("stopped" if LocalPostgres.from_settings(settings).down() else "not running")
 

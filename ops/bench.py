@@ -5,10 +5,10 @@ into a fresh topic of the configured broker, with events of a chosen size,
 and reports events per second from the first ``emit`` to the end of ``flush``.
 
 ``bench archive`` produces events into a fresh topic, then runs the archive agent
-(``agents.archive``) in this process into a fresh SQLite file or PostgreSQL
+(``auditrelay.agents.archive``) in this process into a fresh SQLite file or PostgreSQL
 database and reports archived rows per second.
 
-``bench pipeline`` (``ops.bench_pipeline``) runs the whole pipeline: producer,
+``bench pipeline`` (``auditrelay.ops.bench_pipeline``) runs the whole pipeline: producer,
 a real worker process and loopback receivers; events/s and latency end to end.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import click
 
-from ops.bench_pipeline import pipeline
-from schemas.settings import Settings
+from auditrelay.ops.bench_pipeline import pipeline
+from auditrelay.schemas.settings import Settings
 
 
 @click.group()
@@ -61,10 +61,10 @@ def padded_metadata(builder: Any, actor: Any, size: int) -> dict[str, str]:
 def produce(settings: Settings, events: int, size: int, workspaces: int, partitions: int,
             api: str, profile_path: Path | None) -> None:
     """Events per second from one Python process into a fresh topic (deleted afterwards)."""
-    from agents.kafka_admin import admin_client, create_topics, delete_topics
-    from producer import Actor, ProducerConfig
-    from schemas.builder import EventBuilder
-    from schemas.topics import TopicSpec
+    from auditrelay.kafka.admin import admin_client, create_topics, delete_topics
+    from auditrelay.producer import Actor, ProducerConfig
+    from auditrelay.schemas.builder import EventBuilder
+    from auditrelay.schemas.topics import TopicSpec
 
     topic = f"bench.produce.{uuid.uuid4().hex[:12]}"
     admin = admin_client(settings.kafka_bootstrap)
@@ -99,7 +99,7 @@ def produce(settings: Settings, events: int, size: int, workspaces: int, partiti
 
 def _build_only(config: Any, actor: Any, metadata: dict[str, str], ids: list[str],
                 events: int) -> float:
-    from schemas.builder import EventBuilder
+    from auditrelay.schemas.builder import EventBuilder
 
     builder = EventBuilder(type_prefix=config.type_prefix,
                            source_base_url=config.source_base_url)
@@ -112,7 +112,7 @@ def _build_only(config: Any, actor: Any, metadata: dict[str, str], ids: list[str
 
 def _run_sync(config: Any, actor: Any, metadata: dict[str, str], ids: list[str],
               events: int) -> float:
-    from producer import AuditProducer
+    from auditrelay.producer import AuditProducer
 
     count = len(ids)
     with AuditProducer(config) as producer:
@@ -129,7 +129,7 @@ def _run_sync(config: Any, actor: Any, metadata: dict[str, str], ids: list[str],
 
 def _run_async(config: Any, actor: Any, metadata: dict[str, str], ids: list[str],
                events: int) -> float:
-    from producer import AsyncAuditProducer
+    from auditrelay.producer import AsyncAuditProducer
 
     async def main() -> float:
         count = len(ids)
@@ -159,8 +159,8 @@ def _run_async(config: Any, actor: Any, metadata: dict[str, str], ids: list[str]
 def archive(settings: Settings, events: int, db_kind: str, workspaces: int,
             partitions: int) -> None:
     """Archive rows per second: Kafka through the archive agent into a fresh database."""
-    from agents.kafka_admin import admin_client, create_topics, delete_topics
-    from schemas.topics import TopicSpec
+    from auditrelay.kafka.admin import admin_client, create_topics, delete_topics
+    from auditrelay.schemas.topics import TopicSpec
 
     run_id = uuid.uuid4().hex[:12]
     prefix = f"bench.archive.{run_id}."
@@ -193,7 +193,7 @@ def _bench_database(settings: Settings, kind: str, run_id: str) -> Iterator[str]
         with tempfile.TemporaryDirectory(prefix="bench-archive-") as folder:
             yield f"sqlite:///{Path(folder) / 'archive.db'}"
         return
-    from ops.postgres_local import LocalPostgres
+    from auditrelay.ops.postgres_local import LocalPostgres
 
     server = LocalPostgres.from_settings(settings)
     server.up()
@@ -203,7 +203,7 @@ def _bench_database(settings: Settings, kind: str, run_id: str) -> Iterator[str]
 
 def _produce_events(settings: Settings, events: int, workspaces: int) -> list[Any]:
     """Emit ``events`` events into the events topic; returns them (key, value, headers)."""
-    from producer import Actor, AuditProducer, ProducerConfig
+    from auditrelay.producer import Actor, AuditProducer, ProducerConfig
 
     actor = Actor(id="usr_bench", type="user")
     values: list[Any] = []
@@ -219,9 +219,9 @@ def _insert_only(url: str, values: list[Any]) -> float:
     """Rows/s of parsing and bulk-inserting ``values`` alone; the rows are removed after."""
     from sqlalchemy import delete
 
-    from agents.archive import insert_rows, rows_from_records
-    from agents.store import make_engine
-    from schemas.db import ArchivedEvent
+    from auditrelay.agents.archive import insert_rows, rows_from_records
+    from auditrelay.store.db import ArchivedEvent
+    from auditrelay.store.engine import make_engine
 
     engine = make_engine(url)
     try:
@@ -241,10 +241,10 @@ async def _archive_run(settings: Settings, events: int, run_id: str) -> tuple[fl
     """Seconds until the archive agent committed every event: from start, from first row."""
     from sqlalchemy import func, select
 
-    from agents import archive as archive_agent
-    from agents.app import create_app
-    from agents.store import make_engine
-    from schemas.db import ArchivedEvent
+    from auditrelay.agents import archive as archive_agent
+    from auditrelay.agents.app import create_app
+    from auditrelay.store.db import ArchivedEvent
+    from auditrelay.store.engine import make_engine
 
     engine = make_engine(settings.database_url)
     app = create_app(settings, app_id=f"bench-archive-{run_id}",

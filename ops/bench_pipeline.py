@@ -1,14 +1,14 @@
 """``auditrelay bench pipeline``: events per second and latency from emit to receipt.
 
 The whole pipeline on this machine, each part in its own process: the shared
-local broker, one production worker (``python -m ops worker``, every agent),
+local broker, one production worker (``python -m auditrelay.ops worker``, every agent),
 the producer (``producer.AuditProducer``, sync, in this process) and the
-receivers (``ops.bench_receiver``, one lean process serving every port).
+receivers (``auditrelay.ops.bench_receiver``, one lean process serving every port).
 
 A run, all under a fresh topic prefix ``bench.<random>.`` and a temporary
 folder (SQLite database, var dir, worker log):
 
-1. the contract's topics (``ops.topics.ensure_topics``), workspaces and
+1. the contract's topics (``auditrelay.ops.topics.ensure_topics``), workspaces and
    destinations through the API's service layer, their outbox performed at
    once (destination topics and config records);
 2. receivers and worker(s) start (``--workers N``: each joins every group, and
@@ -52,7 +52,7 @@ from typing import Any
 
 import click
 
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
 
 __all__ = ["pipeline"]
 
@@ -118,7 +118,7 @@ class RunResult:
 def pipeline(settings: Settings, events: int, rate: float, destinations: str, size: int,
              workers: int, split: bool, profile_path: Path | None) -> None:
     """End-to-end events/s and emit-to-receipt latency through a real worker."""
-    from ops import kafka_local
+    from auditrelay.ops import kafka_local
 
     if not kafka_local.broker_answers(settings.kafka_bootstrap):
         raise click.ClickException(f"no broker answers at {settings.kafka_bootstrap}; start "
@@ -142,7 +142,7 @@ def pipeline(settings: Settings, events: int, rate: float, destinations: str, si
 def _bench_settings(settings: Settings, prefix: str, folder: Path) -> Settings:
     from pydantic import SecretStr
 
-    from agents.secrets import generate_key
+    from auditrelay.wire.secrets import generate_key
 
     # model_copy does not validate: the values are given in their parsed types.
     return settings.model_copy(update={
@@ -164,7 +164,7 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
     ports = [d.port for d in dests]
     with contextlib.ExitStack() as stack:
         receiver = stack.enter_context(_process(
-            [sys.executable, "-m", "ops.bench_receiver", *map(str, ports)],
+            [sys.executable, "-m", "auditrelay.ops.bench_receiver", *map(str, ports)],
             folder / "receiver.log", os.environ.copy()))
         procs = [stack.enter_context(_process(
             _worker_argv(profile_path if n == 0 else None), folder / f"worker{n}.log",
@@ -181,7 +181,7 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
 
 def _prepare(settings: Settings, count: int, workers: int) -> list[Destination]:
     """Topics, var dirs, and the destinations (with their topics and config records)."""
-    from ops.topics import ensure_topics
+    from auditrelay.ops.topics import ensure_topics
 
     ensure_topics(settings)
     for n in range(workers):  # Faust creates only its own folder in each
@@ -237,7 +237,7 @@ class _Workers:
 
         Otherwise a late joiner would rebalance the groups in the middle of the run.
         """
-        from agents.kafka_admin import admin_client
+        from auditrelay.kafka.admin import admin_client
 
         admin = admin_client(settings.kafka_bootstrap)
         groups = [settings.topics.group_id("auditrelay-router"),
@@ -263,10 +263,10 @@ class _Workers:
 
 def _create_destinations(settings: Settings, ports: list[int]) -> list[Destination]:
     """One Enterprise workspace and one destination per receiver port."""
-    from agents.secrets import box_from_settings
-    from agents.store import Store, make_engine
-    from api.models import DestinationIn
-    from api.service import ADMIN_ACTOR, Service
+    from auditrelay.api.models import DestinationIn
+    from auditrelay.api.service import ADMIN_ACTOR, Service
+    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.wire.secrets import box_from_settings
 
     store = Store(make_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=_no_lookup)
@@ -290,9 +290,9 @@ def _no_lookup(host: str, port: int) -> list[Any]:
 
 def _publish_outbox(settings: Settings) -> None:
     """Create the destination topics and config records now, not when a worker gets to it."""
-    from agents.kafka_admin import admin_client
-    from agents.outbox import OutboxPublisher
-    from agents.store import Store, make_engine
+    from auditrelay.kafka.admin import admin_client
+    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.store.outbox import OutboxPublisher
 
     store = Store(make_engine(settings.database_url))
     publisher = OutboxPublisher(store, {"bootstrap.servers": settings.kafka_bootstrap,
@@ -311,8 +311,8 @@ def _publish_outbox(settings: Settings) -> None:
 @contextlib.contextmanager
 def _topics_deleted(settings: Settings, prefix: str) -> Iterator[None]:
     """On the way out, delete every topic (and consumer group) of the run's prefix."""
-    from agents.kafka_admin import admin_client, delete_topics
-    from schemas.topics import TopicNames
+    from auditrelay.kafka.admin import admin_client, delete_topics
+    from auditrelay.schemas.topics import TopicNames
 
     try:
         yield
@@ -338,8 +338,9 @@ def _delete_groups(admin: Any, tag: str) -> None:
 
 def _worker_argv(profile_path: Path | None) -> list[str]:
     if profile_path is None:
-        return [sys.executable, "-m", "ops", "worker"]
-    return [sys.executable, "-m", "cProfile", "-o", str(profile_path), "-m", "ops", "worker"]
+        return [sys.executable, "-m", "auditrelay.ops", "worker"]
+    return [sys.executable, "-m", "cProfile", "-o", str(profile_path),
+            "-m", "auditrelay.ops", "worker"]
 
 
 def _worker_env(settings: Settings, index: int, stages: str | None = None) -> dict[str, str]:
@@ -424,7 +425,7 @@ class _Emitter:
     """The bench producer: round-robin over the destinations' workspaces, emit time inside."""
 
     def __init__(self, producer: Any, dests: list[Destination], pad: str) -> None:
-        from producer import Actor
+        from auditrelay.producer import Actor
 
         self._producer = producer
         self._workspaces = [d.workspace_id for d in dests]
@@ -461,8 +462,8 @@ class _Emitter:
 
 @contextlib.contextmanager
 def _emitter(settings: Settings, dests: list[Destination], size: int) -> Iterator[_Emitter]:
-    from producer import Actor, AuditProducer, ProducerConfig
-    from schemas.builder import EventBuilder
+    from auditrelay.producer import Actor, AuditProducer, ProducerConfig
+    from auditrelay.schemas.builder import EventBuilder
 
     sample = EventBuilder().build(dests[0].workspace_id, "workspace", "updated",
                                   actor=Actor(id="usr_bench", type="user"),
@@ -529,7 +530,7 @@ def _wait_all(stats_url: str, report_url: str, events: int,
 
 def _add_stage_times(settings: Settings, dests: list[Destination], result: RunResult) -> None:
     """Read the batch and attempt topics of the run (a few thousand records)."""
-    from ops.bench_receiver import percentile
+    from auditrelay.ops.bench_receiver import percentile
 
     names = settings.topics
     since_ms = result.emitted_at * 1000

@@ -1,6 +1,6 @@
 """The loopback receivers of ``auditrelay bench pipeline``: one lean process, many ports.
 
-Run as ``python -m ops.bench_receiver PORT [PORT ...]``. Every port serves a raw
+Run as ``python -m auditrelay.ops.bench_receiver PORT [PORT ...]``. Every port serves a raw
 HTTP/1.1 handler on ``asyncio.start_server`` (no framework: the receivers must
 not be what limits the benchmark). A ``POST`` to any path other than the
 control paths is a delivery: its receipt time and body are stored and it is
@@ -169,7 +169,7 @@ async def serve(ports: list[int]) -> None:
 def main(argv: list[str]) -> None:
     ports = [int(arg) for arg in argv]
     if not ports:
-        raise SystemExit("usage: python -m ops.bench_receiver PORT [PORT ...]")
+        raise SystemExit("usage: python -m auditrelay.ops.bench_receiver PORT [PORT ...]")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(ports))
 

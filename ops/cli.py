@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from schemas.errors import AuditRelayError
-from schemas.settings import Settings
+from auditrelay.schemas.errors import AuditRelayError
+from auditrelay.schemas.settings import Settings
 
 
 def _settings() -> Settings:
@@ -41,7 +41,7 @@ def kafka() -> None:
 @click.pass_obj
 def kafka_up(settings: Settings) -> None:
     """Fetch Kafka if needed, start the broker, print its bootstrap address."""
-    from ops import kafka_local
+    from auditrelay.ops import kafka_local
 
     broker = kafka_local.LocalKafka.from_settings(settings)
     started = broker.up(progress=lambda msg: click.echo(msg, err=True))
@@ -54,7 +54,7 @@ def kafka_up(settings: Settings) -> None:
 @click.pass_obj
 def kafka_down(settings: Settings) -> None:
     """Stop the broker that `kafka up` started (graceful, then forced)."""
-    from ops import kafka_local
+    from auditrelay.ops import kafka_local
 
     stopped = kafka_local.LocalKafka.from_settings(settings).down()
     click.echo("stopped" if stopped else "not running")
@@ -64,7 +64,7 @@ def kafka_down(settings: Settings) -> None:
 @click.pass_obj
 def kafka_status(settings: Settings) -> None:
     """Say whether the local broker runs, and where."""
-    from ops import kafka_local
+    from auditrelay.ops import kafka_local
 
     status = kafka_local.LocalKafka.from_settings(settings).status()
     click.echo(status.describe())
@@ -85,7 +85,7 @@ def topics() -> None:
 @click.pass_obj
 def topics_ensure(settings: Settings, fix: bool) -> None:
     """Create every topic of contract section 4; report (or fix) drifted ones."""
-    from ops import topics as topics_mod
+    from auditrelay.ops import topics as topics_mod
 
     report = topics_mod.ensure_topics(settings, fix=fix)
     for line in report.lines():
@@ -106,7 +106,7 @@ def topics_ensure(settings: Settings, fix: bool) -> None:
 @click.pass_obj
 def worker(settings: Settings, stages: str | None) -> None:
     """Run the worker (router, archive, delivery, retention) in the foreground."""
-    from ops import runner
+    from auditrelay.ops import runner
 
     if stages is not None:
         try:
@@ -124,14 +124,14 @@ def worker(settings: Settings, stages: str | None) -> None:
 @click.pass_obj
 def run(settings: Settings, demo: bool, demo_port: int) -> None:
     """Broker, topics, worker and API in one foreground process group; Ctrl-C stops all."""
-    from ops import runner
+    from auditrelay.ops import runner
 
     runner.run_all(settings, demo=demo, demo_port=demo_port)
 
 
 # The commands that live in modules of their own (emit, bench, api, workspaces, ...).
 def _register_commands() -> None:
-    from ops import commands
+    from auditrelay.ops import commands
 
     for command in commands.all_commands():
         cli.add_command(command)

@@ -10,13 +10,13 @@ import click
 
 
 def all_commands() -> list[click.Command]:
-    from ops.api_cmd import api, destinations, postgres, workspaces
-    from ops.bench import bench
-    from ops.demo import demo
-    from ops.dlq_cmd import dlq
-    from ops.emit_cmd import emit
-    from ops.retention_cmd import retention
-    from ops.status_cmd import status
+    from auditrelay.ops.api_cmd import api, destinations, postgres, workspaces
+    from auditrelay.ops.bench import bench
+    from auditrelay.ops.demo import demo
+    from auditrelay.ops.dlq_cmd import dlq
+    from auditrelay.ops.emit_cmd import emit
+    from auditrelay.ops.retention_cmd import retention
+    from auditrelay.ops.status_cmd import status
 
     commands: list[click.Command] = [emit, bench, api, workspaces, destinations, postgres, dlq,
                                      demo, status]

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
 
 DEMO_WORKSPACE = "demo"
 
@@ -55,10 +55,10 @@ def setup(settings: Settings, receiver_port: int) -> DemoState:
         state = DemoState(**json.loads(path.read_text()))
         if state.receiver_port == receiver_port:
             return state
-    from agents.secrets import box_from_settings
-    from agents.store import Store, make_engine
-    from api.models import DestinationIn
-    from api.service import ADMIN_ACTOR, Service
+    from auditrelay.api.models import DestinationIn
+    from auditrelay.api.service import ADMIN_ACTOR, Service
+    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.wire.secrets import box_from_settings
 
     store = Store(make_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=_loopback_only)
@@ -83,7 +83,7 @@ def _loopback_only(host: str, port: int) -> list[Any]:
 def signature_ok(secret: str, headers: dict[str, str], body: bytes,
                  tolerance: float = 300.0) -> bool:
     """Standard Webhooks verification, as a receiver would do it."""
-    from agents.signing import sign
+    from auditrelay.wire.signing import sign
 
     msg_id = headers.get("webhook-id", "")
     stamp = headers.get("webhook-timestamp", "")
@@ -136,7 +136,7 @@ def receiver(settings: Settings, port: int) -> None:
 @click.pass_obj
 def producer(settings: Settings, rate: float) -> None:
     """Emit varied audit events for the demo workspace until stopped."""
-    from producer import AuditProducer, ProducerConfig
+    from auditrelay.producer import AuditProducer, ProducerConfig
 
     state = DemoState(**json.loads(state_path(settings).read_text()))
     rng = random.Random()  # noqa: S311 - picks demo event kinds, nothing secret

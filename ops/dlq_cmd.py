@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 import click
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from agents.kafka_admin import admin_client
-from schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta, Headers
-from schemas.errors import KafkaError
-from schemas.settings import Settings
+from auditrelay.kafka.admin import admin_client
+from auditrelay.schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta, Headers
+from auditrelay.schemas.errors import KafkaError
+from auditrelay.schemas.settings import Settings
 
 _POLL = 1.0
 

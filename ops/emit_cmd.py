@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from schemas.errors import InvalidInputError
-from schemas.settings import Settings
+from auditrelay.schemas.errors import InvalidInputError
+from auditrelay.schemas.settings import Settings
 
 _KEYS = frozenset(("workspace_id", "category", "action", "actor", "target", "subject",
                    "description", "metadata"))
@@ -67,7 +67,7 @@ def _inputs(data: str | None) -> Iterator[dict[str, Any]]:
 def emit(settings: Settings, data: str | None, count: int, rate: float, topic: str | None,
          quiet: bool) -> None:
     """Emit audit events: DATA is a JSON object, or '-'/absent to read JSON lines from stdin."""
-    from producer import AuditProducer, ProducerConfig
+    from auditrelay.producer import AuditProducer, ProducerConfig
 
     config = ProducerConfig.from_settings(settings, **({"topic": topic} if topic else {}))
     emitted = 0

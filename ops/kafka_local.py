@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.system import apt_install, run_checked
-from schemas.errors import BrokerUnavailableError, ProvisioningError
-from schemas.settings import Settings
+from auditrelay.ops.system import apt_install, run_checked
+from auditrelay.schemas.errors import BrokerUnavailableError, ProvisioningError
+from auditrelay.schemas.settings import Settings
 
 Progress = Callable[[str], None]
 

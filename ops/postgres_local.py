@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.system import apt_install, run_checked
-from schemas.errors import ProvisioningError
-from schemas.settings import Settings
+from auditrelay.ops.system import apt_install, run_checked
+from auditrelay.schemas.errors import ProvisioningError
+from auditrelay.schemas.settings import Settings
 
 _SYSTEM_USER = "postgres"
 _DATABASE = "auditrelay"

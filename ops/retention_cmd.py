@@ -1,6 +1,6 @@
 """``auditrelay retention purge [--dry-run]``: delete archived events past their entitlement.
 
-The same :func:`agents.retention.purge` the worker's daily crontab runs; safe to
+The same :func:`auditrelay.agents.retention.purge` the worker's daily crontab runs; safe to
 run while the worker runs, twice, or concurrently (docs/archive.md).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
 
 
 @click.group()
@@ -23,7 +23,7 @@ def retention() -> None:
 @click.pass_obj
 def purge(settings: Settings, dry_run: bool, batch_size: int | None) -> None:
     """Delete every archived event older than its workspace's retention; print a summary."""
-    from agents.retention import WorkspacePurge, purge_database
+    from auditrelay.agents.retention import WorkspacePurge, purge_database
 
     def progress(job: WorkspacePurge) -> None:
         click.echo(f"  {job.entitlement.workspace_id}: {job.deleted} deleted "

@@ -21,7 +21,7 @@ from types import FrameType
 import click
 from pydantic import SecretStr
 
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
 
 _STOP_GRACE_SECONDS = 15.0
 
@@ -33,9 +33,9 @@ def run_worker(settings: Settings) -> None:
         return
     from faust.worker import Worker as FaustWorker
 
-    from agents.app import create_app, default_registrars
-    from agents.logs import install_repeat_filter, logging_config
-    from agents.metrics_collector import serve_worker_metrics
+    from auditrelay.agents.app import create_app, default_registrars
+    from auditrelay.observability.collector import serve_worker_metrics
+    from auditrelay.observability.logs import install_repeat_filter, logging_config
 
     class Worker(FaustWorker):  # the log lines name the class: keep "Worker"
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
@@ -61,9 +61,9 @@ def _run_delivery_only(settings: Settings) -> None:
     scales delivery alone needs no Faust app, which could not start without a topic."""
     import asyncio
 
-    from agents.logs import configure_logging
-    from agents.metrics_collector import serve_worker_metrics
-    from agents.pipeline import running_pipeline
+    from auditrelay.agents.pipeline import running_pipeline
+    from auditrelay.observability.collector import serve_worker_metrics
+    from auditrelay.observability.logs import configure_logging
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -115,7 +115,7 @@ class Supervisor:
 
 
 def _self_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ops", *args]
+    return [sys.executable, "-m", "auditrelay.ops", *args]
 
 
 def _demo_env(settings: Settings) -> tuple[Settings, dict[str, str]]:
@@ -134,7 +134,7 @@ def _one_secret_key(settings: Settings,
     development key, rather than each child warning on its own."""
     if settings.secret_key is not None:
         return settings, env
-    from agents.secrets import secret_key_of
+    from auditrelay.wire.secrets import secret_key_of
 
     key = secret_key_of(settings)  # warns, once for the whole run
     env = {**(env if env is not None else os.environ), "AUDITRELAY_SECRET_KEY": key}
@@ -142,7 +142,7 @@ def _one_secret_key(settings: Settings,
 
 
 def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
-    from ops import kafka_local, topics
+    from auditrelay.ops import kafka_local, topics
 
     env: dict[str, str] | None = None
     if demo:
@@ -161,7 +161,7 @@ def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
         for line in topics.ensure_topics(settings).lines():
             click.echo(f"[run] topic {line}", err=True)
         if demo:
-            from ops import demo as demo_mod
+            from auditrelay.ops import demo as demo_mod
 
             state = demo_mod.setup(settings, demo_port)
             click.echo(f"[run] demo: workspace {state.workspace_id}, destination "

@@ -12,9 +12,9 @@ from typing import TypeVar
 import click
 from pydantic import ValidationError
 
-from schemas.destinations import DestinationConfig
-from schemas.settings import Settings
-from schemas.status import DestinationStatus
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.status import DestinationStatus
 
 _COLUMNS = ("DESTINATION", "NAME", "WORKSPACE", "STATE", "LAST DELIVERY", "FAILURES", "NEXT TRY",
             "LAST ERROR")
@@ -89,7 +89,7 @@ def _parse(model: type[_Model], raw: dict[str, bytes | None]) -> dict[str, _Mode
 @click.pass_obj
 def status(settings: Settings, workspace: str | None) -> None:
     """Destinations and their delivery status, as dashboards see them."""
-    from agents.kafka_admin import read_compacted
+    from auditrelay.kafka.admin import read_compacted
 
     names = settings.topics
     statuses = _parse(DestinationStatus, read_compacted(settings.kafka_bootstrap,

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from schemas.errors import ProvisioningError
+from auditrelay.schemas.errors import ProvisioningError
 
 
 def run_checked(argv: Sequence[str], what: str, env: dict[str, str] | None = None) -> str:

@@ -20,10 +20,10 @@ from confluent_kafka.admin import (
     NewPartitions,
 )
 
-from agents.kafka_admin import admin_client, create_topics, describe_configs
-from schemas.errors import BrokerUnavailableError, TopicError
-from schemas.settings import Settings
-from schemas.topics import TopicSpec, static_topic_specs
+from auditrelay.kafka.admin import admin_client, create_topics, describe_configs
+from auditrelay.schemas.errors import BrokerUnavailableError, TopicError
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import TopicSpec, static_topic_specs
 
 _TIMEOUT = 30.0
 

@@ -2,8 +2,8 @@
 
 Depends on ``schemas`` only, plus confluent-kafka and pydantic::
 
-    from producer import AuditProducer, ProducerConfig
-    from schemas.envelope import Actor
+    from auditrelay.producer import AuditProducer, ProducerConfig
+    from auditrelay.schemas.envelope import Actor
 
     with AuditProducer(ProducerConfig(bootstrap_servers="kafka:9092")) as producer:
         producer.emit("ws_xyz", "workspace", "created",
@@ -14,12 +14,12 @@ Depends on ``schemas`` only, plus confluent-kafka and pydantic::
 broker confirmed the event.
 """
 
-from producer.aio import AsyncAuditProducer
-from producer.config import ProducerConfig
-from producer.delivery import DeliveryResult
-from producer.sync import AuditProducer
-from schemas.builder import EncodedEvent
-from schemas.envelope import Actor, Target
+from auditrelay.producer.aio import AsyncAuditProducer
+from auditrelay.producer.config import ProducerConfig
+from auditrelay.producer.delivery import DeliveryResult
+from auditrelay.producer.sync import AuditProducer
+from auditrelay.schemas.builder import EncodedEvent
+from auditrelay.schemas.envelope import Actor, Target
 
 __all__ = [
     "Actor",

@@ -11,11 +11,11 @@ from typing import Any
 from confluent_kafka import KafkaError as LibKafkaError
 from confluent_kafka import KafkaException, Producer
 
-from producer.config import ProducerConfig
-from producer.librdkafka_log import librdkafka_logger
-from schemas.builder import ActorLike, EncodedEvent, EventBuilder, TargetLike
-from schemas.catalogue import DEFAULT_CATALOGUE, Catalogue
-from schemas.errors import ConfigurationError, ProduceError, QueueFullError
+from auditrelay.producer.config import ProducerConfig
+from auditrelay.producer.librdkafka_log import librdkafka_logger
+from auditrelay.schemas.builder import ActorLike, EncodedEvent, EventBuilder, TargetLike
+from auditrelay.schemas.catalogue import DEFAULT_CATALOGUE, Catalogue
+from auditrelay.schemas.errors import ConfigurationError, ProduceError, QueueFullError
 
 _log = logging.getLogger("auditrelay.producer")
 

@@ -22,12 +22,12 @@ from typing import Any
 from confluent_kafka import KafkaError as LibKafkaError
 from confluent_kafka import KafkaException
 
-from producer._base import ProducerCore
-from producer.config import ProducerConfig
-from producer.delivery import DeliveryResult, result_of
-from schemas.builder import ActorLike, EncodedEvent, TargetLike
-from schemas.catalogue import DEFAULT_CATALOGUE, Catalogue
-from schemas.errors import ProduceError
+from auditrelay.producer._base import ProducerCore
+from auditrelay.producer.config import ProducerConfig
+from auditrelay.producer.delivery import DeliveryResult, result_of
+from auditrelay.schemas.builder import ActorLike, EncodedEvent, TargetLike
+from auditrelay.schemas.catalogue import DEFAULT_CATALOGUE, Catalogue
+from auditrelay.schemas.errors import ProduceError
 
 _POLL_SECONDS = 0.05
 _ROOM_RETRY_SECONDS = 0.005

@@ -1,7 +1,7 @@
 """The producer's own configuration object; services build it, nothing reads the environment.
 
 ``ProducerConfig.from_settings`` is for auditrelay's own entry points (the CLI),
-which read ``AUDITRELAY_*`` once into :class:`~schemas.settings.Settings`.
+which read ``AUDITRELAY_*`` once into :class:`~auditrelay.schemas.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.envelope import DEFAULT_TYPE_PREFIX
-from schemas.settings import Settings
+from auditrelay.schemas.envelope import DEFAULT_TYPE_PREFIX
+from auditrelay.schemas.settings import Settings
 
 #: librdkafka settings that carry the producer's delivery guarantees; not overridable.
 _GUARANTEED: Final = frozenset((

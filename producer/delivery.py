@@ -8,7 +8,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError as LibKafkaError
 from confluent_kafka import KafkaException
 
-from schemas.errors import ProduceError
+from auditrelay.schemas.errors import ProduceError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class DeliveryResult:
         return self.error is None
 
 
-#: Canonical events start with these bytes, then the 30-character id (schemas.codec).
+#: Canonical events start with these bytes, then the 30-character id (auditrelay.schemas.codec).
 _ID_AT: Final = b'{"specversion":"1.0","id":"'
 _ID_END: Final = len(_ID_AT) + 30
 

@@ -2,10 +2,10 @@
 
 Validating every event through pydantic models costs tens of microseconds; a
 service emitting at volume cannot afford that. :class:`EventBuilder` checks the
-same rules as :class:`~schemas.envelope.AuditEvent` directly on the arguments
-(compiled regexes, catalogue dict lookups, the :mod:`schemas.jsonvalue` check),
+same rules as :class:`~auditrelay.schemas.envelope.AuditEvent` directly on the arguments
+(compiled regexes, catalogue dict lookups, the :mod:`auditrelay.schemas.jsonvalue` check),
 caches the verdicts and JSON fragments of values that repeat (workspace, type,
-actor), and concatenates the canonical bytes of :mod:`schemas.codec`.
+actor), and concatenates the canonical bytes of :mod:`auditrelay.schemas.codec`.
 tests/unit/schemas/test_builder.py holds both paths to the same verdicts and
 the same bytes.
 """
@@ -19,9 +19,9 @@ from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any, Final, NamedTuple
 
-from schemas.catalogue import DEFAULT_CATALOGUE, PREFIX_RE, Catalogue, is_snake
-from schemas.codec import encode_checked, encode_json
-from schemas.envelope import (
+from auditrelay.schemas.catalogue import DEFAULT_CATALOGUE, PREFIX_RE, Catalogue, is_snake
+from auditrelay.schemas.codec import encode_checked, encode_json
+from auditrelay.schemas.envelope import (
     ACTOR_TYPES,
     DEFAULT_TYPE_PREFIX,
     EVENT_CONTENT_TYPE,
@@ -32,9 +32,9 @@ from schemas.envelope import (
     format_time,
     parse_time,
 )
-from schemas.errors import InvalidEventError
-from schemas.ids import EVENT_ID_PREFIX, REFERENCE_ID_RE, WORKSPACE_ID_RE, UlidSource
-from schemas.jsonvalue import check_json
+from auditrelay.schemas.errors import InvalidEventError
+from auditrelay.schemas.ids import EVENT_ID_PREFIX, REFERENCE_ID_RE, WORKSPACE_ID_RE, UlidSource
+from auditrelay.schemas.jsonvalue import check_json
 
 _CACHE_LIMIT: Final = 4096
 SOURCE_RE: Final = re.compile(SOURCE_PATTERN)

@@ -3,7 +3,7 @@
 An event type is ``{prefix}.{category}.{action}``; the prefix is a setting
 (``pro.atmos`` by default), so the catalogue stores categories and actions only.
 Extending it means adding an ``EventType`` line to ``_KNOWN`` below (then
-``python -m schemas.export`` regenerates the JSON Schema files and
+``python -m auditrelay.schemas.export`` regenerates the JSON Schema files and
 docs/events.md), or, for a service's private types, ``DEFAULT_CATALOGUE.with_types(...)``.
 """
 

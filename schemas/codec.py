@@ -16,14 +16,14 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from schemas.envelope import (
+from auditrelay.schemas.envelope import (
     DEFAULT_RULES,
     MAX_EVENT_BYTES,
     AuditEvent,
     EventRules,
     format_time,
 )
-from schemas.errors import InvalidEventError
+from auditrelay.schemas.errors import InvalidEventError
 
 #: The one JSON encoder of the canonical form (the fast path uses it too).
 JSON_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),

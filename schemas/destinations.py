@@ -8,13 +8,9 @@ only a process holding ``AUDITRELAY_SECRET_KEY`` can read them.
 
 from __future__ import annotations
 
-import typing
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
-
-if typing.TYPE_CHECKING:
-    from schemas.db import Destination
 
 
 class DestinationConfig(BaseModel):
@@ -37,20 +33,3 @@ class DestinationConfig(BaseModel):
     #: Increases with every change; a consumer keeps the highest it saw.
     version: int = Field(ge=1)
     updated_at: datetime
-
-
-def config_of(dest: Destination, *, forwarding: bool) -> DestinationConfig:
-    """The record of the database row ``dest`` on audit.destinations.
-
-    ``forwarding`` is whether the workspace's plan includes forwarding; the API
-    and the worker (when it disables a destination) publish through this one
-    function, so the two never disagree on what a config holds.
-    """
-    return DestinationConfig(
-        id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url,
-        enabled=dest.enabled, disabled_reason=dest.disabled_reason,
-        event_types=tuple(dest.event_types), forwarding=forwarding,
-        headers_encrypted=dest.headers_encrypted, secret_encrypted=dest.secret_encrypted,
-        previous_secret_encrypted=dest.previous_secret_encrypted,
-        previous_secret_expires_at=dest.previous_secret_expires_at, version=dest.version,
-        updated_at=dest.updated_at)

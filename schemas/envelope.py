@@ -2,15 +2,15 @@
 
 These models are the reference definition of contract section 1: the JSON
 Schema files in ``schemas/json`` are exported from them, and
-:func:`schemas.codec.parse_event` validates every consumed event with them.
-The producer's fast path (:mod:`schemas.builder`) enforces the same rules
+:func:`auditrelay.schemas.codec.parse_event` validates every consumed event with them.
+The producer's fast path (:mod:`auditrelay.schemas.builder`) enforces the same rules
 without building models; tests hold the two to the same verdicts and bytes.
 
 Rules that depend on settings (the type prefix, whether unknown types pass, the
 source base URL) come from an :class:`EventRules` passed as validation context;
 without one the defaults apply. Envelope-level rule violations raise
-:class:`~schemas.errors.InvalidEventError` naming the attribute; field-level ones
-are pydantic errors that :mod:`schemas.codec` translates into the same error.
+:class:`~auditrelay.schemas.errors.InvalidEventError` naming the attribute; field-level ones
+are pydantic errors that :mod:`auditrelay.schemas.codec` translates into the same error.
 """
 
 from __future__ import annotations
@@ -31,10 +31,15 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.catalogue import DEFAULT_CATALOGUE, MAX_NAME_LENGTH, SNAKE_PATTERN, Catalogue
-from schemas.errors import InvalidEventError
-from schemas.ids import EVENT_ID_PATTERN, REFERENCE_ID_PATTERN, WORKSPACE_ID_PATTERN
-from schemas.jsonvalue import check_json
+from auditrelay.schemas.catalogue import (
+    DEFAULT_CATALOGUE,
+    MAX_NAME_LENGTH,
+    SNAKE_PATTERN,
+    Catalogue,
+)
+from auditrelay.schemas.errors import InvalidEventError
+from auditrelay.schemas.ids import EVENT_ID_PATTERN, REFERENCE_ID_PATTERN, WORKSPACE_ID_PATTERN
+from auditrelay.schemas.jsonvalue import check_json
 
 SPECVERSION: Final = "1.0"
 DATACONTENTTYPE: Final = "application/json"

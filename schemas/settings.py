@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.topics import TopicNames
+from auditrelay.schemas.topics import TopicNames
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -1,7 +1,7 @@
 """Kafka topic layout of contract section 4, declared once.
 
 Pure data: names derive from the topic prefix setting, configurations from the
-contract's retention rules. ``ops.topics`` creates them, agents subscribe to them.
+contract's retention rules. ``auditrelay.ops.topics`` creates them, agents subscribe to them.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import admin_client, create_topics, delete_topics
-from ops import kafka_local
-from schemas.settings import Settings
-from schemas.topics import TopicSpec
+from auditrelay.kafka.admin import admin_client, create_topics, delete_topics
+from auditrelay.ops import kafka_local
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import TopicSpec
 
 TopicFactory = Callable[..., str]
 

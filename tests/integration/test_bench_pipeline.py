@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from agents.kafka_admin import admin_client
+from auditrelay.kafka.admin import admin_client
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_bench_pipeline_reports_rate_latency_and_completeness(kafka_bootstrap: s
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITRELAY_")}
     env["AUDITRELAY_KAFKA_BOOTSTRAP"] = kafka_bootstrap
     done = subprocess.run(
-        [sys.executable, "-m", "ops", "bench", "pipeline", "--events", "300",
+        [sys.executable, "-m", "auditrelay.ops", "bench", "pipeline", "--events", "300",
          "--destinations", destinations, "--rate", "1000"],
         env=env, capture_output=True, text=True, timeout=110, check=False)
     out = done.stdout

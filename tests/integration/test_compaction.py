@@ -14,7 +14,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import describe_configs
+from auditrelay.kafka.admin import describe_configs
 from tests.integration.conftest import TopicFactory
 
 KEYS = [f"dest_{i}" for i in range(8)]

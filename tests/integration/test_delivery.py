@@ -23,23 +23,23 @@ from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 from standardwebhooks.webhooks import Webhook
 
-from agents.kafka_admin import create_topics, delete_topics
-from agents.pipeline import DeliveryPipeline, running_pipeline
-from agents.secrets import SecretBox, generate_key
-from agents.signing import generate_secret, new_batch_id
-from agents.store import Store, make_engine
-from ops.topics import ensure_topics
-from schemas.batches import (
+from auditrelay.agents.pipeline import DeliveryPipeline, running_pipeline
+from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.schemas.batches import (
     REASON_DISABLED,
     REASON_EXHAUSTED,
     BatchMeta,
     batch_body,
 )
-from schemas.db import Destination, Workspace
-from schemas.destinations import config_of
-from schemas.settings import Settings
-from schemas.status import DeliveryAttempt, DestinationStatus
-from schemas.topics import destination_topic_spec
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
+from auditrelay.schemas.topics import destination_topic_spec
+from auditrelay.store.db import Destination, Workspace
+from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.mutations import config_of
+from auditrelay.wire.secrets import SecretBox, generate_key
+from auditrelay.wire.signing import generate_secret, new_batch_id
 from tests.support.pipeline import Receiver, eventually, read_records
 from tests.support.servers import serve
 
@@ -342,9 +342,9 @@ async def test_a_destination_created_while_running_is_picked_up_within_10_s(
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_the_faust_worker_runs_the_pipeline(env: Env, unique_name: str) -> None:
-    from agents import pipeline as pipeline_module
-    from agents import router
-    from agents.app import create_app
+    from auditrelay.agents import pipeline as pipeline_module
+    from auditrelay.agents import router
+    from auditrelay.agents.app import create_app
 
     # The router gives the Faust consumer a topic; an app with none does not start.
     app = create_app(env.settings, app_id=f"test-{unique_name}",

@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import create_topics, delete_topics
-from ops.cli import cli
-from ops.topics import ensure_topics
-from schemas.batches import REASON_EXHAUSTED, REASON_MALFORMED, BatchMeta
-from schemas.settings import Settings
-from schemas.topics import destination_topic_spec, static_topic_specs
+from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.ops.cli import cli
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.schemas.batches import REASON_EXHAUSTED, REASON_MALFORMED, BatchMeta
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import destination_topic_spec, static_topic_specs
 
 
 @pytest.fixture

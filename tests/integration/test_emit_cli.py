@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from click.testing import CliRunner
 
-from ops.cli import cli
-from ops.commands import all_commands
-from schemas.codec import parse_event
+from auditrelay.ops.cli import cli
+from auditrelay.ops.commands import all_commands
+from auditrelay.schemas.codec import parse_event
 from tests.integration.test_producer import consume_all
 
 TopicFactory = Callable[..., str]

@@ -8,8 +8,8 @@ import faust
 import pytest
 from confluent_kafka import Producer
 
-from agents.app import create_app
-from schemas.settings import Settings
+from auditrelay.agents.app import create_app
+from auditrelay.schemas.settings import Settings
 
 
 async def _wait_for(predicate: object, timeout: float) -> None:

@@ -1,4 +1,4 @@
-"""agents.kafka_io against the real broker: a cancelled start leaks no connection.
+"""auditrelay.kafka.clients against the real broker: a cancelled start leaks no connection.
 
 aiokafka's bootstrap leaks its connection when it is cancelled in the middle of
 its metadata request (aio-libs/aiokafka#715). When that moment comes depends on
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiokafka.conn import AIOKafkaConnection
 
-from agents.kafka_io import RecordSink, consumer, start_consumer
+from auditrelay.kafka.clients import RecordSink, consumer, start_consumer
 
 STEPS = 24  # cancel points per test, spread over the quickest start
 TIMED_STARTS = 5

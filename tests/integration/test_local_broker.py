@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.kafka_admin import admin_client, create_topics
-from ops import kafka_local
-from ops.kafka_local import LocalKafka, broker_answers
-from schemas.settings import Settings
-from schemas.topics import TopicSpec
+from auditrelay.kafka.admin import admin_client, create_topics
+from auditrelay.ops import kafka_local
+from auditrelay.ops.kafka_local import LocalKafka, broker_answers
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import TopicSpec
 
-_CLI = [sys.executable, "-m", "ops"]
+_CLI = [sys.executable, "-m", "auditrelay.ops"]
 
 
 def _broker_pids(config_path: Path) -> list[int]:
@@ -113,7 +113,7 @@ def test_up_refuses_a_port_held_by_another_broker(kafka_bootstrap: str, tmp_path
     stranger = LocalKafka(version=shared.version, port=int(port), controller_port=19394,
                           heap_mb=256, home=tmp_path / "other", cache=shared.cache,
                           start_timeout=10.0)
-    from schemas.errors import ProvisioningError
+    from auditrelay.schemas.errors import ProvisioningError
 
     with pytest.raises(ProvisioningError, match="another Kafka broker already listens"):
         stranger.up()

@@ -1,6 +1,6 @@
 """Metrics after a known workload: a real worker and a real API, scraped over HTTP.
 
-``python -m ops api`` and ``python -m ops worker`` run as subprocesses under a
+``python -m auditrelay.ops api`` and ``python -m auditrelay.ops worker`` run as subprocesses under a
 topic prefix of their own, with JSON logs and the offsets collector reading
 every second. One workspace has two destinations for ``pro.atmos.auth.*``: one
 receiver on 127.0.0.1 answers 200, the other 503. Batches hold one event each,
@@ -31,11 +31,11 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.metrics_collector import Groups
-from agents.secrets import generate_key
-from ops.topics import ensure_topics
-from producer import Actor, AuditProducer, ProducerConfig
-from schemas.settings import Settings
+from auditrelay.observability.collector import Groups
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.producer import Actor, AuditProducer, ProducerConfig
+from auditrelay.schemas.settings import Settings
+from auditrelay.wire.secrets import generate_key
 from tests.support.pipeline import (
     DestinationSpec,
     Receiver,
@@ -58,7 +58,8 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @dataclass
 class Child:
-    """``python -m ops ARGS`` with ``env``; output in ``log``; SIGTERM (then SIGKILL) on stop."""
+    """``python -m auditrelay.ops ARGS`` with ``env``; output in ``log``; SIGTERM (then SIGKILL)
+    on stop."""
 
     args: list[str]
     env: dict[str, str]
@@ -68,7 +69,8 @@ class Child:
 
     def start(self) -> Child:
         self._out = self.log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ops", *self.args], env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "auditrelay.ops", *self.args],
+                                     env=self.env,
                                      stdout=self._out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         return self

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from ops.topics import ensure_topics
-from schemas.settings import Settings
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.schemas.settings import Settings
 from tests.support.e2e import (
     Emitter,
     assert_exact,
@@ -172,7 +172,7 @@ def test_routing_and_archiving_in_separate_workers(settings: Settings, tmp_path:
     delivery worker (no Faust at all): every event delivered, and every one archived."""
     from sqlalchemy import create_engine, func, select
 
-    from schemas.db import ArchivedEvent
+    from auditrelay.store.db import ArchivedEvent
 
     specs = [(0, (), True)]
     with ExitStack() as stack:

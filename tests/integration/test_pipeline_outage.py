@@ -23,16 +23,16 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import admin_client
-from agents.pipeline import running_pipeline
-from agents.signing import new_batch_id
-from agents.ssrf import IPAddress
-from ops.kafka_local import LocalKafka, broker_answers
-from ops.topics import ensure_topics
-from schemas.batches import BatchMeta, batch_body
-from schemas.settings import Settings
-from schemas.status import DeliveryAttempt
-from schemas.topics import RETRY_TIERS
+from auditrelay.agents.pipeline import running_pipeline
+from auditrelay.kafka.admin import admin_client
+from auditrelay.ops.kafka_local import LocalKafka, broker_answers
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.schemas.batches import BatchMeta, batch_body
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.status import DeliveryAttempt
+from auditrelay.schemas.topics import RETRY_TIERS
+from auditrelay.wire.signing import new_batch_id
+from auditrelay.wire.ssrf import IPAddress
 from tests.support.e2e import (
     Emitter,
     assert_exact,

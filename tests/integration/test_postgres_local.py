@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ops.postgres_local import SHARED_ROOT, LocalPostgres
-from schemas.settings import Settings
+from auditrelay.ops.postgres_local import SHARED_ROOT, LocalPostgres
+from auditrelay.schemas.settings import Settings
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow

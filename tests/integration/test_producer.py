@@ -13,10 +13,10 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1.http import from_json
 from confluent_kafka import Consumer, Message
 
-from producer import Actor, AsyncAuditProducer, AuditProducer, ProducerConfig
-from schemas.builder import EncodedEvent
-from schemas.codec import parse_event
-from schemas.errors import InvalidEventError
+from auditrelay.producer import Actor, AsyncAuditProducer, AuditProducer, ProducerConfig
+from auditrelay.schemas.builder import EncodedEvent
+from auditrelay.schemas.codec import parse_event
+from auditrelay.schemas.errors import InvalidEventError
 
 TopicFactory = Callable[..., str]
 USER = Actor(id="usr_actor1", type="user")

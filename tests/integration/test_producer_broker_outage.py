@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from agents.kafka_admin import admin_client, create_topics
-from ops.kafka_local import LocalKafka
-from producer import Actor, AuditProducer, DeliveryResult, ProducerConfig
-from schemas.errors import ProduceError
-from schemas.settings import DEFAULT_KAFKA_VERSION
-from schemas.topics import TopicSpec
+from auditrelay.kafka.admin import admin_client, create_topics
+from auditrelay.ops.kafka_local import LocalKafka
+from auditrelay.producer import Actor, AuditProducer, DeliveryResult, ProducerConfig
+from auditrelay.schemas.errors import ProduceError
+from auditrelay.schemas.settings import DEFAULT_KAFKA_VERSION
+from auditrelay.schemas.topics import TopicSpec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

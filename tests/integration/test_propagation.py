@@ -16,14 +16,14 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import admin_client, delete_topics
-from agents.ssrf import IPAddress
-from api.app import create_app
-from ops.kafka_local import LocalKafka
-from ops.topics import ensure_topics
-from schemas.codec import parse_event
-from schemas.settings import Settings
-from schemas.topics import static_topic_specs
+from auditrelay.api.app import create_app
+from auditrelay.kafka.admin import admin_client, delete_topics
+from auditrelay.ops.kafka_local import LocalKafka
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.schemas.codec import parse_event
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import static_topic_specs
+from auditrelay.wire.ssrf import IPAddress
 from tests.support.servers import serve
 
 ADMIN = "admin-token-for-tests"
@@ -150,7 +150,7 @@ def test_resync_repairs_drift(api_env: tuple[Settings, httpx.Client, str, str],
                               kafka_admin: AdminClient) -> None:
     from click.testing import CliRunner
 
-    from ops.cli import cli
+    from auditrelay.ops.cli import cli
 
     settings, client, ws, _ = api_env
     names = settings.topics
@@ -225,7 +225,7 @@ def test_status_fields_and_deliveries_come_from_the_status_topics(
         api_env: tuple[Settings, httpx.Client, str, str]) -> None:
     from datetime import UTC, datetime
 
-    from schemas.status import DeliveryAttempt, DestinationStatus
+    from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
 
     settings, client, ws, _ = api_env
     names = settings.topics

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from agents.registry import RegistryFollower
-from schemas.errors import BrokerUnavailableError
+from auditrelay.schemas.errors import BrokerUnavailableError
+from auditrelay.tables.registry import RegistryFollower
 from tests.integration.conftest import TopicFactory
-from tests.unit.agents.test_registry import config, raw
+from tests.unit.tables.test_registry import config, raw
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

@@ -1,4 +1,5 @@
-"""agents.rounds against the real broker: round sizes, commits after settling, rebalances."""
+"""auditrelay.kafka.rounds against the real broker: round sizes, commits after settling,
+rebalances."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from agents.kafka_io import consumer
-from agents.rounds import RoundReader
+from auditrelay.kafka.clients import consumer
+from auditrelay.kafka.rounds import RoundReader
 from tests.support.pipeline import committed_lag
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]

@@ -17,15 +17,15 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents import router
-from agents.app import create_app
-from agents.kafka_admin import create_topics, delete_topics
-from ops.topics import ensure_topics
-from producer import Actor, AuditProducer, EncodedEvent, ProducerConfig
-from schemas.batches import BatchMeta, MalformedInput
-from schemas.settings import Settings
-from schemas.topics import destination_topic_spec
-from tests.unit.agents.test_registry import config
+from auditrelay.agents import router
+from auditrelay.agents.app import create_app
+from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.producer import Actor, AuditProducer, EncodedEvent, ProducerConfig
+from auditrelay.schemas.batches import BatchMeta, MalformedInput
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import destination_topic_spec
+from tests.unit.tables.test_registry import config
 
 USER = Actor(id="usr_1", type="user")
 

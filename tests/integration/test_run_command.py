@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops.kafka_local import LocalKafka, broker_answers
-from schemas.settings import Settings
+from auditrelay.ops.kafka_local import LocalKafka, broker_answers
+from auditrelay.schemas.settings import Settings
 from tests.support.servers import free_port
 
 
@@ -33,7 +33,7 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(kafka_bootstrap: str,
     broker = LocalKafka.from_settings(Settings(var_dir=tmp_path, kafka_port=19592,
                                                kafka_controller_port=19593,
                                                cache_dir=shared.cache_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "ops", "run", "--demo", "--demo-port",
+    proc = subprocess.Popen([sys.executable, "-m", "auditrelay.ops", "run", "--demo", "--demo-port",
                              str(demo_port)], env=env, text=True, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: list[str] = []

@@ -8,13 +8,13 @@ from click.testing import CliRunner
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import delete_topics
-from ops.cli import cli
-from ops.topics import ensure_topics
-from schemas.destinations import DestinationConfig
-from schemas.settings import Settings
-from schemas.status import DestinationStatus
-from schemas.topics import static_topic_specs
+from auditrelay.kafka.admin import delete_topics
+from auditrelay.ops.cli import cli
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.status import DestinationStatus
+from auditrelay.schemas.topics import static_topic_specs
 
 
 def test_status_table(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str) -> None:

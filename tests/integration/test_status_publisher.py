@@ -1,4 +1,4 @@
-"""``agents.status.StatusPublisher`` against the real broker: records are confirmed
+"""``auditrelay.tables.status.StatusPublisher`` against the real broker: records are confirmed
 without the caller waiting, and statuses that only move timestamps are coalesced,
 while every other change is written at once and in order."""
 
@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import create_topics, delete_topics
-from agents.kafka_io import RecordSink
-from agents.status import StatusBoard, StatusPublisher
-from schemas.status import DeliveryAttempt, DestinationStatus
-from schemas.topics import TopicNames, TopicSpec
+from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.clients import RecordSink
+from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
+from auditrelay.schemas.topics import TopicNames, TopicSpec
+from auditrelay.tables.status import StatusBoard, StatusPublisher
 from tests.support.pipeline import read_records
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

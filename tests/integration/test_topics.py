@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from agents.kafka_admin import delete_topics, describe_configs
-from ops.topics import ensure_topics
-from schemas.settings import Settings
-from schemas.topics import DAY_MS, RETRY_TIERS, static_topic_specs
+from auditrelay.kafka.admin import delete_topics, describe_configs
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import DAY_MS, RETRY_TIERS, static_topic_specs
 
 
 def _alter(admin: AdminClient, topic: str, key: str, value: str) -> None:
@@ -87,7 +87,7 @@ def test_cli_reports_drift_with_a_failing_exit(prefixed: Settings,
     env = {**os.environ, "AUDITRELAY_TOPIC_PREFIX": prefixed.topic_prefix,
            "AUDITRELAY_KAFKA_BOOTSTRAP": prefixed.kafka_bootstrap,
            "AUDITRELAY_TOPIC_PARTITIONS": "2"}
-    argv = [sys.executable, "-m", "ops", "topics", "ensure"]
+    argv = [sys.executable, "-m", "auditrelay.ops", "topics", "ensure"]
     first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert first.returncode == 0, first.stderr
     assert f"created   {prefixed.topics.events}" in first.stdout

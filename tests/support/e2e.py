@@ -18,9 +18,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from agents.secrets import generate_key
-from producer import Actor, AuditProducer, ProducerConfig
-from schemas.settings import Settings
+from auditrelay.producer import Actor, AuditProducer, ProducerConfig
+from auditrelay.schemas.settings import Settings
+from auditrelay.wire.secrets import generate_key
 from tests.support.pipeline import (
     CreatedDestination,
     DestinationSpec,

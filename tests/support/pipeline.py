@@ -2,7 +2,7 @@
 
 - ``Receiver``: a raw ASGI app (serve it with ``tests.support.servers.serve``) that
   records every request's headers and body and answers as told.
-- ``WorkerProcess``: ``python -m ops worker`` as a subprocess with the
+- ``WorkerProcess``: ``python -m auditrelay.ops worker`` as a subprocess with the
   ``AUDITRELAY_*`` environment of a ``Settings`` object, its output in a file
   (``tail()`` for failure messages); always stopped (killed if it must be) on exit.
 - ``create_destinations`` / ``publish_outbox``: workspaces and destinations through
@@ -32,11 +32,11 @@ from typing import IO, Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents.kafka_admin import admin_client, delete_topics
-from agents.outbox import OutboxPublisher
-from agents.ssrf import IPAddress
-from agents.store import Store, make_engine
-from schemas.settings import Settings
+from auditrelay.kafka.admin import admin_client, delete_topics
+from auditrelay.schemas.settings import Settings
+from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.outbox import OutboxPublisher
+from auditrelay.wire.ssrf import IPAddress
 
 __all__ = [
     "BatchReport",
@@ -180,7 +180,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``python -m ops worker`` with ``settings``; its output goes to ``log_path``.
+    """``python -m auditrelay.ops worker`` with ``settings``; its output goes to ``log_path``.
 
     Use as a context manager: on exit the worker is stopped (SIGTERM, then SIGKILL
     after ``grace`` seconds) whatever happened.
@@ -206,7 +206,7 @@ class WorkerProcess:
         self._log = self.log_path.open("ab")
         self._log.write(f"==== worker started at {time.strftime('%X')} ====\n".encode())
         self._log.flush()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ops", "worker"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "auditrelay.ops", "worker"],
                                      env=worker_env(self.settings), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -296,11 +296,11 @@ def create_destinations(settings: Settings, workspaces: int,
                         specs: Sequence[DestinationSpec], *,
                         resolver: Callable[[str, int], Sequence[IPAddress]] = public_resolver,
                         ) -> tuple[list[str], list[CreatedDestination]]:
-    """Enterprise workspaces and destinations, written by ``api.service.Service`` (rows
+    """Enterprise workspaces and destinations, written by ``auditrelay.api.service.Service`` (rows
     and outbox entries); returns the workspace ids and the destinations."""
-    from agents.secrets import box_from_settings
-    from api.models import DestinationIn
-    from api.service import ADMIN_ACTOR, Service
+    from auditrelay.api.models import DestinationIn
+    from auditrelay.api.service import ADMIN_ACTOR, Service
+    from auditrelay.wire.secrets import box_from_settings
 
     store = Store(make_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=resolver)

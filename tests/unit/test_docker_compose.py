@@ -13,8 +13,8 @@ from typing import Any
 import click
 import yaml
 
-from ops.cli import cli
-from schemas.settings import DEFAULT_KAFKA_VERSION, Settings
+from auditrelay.ops.cli import cli
+from auditrelay.schemas.settings import DEFAULT_KAFKA_VERSION, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.settings import DEFAULT_KAFKA_VERSION, Settings
+from auditrelay.schemas.settings import DEFAULT_KAFKA_VERSION, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

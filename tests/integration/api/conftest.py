@@ -37,18 +37,18 @@ from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from agents.kafka_admin import create_topics, delete_topics
-from agents.secrets import generate_key
-from agents.store import Store
-from api.app import create_app
-from ops.postgres_local import LocalPostgres
-from schemas.db import Destination, OutboxEntry
-from schemas.errors import ProvisioningError
-from schemas.settings import Settings
-from schemas.topics import static_topic_specs
+from auditrelay.api.app import create_app
+from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.ops.postgres_local import LocalPostgres
+from auditrelay.schemas.errors import ProvisioningError
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import static_topic_specs
+from auditrelay.store.db import Destination, OutboxEntry
+from auditrelay.store.engine import Store
+from auditrelay.wire.secrets import generate_key
 from tests.support.servers import serve
-from tests.unit.agents.test_ssrf import NAMES as SSRF_NAMES
-from tests.unit.agents.test_ssrf import FakeResolver
+from tests.unit.wire.test_ssrf import NAMES as SSRF_NAMES
+from tests.unit.wire.test_ssrf import FakeResolver
 
 DB_KINDS = ["sqlite", "postgresql"]
 RECEIVER_HOST = "siem.receiver.example"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from schemas.db import Destination, Workspace
+from auditrelay.store.db import Destination, Workspace
 from tests.integration.api.conftest import ApiServer, MakeApi, Receiver, error_of
 
 NEW_DESTINATION = {"name": "SIEM", "url": "https://siem.example.com/ingest"}

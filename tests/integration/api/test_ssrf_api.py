@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.ssrf import MAX_URL_LENGTH
+from auditrelay.wire.ssrf import MAX_URL_LENGTH
 from tests.integration.api.conftest import ApiServer, error_of
-from tests.unit.agents.test_ssrf import REFUSED
+from tests.unit.wire.test_ssrf import REFUSED
 
 
 def _expected(url: str, expected: str) -> str:

@@ -13,7 +13,7 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from agents.signing import generate_secret
+from auditrelay.wire.signing import generate_secret
 from tests.integration.api.conftest import LOOPBACK, ApiServer, MakeApi, Receiver, error_of
 
 

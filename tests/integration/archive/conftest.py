@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from agents.archive import Row, event_row, insert_rows
-from agents.store import make_engine
-from producer import Actor
-from schemas.builder import EventBuilder
-from schemas.codec import parse_event
-from schemas.db import ArchivedEvent
+from auditrelay.agents.archive import Row, event_row, insert_rows
+from auditrelay.producer import Actor
+from auditrelay.schemas.builder import EventBuilder
+from auditrelay.schemas.codec import parse_event
+from auditrelay.store.db import ArchivedEvent
+from auditrelay.store.engine import make_engine
 from tests.integration.api.conftest import DB_KINDS, fresh_database, postgres_server
 
 __all__ = ["postgres_server"]

@@ -18,12 +18,12 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from agents import archive, retention
-from agents.app import create_app
-from agents.kafka_admin import create_topics, delete_topics
-from producer import Actor, AuditProducer, ProducerConfig
-from schemas.settings import Settings
-from schemas.topics import static_topic_specs
+from auditrelay.agents import archive, retention
+from auditrelay.agents.app import create_app
+from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.producer import Actor, AuditProducer, ProducerConfig
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import static_topic_specs
 from tests.integration.archive.conftest import count_rows
 
 EVENTS = 100_000
@@ -94,7 +94,7 @@ async def test_hundred_thousand_events_archived_once_and_replay_adds_nothing(
         seen.append(len(rows))
 
     monkeypatch.setattr(archive.ArchiveWriter, "write", counting_write)
-    from agents.store import make_engine
+    from auditrelay.store.engine import make_engine
 
     engine = make_engine(settings.database_url)
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from producer import Actor
+from auditrelay.producer import Actor
 from tests.integration.api.conftest import ApiServer, error_of, running_api
 from tests.integration.archive.conftest import archive, make_row
 

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, event, text
 
-from agents.retention import PurgeReport, purge
-from agents.store import make_engine
-from ops.cli import cli
-from schemas.db import ArchivedEvent, Workspace
-from schemas.settings import Settings
+from auditrelay.agents.retention import PurgeReport, purge
+from auditrelay.ops.cli import cli
+from auditrelay.schemas.settings import Settings
+from auditrelay.store.db import ArchivedEvent, Workspace
+from auditrelay.store.engine import make_engine
 from tests.integration.archive.conftest import archive, count_rows, make_row
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -187,7 +187,7 @@ def test_a_million_expired_rows_are_purged_in_bounded_batches(engine: Engine) ->
 def test_cli_purge_dry_run_then_for_real(db_url: str, engine: Engine,
                                          seeded: dict[str, list[datetime]],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agents.retention.utcnow", lambda: NOW)
+    monkeypatch.setattr("auditrelay.agents.retention.utcnow", lambda: NOW)
     runner = CliRunner()
     env = {"AUDITRELAY_DATABASE_URL": db_url}
     before = count_rows(engine)

@@ -1,5 +1,6 @@
 """The settings page in a real browser: Debian's Chromium, headless, driven by Playwright,
-against the real API, a real worker process (``python -m ops worker``) and the real broker.
+against the real API, a real worker process (``python -m auditrelay.ops worker``) and the
+real broker.
 
 One scenario, in the order a user meets it: sign in; add a destination through the
 form and see it Active; send a test (the page shows its outcome); an audit event
@@ -31,12 +32,12 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from playwright.sync_api import Page, expect, sync_playwright
 
-from agents.secrets import generate_key
-from agents.ssrf import IPAddress
-from api.app import create_app
-from ops.topics import ensure_topics
-from producer import AuditProducer, ProducerConfig
-from schemas.settings import Settings
+from auditrelay.api.app import create_app
+from auditrelay.ops.topics import ensure_topics
+from auditrelay.producer import AuditProducer, ProducerConfig
+from auditrelay.schemas.settings import Settings
+from auditrelay.wire.secrets import generate_key
+from auditrelay.wire.ssrf import IPAddress
 from tests.support.pipeline import WorkerProcess, delete_test_topics
 from tests.support.servers import serve
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.app import create_app, heartbeat_seconds
-from schemas.settings import Settings
+from auditrelay.agents.app import create_app
+from auditrelay.kafka.clients import heartbeat_seconds
+from auditrelay.schemas.settings import Settings
 
 
 @pytest.mark.parametrize(("session", "heartbeat"), [(6, 2.0), (10, 3.0), (45, 3.0)])

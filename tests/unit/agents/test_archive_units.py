@@ -9,13 +9,19 @@ from typing import Any
 
 import pytest
 
-from agents.archive import Row, commit_until_done, insert_statement, quick_row, rows_from_records
-from agents.retention import cutoff, entitlement
-from api.events import Cursor, EventQuery, build_select, glob_to_like
-from producer import Actor
-from schemas.builder import EventBuilder
-from schemas.errors import ConfigurationError, InvalidInputError
-from schemas.settings import DEFAULT_PLANS, Settings
+from auditrelay.agents.archive import (
+    Row,
+    commit_until_done,
+    insert_statement,
+    quick_row,
+    rows_from_records,
+)
+from auditrelay.agents.retention import cutoff, entitlement
+from auditrelay.api.events import Cursor, EventQuery, build_select, glob_to_like
+from auditrelay.producer import Actor
+from auditrelay.schemas.builder import EventBuilder
+from auditrelay.schemas.errors import ConfigurationError, InvalidInputError
+from auditrelay.schemas.settings import DEFAULT_PLANS, Settings
 from tests.unit.agents.test_routing import rec
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -127,7 +133,7 @@ def test_build_select_refuses_bad_filters() -> None:
     {"actor": Actor(id="svc_é", type="service_account")},
 ])
 def test_quick_row_reads_the_canonical_head_like_the_json_path(options: dict[str, Any]) -> None:
-    from agents.archive import _CANONICAL_HEAD, _json_row
+    from auditrelay.agents.archive import _CANONICAL_HEAD, _json_row
 
     options.setdefault("actor", Actor(id="usr_1", type="user"))
     built = EventBuilder().build("ws_a", "workspace", "updated", **options)

@@ -1,4 +1,5 @@
-"""agents.router without a broker: publishing until confirmed, diversions, the agent body."""
+"""auditrelay.agents.router without a broker: publishing until confirmed, diversions, the
+agent body."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from agents.app import create_app
-from agents.registry import DestinationRegistry
-from agents.rounds import Round
-from agents.router import Router, register
-from agents.routing import OutRecord
-from schemas.batches import BatchMeta, MalformedInput
-from schemas.settings import Settings
-from schemas.topics import TopicNames
-from tests.unit.agents.test_registry import config
+from auditrelay.agents.app import create_app
+from auditrelay.agents.router import Router, register
+from auditrelay.agents.routing import OutRecord
+from auditrelay.kafka.rounds import Round
+from auditrelay.schemas.batches import BatchMeta, MalformedInput
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import TopicNames
+from auditrelay.tables.registry import DestinationRegistry
 from tests.unit.agents.test_routing import Rec, event, rec, registry_with
+from tests.unit.tables.test_registry import config
 
 TOPICS = TopicNames("audit.")
 

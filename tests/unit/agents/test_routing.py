@@ -1,4 +1,4 @@
-"""agents.routing: record checks, batching per destination, dead letters. No Kafka."""
+"""auditrelay.agents.routing: record checks, batching per destination, dead letters. No Kafka."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents.registry import DestinationRegistry
-from agents.routing import (
+from auditrelay.agents.routing import (
     MAX_BATCH_BYTES,
     EventFacts,
     OutRecord,
@@ -18,16 +17,17 @@ from agents.routing import (
     malformed_record,
     plan_round,
 )
-from schemas.batches import (
+from auditrelay.schemas.batches import (
     REASON_DELETED,
     REASON_MALFORMED,
     BatchMeta,
     MalformedInput,
 )
-from schemas.builder import EncodedEvent, EventBuilder
-from schemas.envelope import MAX_EVENT_BYTES, Actor
-from schemas.topics import TopicNames
-from tests.unit.agents.test_registry import config, raw
+from auditrelay.schemas.builder import EncodedEvent, EventBuilder
+from auditrelay.schemas.envelope import MAX_EVENT_BYTES, Actor
+from auditrelay.schemas.topics import TopicNames
+from auditrelay.tables.registry import DestinationRegistry
+from tests.unit.tables.test_registry import config, raw
 
 TOPICS = TopicNames("audit.")
 USER = Actor(id="usr_1", type="user")

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from agents import archive, pipeline, retention, router
-from agents.app import default_registrars
-from schemas.topics import TopicNames
+from auditrelay.agents import archive, pipeline, retention, router
+from auditrelay.agents.app import default_registrars
+from auditrelay.schemas.topics import TopicNames
 
 
 def test_every_stage_by_default() -> None:

@@ -15,11 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from agents.secrets import generate_key
-from agents.store import Store, make_engine
-from api.app import create_app
-from schemas.db import OutboxEntry
-from schemas.settings import Settings
+from auditrelay.api.app import create_app
+from auditrelay.schemas.settings import Settings
+from auditrelay.store.db import OutboxEntry
+from auditrelay.store.engine import Store, make_engine
+from auditrelay.wire.secrets import generate_key
 from tests.support.servers import serve
 
 ADMIN = "admin-token-of-the-metrics-test"

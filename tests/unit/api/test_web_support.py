@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from api import web_support as support
-from api.models import DestinationOut
-from api.web import templates
-from schemas.errors import InvalidInputError
+from auditrelay.api import web_support as support
+from auditrelay.api.models import DestinationOut
+from auditrelay.api.web import templates
+from auditrelay.schemas.errors import InvalidInputError
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KEY = support.web_key("k" * 44)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ops.bench_receiver import Store, percentile, report
+from auditrelay.ops.bench_receiver import Store, percentile, report
 
 
 def body(*events: tuple[str, float]) -> bytes:

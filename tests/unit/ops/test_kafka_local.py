@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.kafka_local import LocalKafka, log4j2_properties, server_properties
-from schemas.settings import Settings
+from auditrelay.ops.kafka_local import LocalKafka, log4j2_properties, server_properties
+from auditrelay.schemas.settings import Settings
 
 
 def _broker(tmp_path: Path) -> LocalKafka:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.postgres_local import (
+from auditrelay.ops.postgres_local import (
     SHARED_ROOT,
     can_enter,
     first_unreachable,

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ops.status_cmd import age, rows, table, until
-from schemas.destinations import DestinationConfig
-from schemas.status import DestinationStatus
+from auditrelay.ops.status_cmd import age, rows, table, until
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.status import DestinationStatus
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

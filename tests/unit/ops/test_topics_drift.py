@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from ops.topics import Drift, EnsureReport, find_drift
-from schemas.topics import TopicSpec
+from auditrelay.ops.topics import Drift, EnsureReport, find_drift
+from auditrelay.schemas.topics import TopicSpec
 
 SPEC = TopicSpec("audit.events", 6, {"cleanup.policy": "delete", "retention.ms": "604800000"})
 

@@ -10,14 +10,20 @@ import time
 
 import pytest
 
-from producer import Actor, AsyncAuditProducer, AuditProducer, DeliveryResult, ProducerConfig
-from schemas.errors import (
+from auditrelay.producer import (
+    Actor,
+    AsyncAuditProducer,
+    AuditProducer,
+    DeliveryResult,
+    ProducerConfig,
+)
+from auditrelay.schemas.errors import (
     ConfigurationError,
     InvalidEventError,
     ProduceError,
     QueueFullError,
 )
-from schemas.settings import Settings
+from auditrelay.schemas.settings import Settings
 
 USER = Actor(id="usr_1", type="user")
 NOWHERE = "127.0.0.1:1"

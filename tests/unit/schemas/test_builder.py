@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from ulid import ULID
 
-from schemas.builder import EventBuilder
-from schemas.catalogue import DEFAULT_CATALOGUE
-from schemas.codec import encode_event, parse_event, validate_event
-from schemas.envelope import MAX_EVENT_BYTES, Actor, EventRules, Target
-from schemas.errors import InvalidEventError
+from auditrelay.schemas.builder import EventBuilder
+from auditrelay.schemas.catalogue import DEFAULT_CATALOGUE
+from auditrelay.schemas.codec import encode_event, parse_event, validate_event
+from auditrelay.schemas.envelope import MAX_EVENT_BYTES, Actor, EventRules, Target
+from auditrelay.schemas.errors import InvalidEventError
 
 USER = Actor(id="usr_actor1", type="user")
 

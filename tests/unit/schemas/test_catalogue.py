@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.catalogue import DEFAULT_CATALOGUE, Catalogue, EventType
+from auditrelay.schemas.catalogue import DEFAULT_CATALOGUE, Catalogue, EventType
 
 CONTRACT_CATEGORIES = {
     "workspace", "team_member", "github", "permission", "schedule", "workflow",

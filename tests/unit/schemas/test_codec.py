@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import encode_event, event_to_dict, parse_event, validate_event
-from schemas.envelope import MAX_EVENT_BYTES, EventRules
-from schemas.errors import InvalidEventError
+from auditrelay.schemas.codec import encode_event, event_to_dict, parse_event, validate_event
+from auditrelay.schemas.envelope import MAX_EVENT_BYTES, EventRules
+from auditrelay.schemas.errors import InvalidEventError
 
 CONTRACT_EXAMPLE = b"""{
   "specversion": "1.0",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.catalogue import DEFAULT_CATALOGUE
-from schemas.export import REPO_ROOT, event_schema, events_markdown, main, stale_files
+from auditrelay.schemas.catalogue import DEFAULT_CATALOGUE
+from auditrelay.schemas.export import REPO_ROOT, event_schema, events_markdown, main, stale_files
 
 
 def test_generated_files_are_up_to_date() -> None:
     stale = stale_files()
-    assert stale == [], "run `python -m schemas.export` and commit the result"
+    assert stale == [], "run `python -m auditrelay.schemas.export` and commit the result"
 
 
 def test_json_schema_lists_every_catalogued_type() -> None:

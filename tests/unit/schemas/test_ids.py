@@ -7,7 +7,7 @@ import threading
 import pytest
 from ulid import ULID
 
-from schemas.ids import (
+from auditrelay.schemas.ids import (
     UlidSource,
     is_event_id,
     is_workspace_id,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.topics import (
+from auditrelay.schemas.topics import (
     DAY_MS,
     RETRY_TIERS,
     TopicNames,

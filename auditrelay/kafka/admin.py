@@ -1,0 +1,117 @@
+"""Kafka admin operations shared by the API, the agents and the CLI.
+
+Idempotent by design: creating a topic that exists and deleting one that does
+not both succeed, so a retried outbox entry or resync never fails on its own
+earlier success. confluent-kafka errors become ``TopicError`` here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from auditrelay.schemas.errors import TopicError
+from auditrelay.schemas.topics import TopicSpec
+
+_TIMEOUT = 30.0
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+
+
+def describe_configs(admin: AdminClient, names: Sequence[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    try:
+        futures = admin.describe_configs(resources, request_timeout=_TIMEOUT)
+        return {res.name: {k: str(v.value) for k, v in fut.result().items()}
+                for res, fut in futures.items()}
+    except KafkaException as exc:
+        raise TopicError(f"cannot read topic configs: {exc}") from exc
+
+
+def partitions_of(admin: AdminClient, topic: str) -> list[int]:
+    """The partition ids of ``topic``; TopicError if it does not exist."""
+    try:
+        meta = admin.list_topics(topic, timeout=_TIMEOUT).topics.get(topic)
+    except KafkaException as exc:
+        raise TopicError(f"cannot read the metadata of {topic}: {exc}") from exc
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise TopicError(f"topic {topic} does not exist; run `auditrelay topics ensure`")
+    return sorted(meta.partitions)
+
+
+def create_topics(admin: AdminClient, specs: Sequence[TopicSpec]) -> list[str]:
+    """Create topics, treating 'already exists' as success; returns those created now."""
+    if not specs:
+        return []
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1,
+                    config=dict(s.config)) for s in specs]
+    created = []
+    for name, future in admin.create_topics(new, request_timeout=_TIMEOUT).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise TopicError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+    return created
+
+
+def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
+    """Delete topics, treating 'unknown topic' as success."""
+    if not names:
+        return
+    for name, future in admin.delete_topics(list(names), request_timeout=_TIMEOUT).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise TopicError(f"cannot delete topic {name}: {exc.args[0].str()}") from exc
+
+
+def read_compacted(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, bytes | None]:
+    """The latest value per key of ``topic``, read from the start to the current end.
+
+    No consumer group offsets are committed: this is a snapshot read. A key whose
+    latest record is a tombstone maps to None.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"snapshot-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise TopicError(f"cannot read {topic}: it does not exist")
+        ends: dict[int, int] = {}
+        for partition in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=timeout)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        table: dict[str, bytes | None] = {}
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise TopicError(f"reading {topic} did not finish within {timeout:.0f} s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                raise TopicError(f"cannot read {topic}: {msg.error()}")
+            key = (msg.key() or b"").decode()
+            table[key] = msg.value()
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+        return table
+    except KafkaException as exc:
+        raise TopicError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        consumer.close()

@@ -1,0 +1,172 @@
+"""aiokafka clients of the delivery worker; aiokafka errors become ``KafkaError`` here.
+
+``RecordSink`` produces with ``acks=all`` and idempotence. ``send`` returns
+only once the broker confirmed the record: a batch moved to a retry tier or the
+dead-letter topic is confirmed before the offset that held it is committed.
+``enqueue`` only hands the record to the producer and returns the future of its
+confirmation, so a caller can go on while the broker confirms (the status and
+attempt records, ``auditrelay.tables.status.StatusPublisher``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError as AIOKafkaError
+
+from auditrelay.schemas.errors import BrokerUnavailableError, ProduceError
+
+__all__ = ["Backoff", "RecordSink", "commit", "consumer", "fetch", "start_consumer",
+           "started_through_cancellation"]
+
+log = logging.getLogger(__name__)
+
+#: How long a cancelled start may still run before it is cancelled after all.
+START_GRACE_SECONDS = 5.0
+
+HeaderPairs = Sequence[tuple[str, bytes]]
+
+
+class RecordSink:
+    """One idempotent producer per worker; ``start`` before use, ``stop`` after."""
+
+    def __init__(self, bootstrap: str, *, client_id: str = "auditrelay-worker",
+                 request_timeout_ms: int = 30_000) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, client_id=client_id, acks="all",
+            enable_idempotence=True, request_timeout_ms=request_timeout_ms, linger_ms=0)
+
+    async def start(self) -> None:
+        try:
+            await started_through_cancellation(self._producer.start())
+        except AIOKafkaError as exc:
+            raise BrokerUnavailableError(f"producer could not connect: {exc}") from exc
+
+    async def stop(self) -> None:
+        try:
+            await self._producer.stop()
+        except AIOKafkaError as exc:
+            log.warning("producer did not stop cleanly: %s", exc)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   headers: HeaderPairs = ()) -> None:
+        """Produce one record and wait for the broker's confirmation."""
+        try:
+            await self._producer.send_and_wait(topic, value=value, key=key,
+                                               headers=list(headers))
+        except AIOKafkaError as exc:
+            raise ProduceError(f"record to {topic} not confirmed: {exc}") from exc
+
+    async def enqueue(self, topic: str, key: bytes | None, value: bytes | None,
+                      headers: HeaderPairs = ()) -> asyncio.Future[Any]:
+        """Hand one record to the producer; the future is done once the broker answered.
+
+        The future's exception (an aiokafka error) says the record is not confirmed.
+        Raises ``ProduceError`` when the record cannot even be queued.
+        """
+        try:
+            future: asyncio.Future[Any] = await self._producer.send(
+                topic, value=value, key=key, headers=list(headers) if headers else None)
+        except AIOKafkaError as exc:
+            raise ProduceError(f"record to {topic} not queued: {exc}") from exc
+        return future
+
+
+def consumer(bootstrap: str, *, group_id: str | None, client_id: str,
+             **options: Any) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own and starts new partitions at the beginning.
+
+    ``earliest``: a destination topic picked up after its first batches were
+    written must still deliver them.
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id,
+        enable_auto_commit=False, auto_offset_reset="earliest", **options)
+
+
+async def start_consumer(consumer: AIOKafkaConsumer, *, topics: Sequence[str] = (),
+                         pattern: str | None = None, listener: Any = None) -> None:
+    """Start ``consumer``, then subscribe it to ``topics`` or ``pattern`` (if given).
+
+    Subscribing after the start keeps the start to the bootstrap, which
+    :func:`started_through_cancellation` can let finish: a start with a
+    subscription also waits for the group's assignment, which may take seconds.
+    """
+    try:
+        await started_through_cancellation(consumer.start())
+    except AIOKafkaError as exc:
+        raise BrokerUnavailableError(f"consumer could not connect: {exc}") from exc
+    if pattern is not None:
+        consumer.subscribe(pattern=pattern, listener=listener)
+    elif topics:
+        consumer.subscribe(topics=list(topics), listener=listener)
+
+
+async def started_through_cancellation(start: Awaitable[None]) -> None:
+    """Await an aiokafka client's ``start()``; a cancellation lets it finish first.
+
+    A start cancelled in the middle of its bootstrap request leaks the connection
+    it was using (aio-libs/aiokafka#715): ``stop()`` does not know it, and its socket
+    stays open until the garbage collector finds it. So a cancellation waits up to
+    :data:`START_GRACE_SECONDS` for the start to end (then the caller's ``stop()``
+    closes everything), and is raised after that.
+    """
+    task = asyncio.ensure_future(start)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        done, _ = await asyncio.wait([task], timeout=START_GRACE_SECONDS)
+        if done and not task.cancelled():
+            task.exception()  # retrieved: the caller's stop() is what matters now
+        else:
+            task.cancel()
+        raise
+
+
+class Backoff:
+    """Waits between failed attempts: ``first`` seconds, doubling up to ``most``."""
+
+    def __init__(self, first: float = 0.5, most: float = 30.0) -> None:
+        self.first = self.delay = first
+        self.most = most
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+
+async def fetch(kafka: AIOKafkaConsumer, backoff: Backoff, name: str,
+                **getmany: Any) -> dict[Any, list[Any]] | None:
+    """``kafka.getmany(**getmany)``; after a Kafka error, logged, the backoff's wait and
+    None (the caller's loop polls again)."""
+    try:
+        fetched: dict[Any, list[Any]] = await kafka.getmany(**getmany)
+    except AIOKafkaError as exc:
+        log.warning("%s: fetching failed, again in %.1f s: %s", name, backoff.delay, exc)
+        await backoff.wait()
+        return None
+    backoff.reset()
+    return fetched
+
+
+async def commit(kafka: AIOKafkaConsumer, offsets: dict[Any, int], name: str) -> bool:
+    """Commit ``offsets``; a Kafka error is logged and False returned (the caller keeps
+    them for its next commit, or the partitions' next owner reads those records again)."""
+    try:
+        await kafka.commit(offsets)
+    except AIOKafkaError as exc:
+        log.warning("%s: commit failed: %s", name, exc)
+        return False
+    return True
+
+
+def heartbeat_seconds(session_timeout: float) -> float:
+    """How often a group member heartbeats: a third of the session timeout, at most 3 s."""
+    return min(3.0, session_timeout / 3)

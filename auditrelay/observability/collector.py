@@ -1,0 +1,405 @@
+"""The worker's Kafka gauges: consumer lag, destination backlog and age, retry tiers, DLQ size.
+
+``OffsetCollector`` runs on a thread of its own (``start``/``stop``), never on
+the event loop: every ``metrics_interval_seconds`` it asks the broker for the
+start and end offsets of the pipeline's topics and the committed offsets of its
+consumer groups, then sets the gauges of
+``auditrelay.observability.metrics``. Only when something waits does it read records: the head
+of each destination's backlog, and the waiting records of the retry tiers
+(at most ``peek_limit`` per partition), for their ``ar_first_event_ms``, which
+gives the age of each destination's oldest undelivered event.
+
+Every worker computes the same cluster-wide values; aggregate them with
+``max`` across workers, not ``sum`` (docs/metrics.md). The arithmetic is in pure
+functions (``PartitionOffsets``, ``summarise``, ``oldest_ages``), tested
+without Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from prometheus_client import start_http_server
+
+from auditrelay.kafka.admin import admin_client
+from auditrelay.observability import metrics
+from auditrelay.schemas.batches import HEADER_PREFIX
+from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
+
+__all__ = ["Groups", "OffsetCollector", "PartitionOffsets", "Summary", "oldest_ages",
+           "serve_worker_metrics", "summarise"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT: Final = 10.0
+#: How long one collection may spend reading the records at the heads of backlogs.
+_PEEK_SECONDS: Final = 5.0
+_NO_OFFSET: Final = 0  # committed offsets below this mean "none committed"
+#: How long a group coordinator may still be loading before that is worth a warning.
+_WARM_UP_SECONDS: Final = 60.0
+
+TP = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    """One partition: its start and end offsets, and a group's committed offset (or None)."""
+
+    low: int
+    high: int
+    committed: int | None = None
+
+    @property
+    def start(self) -> int:
+        """Where the group reads next: its committed offset, or the start without one
+        (every consumer here starts new partitions at the beginning). Records deleted
+        by retention are not waiting any more, hence the max."""
+        return self.low if self.committed is None else max(self.committed, self.low)
+
+    @property
+    def pending(self) -> int:
+        """Records from where the group reads next to the end."""
+        return max(0, self.high - self.start)
+
+
+@dataclass(frozen=True, slots=True)
+class Groups:
+    """The consumer group ids of the pipeline's stages under one topic prefix."""
+
+    router: str
+    delivery: str
+    retry: str
+    archive: str
+
+    @classmethod
+    def of(cls, names: TopicNames) -> Groups:
+        # The same ids the agents use: auditrelay.agents.router, .delivery, .retry and .archive.
+        return cls(router=names.group_id("auditrelay-router"),
+                   delivery=names.group_id("auditrelay-delivery"),
+                   retry=names.group_id("auditrelay-retry"),
+                   archive=names.group_id("auditrelay-archive"))
+
+
+@dataclass
+class Summary:
+    """What the gauges show, computed from offsets alone."""
+
+    backlog: dict[str, int] = field(default_factory=dict)  # destination id -> batches
+    tiers: dict[str, int] = field(default_factory=dict)  # tier -> batches
+    dead_letters: int = 0
+    lag: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, topic) -> records
+
+
+def destination_of(topic: str, names: TopicNames) -> str | None:
+    prefix = names.destination_prefix
+    return topic[len(prefix):] if topic.startswith(prefix) and len(topic) > len(prefix) else None
+
+
+def summarise(offsets: Mapping[TP, PartitionOffsets], names: TopicNames,
+              groups: Groups) -> Summary:
+    """Backlog per destination, size per retry tier, DLQ size and lag per group and topic.
+
+    ``offsets`` holds the partitions of the events topic and the destination
+    topics (committed offsets of the router and delivery groups), the retry
+    tiers (of the retry group) and the dead-letter topic (no group: its size is
+    end minus start).
+    """
+    summary = Summary()
+    tier_of = {names.retry(tier): tier for tier in RETRY_TIERS}
+    summary.tiers = dict.fromkeys(RETRY_TIERS, 0)
+    dest_lag = 0
+    for (topic, _partition), part in offsets.items():
+        destination = destination_of(topic, names)
+        if destination is not None:
+            summary.backlog[destination] = summary.backlog.get(destination, 0) + part.pending
+            dest_lag += part.pending
+        elif topic in tier_of:
+            summary.tiers[tier_of[topic]] += part.pending
+            key = (groups.retry, topic)
+            summary.lag[key] = summary.lag.get(key, 0) + part.pending
+        elif topic == names.dlq:
+            summary.dead_letters += max(0, part.high - part.low)
+        elif topic == names.events:
+            key = (groups.router, topic)
+            summary.lag[key] = summary.lag.get(key, 0) + part.pending
+    summary.lag[(groups.delivery, f"{names.destination_prefix}*")] = dest_lag
+    return summary
+
+
+def second_group_lag(offsets: Mapping[TP, PartitionOffsets],
+                     committed: Mapping[TP, int | None]) -> int | None:
+    """Records past another group's ``committed`` offsets on the partitions of ``offsets``.
+
+    None while that group never committed on any of them: a stage that is not
+    deployed (a worker may run without the archive) is not reported as lagging.
+    """
+    if all(committed.get(tp) is None for tp in offsets):
+        return None
+    return sum(PartitionOffsets(part.low, part.high, committed.get(tp)).pending
+               for tp, part in offsets.items())
+
+
+def oldest_ages(first_event_ms: Mapping[str, int], destinations: Iterable[str],
+                now: float) -> dict[str, float]:
+    """Seconds since the oldest waiting event of each destination; 0 where none waits."""
+    return {dest: max(0.0, now - first_event_ms[dest] / 1000) if dest in first_event_ms else 0.0
+            for dest in destinations}
+
+
+_COORDINATOR_WARMING_UP: Final = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._WAIT_COORD})
+
+
+def is_coordinator_warming_up(exc: BaseException) -> bool:
+    """True for the errors a group coordinator answers while it is still loading."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.code() in _COORDINATOR_WARMING_UP
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name and value is not None:
+            return bytes(value).decode("utf-8", errors="replace")
+    return None
+
+
+class OffsetCollector:
+    """Sets the Kafka gauges every ``interval`` seconds on a daemon thread."""
+
+    def __init__(self, settings: Settings, *, admin: AdminClient | None = None,
+                 peek_limit: int = 500) -> None:
+        self._bootstrap = settings.kafka_bootstrap
+        self._names = settings.topics
+        self._groups = Groups.of(self._names)
+        self._interval = settings.metrics_interval_seconds
+        self._admin = admin or admin_client(settings.kafka_bootstrap)
+        self._peek_limit = peek_limit
+        self._consumer: Consumer | None = None
+        self._group_consumers: dict[str, Consumer] = {}
+        self._shown: set[str] = set()  # destinations with gauge children
+        self._failing_since: float | None = None
+        self._warned = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-collector", daemon=True)
+
+    def start(self) -> OffsetCollector:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            return  # still inside a collection: its clients must stay open; exit ends them
+        for consumer in [*self._group_consumers.values(), self._consumer]:
+            if consumer is not None:
+                consumer.close()
+        self._consumer = None
+        self._group_consumers.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.collect()
+            except Exception as exc:  # a broker outage or a bug; the gauges keep their values
+                metrics.OFFSETS_ERRORS.inc()
+                self._report_failure(exc)
+            else:
+                if self._failing_since is not None:
+                    log.info("metrics: Kafka offsets readable again")
+                self._failing_since = None
+            self._stop.wait(self._interval)
+
+    def _report_failure(self, exc: Exception) -> None:
+        """One warning per streak of failures, not one every few seconds.
+
+        A fresh broker's group coordinator takes a few seconds to load: that is a
+        normal start, told at INFO, and a warning only if it lasts.
+        """
+        now = time.monotonic()
+        message = "metrics: cannot read Kafka offsets (%s); gauges are stale"
+        if self._failing_since is None:
+            self._failing_since = now
+            self._warned = not is_coordinator_warming_up(exc)
+            log.log(logging.WARNING if self._warned else logging.INFO, message, exc)
+        elif not self._warned and now - self._failing_since > _WARM_UP_SECONDS:
+            self._warned = True
+            log.warning(message, exc)
+
+    # -- one collection ----------------------------------------------------------------------
+
+    def collect(self) -> None:
+        offsets = self.read_offsets()
+        summary = summarise(offsets, self._names, self._groups)
+        self._add_archive_lag(offsets, summary)
+        ages = oldest_ages(self._first_event_ms(offsets), summary.backlog, time.time())
+        self._publish(summary, ages)
+
+    def _add_archive_lag(self, offsets: Mapping[TP, PartitionOffsets],
+                         summary: Summary) -> None:
+        """The archive reads ``audit.events`` in a group of its own, next to the router's."""
+        events = {tp: part for tp, part in offsets.items() if tp[0] == self._names.events}
+        if not events:
+            return
+        lag = second_group_lag(events, self._committed(self._groups.archive, list(events)))
+        if lag is not None:
+            summary.lag[(self._groups.archive, self._names.events)] = lag
+
+    def read_offsets(self) -> dict[TP, PartitionOffsets]:
+        """Start, end and committed offsets of every partition the gauges cover."""
+        names = self._names
+        topics = self._admin.list_topics(timeout=_TIMEOUT).topics
+        retry_topics = {names.retry(tier) for tier in RETRY_TIERS}
+        by_group: dict[str | None, list[TP]] = {}
+        for name, meta in topics.items():
+            if name == names.events:
+                group: str | None = self._groups.router
+            elif destination_of(name, names) is not None:
+                group = self._groups.delivery
+            elif name in retry_topics:
+                group = self._groups.retry
+            elif name == names.dlq:
+                group = None
+            else:
+                continue
+            by_group.setdefault(group, []).extend((name, p) for p in meta.partitions)
+        every = [tp for tps in by_group.values() for tp in tps]
+        # OffsetSpec's factories carry no annotations in confluent-kafka's stubs.
+        low = self._list_offsets(every, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        high = self._list_offsets(every, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        committed: dict[TP, int | None] = {}
+        for group, tps in by_group.items():
+            committed.update(self._committed(group, tps) if group else dict.fromkeys(tps))
+        return {tp: PartitionOffsets(low[tp], high[tp], committed.get(tp)) for tp in every}
+
+    def _list_offsets(self, tps: list[TP], spec: OffsetSpec) -> dict[TP, int]:
+        if not tps:
+            return {}
+        futures = self._admin.list_offsets({TopicPartition(t, p): spec for t, p in tps},
+                                           request_timeout=_TIMEOUT)
+        return {(tp.topic, tp.partition): future.result().offset
+                for tp, future in futures.items()}
+
+    def _committed(self, group: str, tps: list[TP]) -> dict[TP, int | None]:
+        # A consumer of the group that never subscribes (so never joins it) reads the
+        # committed offsets. Not AdminClient.list_consumer_group_offsets: librdkafka can
+        # crash the process when the group's coordinator is not ready (a fresh broker;
+        # confluent-kafka-python#1982, confluent-kafka-javascript#374).
+        consumer = self._group_consumers.get(group)
+        if consumer is None:
+            consumer = self._group_consumers[group] = Consumer({
+                "bootstrap.servers": self._bootstrap, "group.id": group,
+                "enable.auto.commit": False, "log_level": 0})
+        result = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=_TIMEOUT)
+        out: dict[TP, int | None] = {}
+        for tp in result:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= _NO_OFFSET else None
+        return out
+
+    def _first_event_ms(self, offsets: Mapping[TP, PartitionOffsets]) -> dict[str, int]:
+        """The oldest ``ar_first_event_ms`` per destination among the records waiting at the
+        head of its topic and in the retry tiers."""
+        names = self._names
+        retry_topics = {names.retry(tier) for tier in RETRY_TIERS}
+        wanted: dict[TP, tuple[int, int]] = {}  # tp -> (first offset, records to read)
+        for (topic, partition), part in offsets.items():
+            if not part.pending:
+                continue
+            if destination_of(topic, names) is not None:
+                wanted[(topic, partition)] = (part.start, 1)  # its head is its oldest
+            elif topic in retry_topics:
+                wanted[(topic, partition)] = (part.start, min(part.pending, self._peek_limit))
+        oldest: dict[str, int] = {}
+        for msg in self._peek(wanted):
+            topic = msg.topic() or ""
+            destination = destination_of(topic, names) or _header(
+                msg.headers(), f"{HEADER_PREFIX}destination_id")
+            first = _header(msg.headers(), f"{HEADER_PREFIX}first_event_ms")
+            if destination is None or first is None or not first.isdigit():
+                continue
+            oldest[destination] = min(int(first), oldest.get(destination, int(first)))
+        return oldest
+
+    def _peek(self, wanted: Mapping[TP, tuple[int, int]]) -> list[Any]:
+        """Up to the given number of records of each partition from the given offset."""
+        if not wanted:
+            return []
+        if self._consumer is None:
+            # A throwaway group that never commits: reading here moves no one's offsets.
+            self._consumer = Consumer({
+                "bootstrap.servers": self._bootstrap, "group.id": f"metrics-{uuid.uuid4()}",
+                "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 0})
+        consumer = self._consumer
+        remaining = {tp: count for tp, (_, count) in wanted.items()}
+        consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _) in wanted.items()])
+        out: list[Any] = []
+        deadline = time.monotonic() + _PEEK_SECONDS
+        try:
+            while remaining and time.monotonic() < deadline:
+                for msg in consumer.consume(500, timeout=0.2):
+                    tp = (msg.topic() or "", msg.partition() or 0)
+                    if msg.error() is not None or remaining.get(tp, 0) <= 0:
+                        continue
+                    out.append(msg)
+                    remaining[tp] -= 1
+                    if remaining[tp] == 0:
+                        del remaining[tp]
+        finally:
+            consumer.unassign()
+        return out
+
+    def _publish(self, summary: Summary, ages: Mapping[str, float]) -> None:
+        for destination, backlog in summary.backlog.items():
+            metrics.DESTINATION_BACKLOG.labels(destination).set(backlog)
+            metrics.OLDEST_UNDELIVERED_AGE.labels(destination).set(ages.get(destination, 0.0))
+        # A deleted destination's series disappear with its topic.
+        for gone in self._shown - summary.backlog.keys():
+            for gauge in (metrics.DESTINATION_BACKLOG, metrics.OLDEST_UNDELIVERED_AGE):
+                gauge.remove(gone)
+        self._shown = set(summary.backlog)
+        for tier, size in summary.tiers.items():
+            metrics.RETRY_TIER_SIZE.labels(tier).set(size)
+        metrics.DEAD_LETTERS.set(summary.dead_letters)
+        for (group, topic), lag in summary.lag.items():
+            metrics.CONSUMER_LAG.labels(group, topic).set(lag)
+        metrics.OFFSETS_COLLECTED.set(time.time())
+
+
+def serve_worker_metrics(settings: Settings) -> Callable[[], None]:
+    """Start the worker's ``/metrics`` endpoint and its Kafka gauges; returns what stops them.
+
+    Off when ``metrics_port`` is 0. A port already taken (a second worker on the
+    same machine) leaves the worker running unmeasured, with an error saying so:
+    metrics are never a reason for the pipeline to stop.
+    """
+    if settings.metrics_port == 0:
+        return lambda: None
+    try:
+        server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_address,
+                                      registry=metrics.WORKER_REGISTRY)
+    except OSError as exc:
+        log.error("metrics endpoint not started: cannot listen on %s:%d (%s); give each worker "
+                  "on a machine its own AUDITRELAY_METRICS_PORT", settings.metrics_address,
+                  settings.metrics_port, exc)
+        return lambda: None
+    collector = OffsetCollector(settings).start()
+
+    def stop() -> None:
+        collector.stop()
+        server.shutdown()
+        server.server_close()
+
+    return stop

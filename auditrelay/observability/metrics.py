@@ -1,0 +1,201 @@
+"""Every Prometheus metric of auditrelay, defined once; docs/metrics.md describes them.
+
+Two registries, one per kind of process, so that each endpoint shows only what
+its process measures: ``WORKER_REGISTRY`` (served on ``metrics_port`` by
+``auditrelay.ops.runner.run_worker``) and ``API_REGISTRY`` (``GET /metrics`` of the API).
+
+Counters and histograms are updated where things happen, through the small
+``count_*`` functions below. They cost a dict lookup and a lock each and are
+called per round or per batch, never per event. Label children are cached
+(``_Children``); the ``destination`` label has one value per destination, which
+is the intended cardinality. The gauges about Kafka (consumer lag, backlog,
+retry tiers, dead letters) are set by ``auditrelay.observability.collector``'s thread from
+broker offsets, off the hot path.
+
+No Faust import here: the API imports this module.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Generic, TypeVar
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from auditrelay.schemas.batches import REASON_MALFORMED, BatchMeta
+
+__all__ = [
+    "API_REGISTRY",
+    "WORKER_REGISTRY",
+    "count_api_request",
+    "count_dead_letter",
+    "count_decision",
+    "count_produced",
+    "count_round",
+]
+
+WORKER_REGISTRY: Final = CollectorRegistry()
+API_REGISTRY: Final = CollectorRegistry()
+for _registry in (WORKER_REGISTRY, API_REGISTRY):
+    ProcessCollector(registry=_registry)
+    PlatformCollector(registry=_registry)
+    GCCollector(registry=_registry)
+
+# -- worker: counters and histograms (updated where things happen) ------------------------------
+
+EVENTS_IN: Final = Counter(
+    "auditrelay_events_in", "Records the router read from the events topic, by outcome: "
+    "routed (to at least one destination), unmatched (no destination wants it), malformed "
+    "(dead-lettered)", ["outcome"], registry=WORKER_REGISTRY)
+BATCHES_OUT: Final = Counter(
+    "auditrelay_batches_out", "Batches the router produced to a destination's topic",
+    ["destination"], registry=WORKER_REGISTRY)
+BATCHED_EVENTS: Final = Counter(
+    "auditrelay_batched_events", "Events in the batches the router produced to a "
+    "destination's topic", ["destination"], registry=WORKER_REGISTRY)
+DELIVERIES: Final = Counter(
+    "auditrelay_deliveries", "Handled batches (first attempts and retries), by outcome: "
+    "delivered, retry, dead_letter, disabled", ["destination", "outcome"],
+    registry=WORKER_REGISTRY)
+DEAD_LETTERED: Final = Counter(
+    "auditrelay_dead_lettered", "Records this worker wrote to the dead-letter topic, by reason",
+    ["reason"], registry=WORKER_REGISTRY)
+# Seconds from the Kafka timestamp of a batch's oldest event to the 2xx that delivered it,
+# so up to the 72 hours of retries.
+DELIVERY_LATENCY: Final = Histogram(
+    "auditrelay_delivery_latency_seconds", "From the oldest event of a batch entering Kafka "
+    "to the receiver's 2xx for it (end-to-end latency)",
+    buckets=(0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600,
+             72 * 3600), registry=WORKER_REGISTRY)
+REQUEST_DURATION: Final = Histogram(
+    "auditrelay_delivery_request_seconds", "Duration of one delivery HTTP request, whatever "
+    "its outcome", buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+    registry=WORKER_REGISTRY)
+
+# -- worker: gauges from Kafka offsets (auditrelay.observability.collector) ---------
+
+DESTINATION_BACKLOG: Final = Gauge(
+    "auditrelay_destination_backlog", "Batches in a destination's topic that delivery has not "
+    "handled yet (end offset minus the delivery group's committed offset)", ["destination"],
+    registry=WORKER_REGISTRY)
+OLDEST_UNDELIVERED_AGE: Final = Gauge(
+    "auditrelay_destination_oldest_undelivered_age_seconds", "Age of the oldest event of a "
+    "destination waiting in its topic or in a retry tier; 0 when none waits", ["destination"],
+    registry=WORKER_REGISTRY)
+RETRY_TIER_SIZE: Final = Gauge(
+    "auditrelay_retry_tier_size", "Batches waiting in a retry tier (end offset minus the retry "
+    "group's committed offset)", ["tier"], registry=WORKER_REGISTRY)
+DEAD_LETTERS: Final = Gauge(
+    "auditrelay_dead_letters", "Records retained in the dead-letter topic (end minus start "
+    "offsets; replayed records stay until retention removes them)", registry=WORKER_REGISTRY)
+CONSUMER_LAG: Final = Gauge(
+    "auditrelay_consumer_lag", "Records not yet consumed by a consumer group (end offsets "
+    "minus committed offsets), per group and topic; the destination topics are summed under "
+    "'{prefix}dest.*'", ["group", "topic"], registry=WORKER_REGISTRY)
+OFFSETS_COLLECTED: Final = Gauge(
+    "auditrelay_offsets_collected_timestamp_seconds", "When the gauges above were last "
+    "computed (Unix time); they are stale if this stops moving", registry=WORKER_REGISTRY)
+OFFSETS_ERRORS: Final = Counter(
+    "auditrelay_offsets_collect_errors", "Failed attempts to read Kafka offsets for the gauges",
+    registry=WORKER_REGISTRY)
+
+# -- API ----------------------------------------------------------------------------------------
+
+API_REQUESTS: Final = Counter(
+    "auditrelay_api_requests", "HTTP requests the API answered, by method, route template and "
+    "status", ["method", "route", "status"], registry=API_REGISTRY)
+API_REQUEST_DURATION: Final = Histogram(
+    "auditrelay_api_request_duration_seconds", "Time the API took to answer a request",
+    ["method", "route"], registry=API_REGISTRY)
+OUTBOX_BACKLOG: Final = Gauge(
+    "auditrelay_outbox_backlog", "Outbox entries not yet published to Kafka (read at scrape "
+    "time)", registry=API_REGISTRY)
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[M]):
+    """A metric's label children, looked up once per label values.
+
+    ``labels()`` validates and locks on every call; the cache makes repeat
+    lookups a dict hit. A race only creates the same child twice (both calls
+    return the one prometheus_client keeps).
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._cache: dict[tuple[str, ...], M] = {}
+
+    def get(self, *values: str) -> M:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self._metric.labels(*values)
+        return child
+
+
+_events_in = _Children(EVENTS_IN)
+_batches_out = _Children(BATCHES_OUT)
+_batched_events = _Children(BATCHED_EVENTS)
+_deliveries = _Children(DELIVERIES)
+_dead_lettered = _Children(DEAD_LETTERED)
+_api_requests = _Children(API_REQUESTS)
+_api_durations = _Children(API_REQUEST_DURATION)
+
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def count_round(*, routed: int, unmatched: int, malformed: int) -> None:
+    """One router round, once the broker confirmed everything made from it."""
+    for outcome, count in (("routed", routed), ("unmatched", unmatched),
+                           ("malformed", malformed)):
+        if count:
+            _events_in.get(outcome).inc(count)
+
+
+def count_produced(meta: BatchMeta | None) -> None:
+    """A record of the router confirmed by the broker: a batch, or a dead letter.
+
+    ``meta`` None is malformed input on its way to the dead-letter topic; a
+    ``meta`` with a reason is a batch diverted there (its destination is gone).
+    """
+    if meta is None:
+        count_dead_letter(REASON_MALFORMED)
+    elif meta.reason:
+        count_dead_letter(meta.reason)
+    else:
+        _batches_out.get(meta.destination_id).inc()
+        _batched_events.get(meta.destination_id).inc(meta.events)
+
+
+def count_dead_letter(reason: str) -> None:
+    _dead_lettered.get(reason).inc()
+
+
+def count_decision(kind: str, meta: BatchMeta, request_seconds: float | None,
+                   now: float) -> None:
+    """The outcome of handling one batch (``auditrelay.agents.dispatch``).
+
+    ``request_seconds`` is None when no request was sent (a refused batch);
+    ``now`` is Unix seconds, for the end-to-end latency of a delivered batch.
+    """
+    _deliveries.get(meta.destination_id, kind).inc()
+    if request_seconds is not None:
+        REQUEST_DURATION.observe(request_seconds)
+    if kind == "delivered":
+        DELIVERY_LATENCY.observe(max(0.0, now - meta.first_event_ms / 1000))
+    elif kind in ("dead_letter", "disabled"):
+        count_dead_letter(meta.reason or kind)
+
+
+def count_api_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One answered API request; ``route`` is the route's template, never the raw path."""
+    method = method if method in _METHODS else "OTHER"
+    _api_requests.get(method, route, str(status)).inc()
+    _api_durations.get(method, route).observe(seconds)

@@ -1,0 +1,206 @@
+"""The Kafka outbox: side effects written in the same transaction as the change.
+
+A destination change commits its row together with the outbox entries it
+causes (topic creation or deletion, the config record or tombstone on
+``audit.destinations``, the ``pro.atmos.webhook.*`` self-audit event). The
+``OutboxPublisher`` thread performs them in id order and deletes each entry once
+the broker confirmed it. While Kafka is down entries wait, and are published
+when it returns: a change accepted by the API is never lost.
+
+Every API and worker process runs a publisher; a lease row in the database lets
+exactly one of them publish at a time, which keeps the entries' order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.producer.librdkafka_log import librdkafka_logger
+from auditrelay.schemas.builder import EncodedEvent
+from auditrelay.schemas.errors import KafkaError, ProduceError
+from auditrelay.schemas.topics import TopicSpec
+from auditrelay.store.db import OutboxEntry, OutboxLease, utcnow
+from auditrelay.store.engine import Store
+
+log = logging.getLogger(__name__)
+
+RECORD, CREATE_TOPIC, DELETE_TOPIC = "record", "create_topic", "delete_topic"
+_BATCH = 200
+_FLUSH_TIMEOUT = 30.0
+#: Longer than the slowest batch (a flush timing out), so a holder never loses
+#: the lease in the middle of one.
+LEASE = timedelta(seconds=60)
+
+
+def enqueue_record(session: Session, topic: str, key: bytes, value: bytes | None,
+                   headers: Sequence[tuple[str, str]] = ()) -> None:
+    session.add(OutboxEntry(kind=RECORD, topic=topic, key=key, value=value,
+                            headers=[list(h) for h in headers] or None))
+
+
+def enqueue_event(session: Session, topic: str, event: EncodedEvent) -> None:
+    headers = [(k, v.decode() if isinstance(v, bytes) else v) for k, v in event.headers
+               if v is not None]
+    enqueue_record(session, topic, event.key, event.value, headers)
+
+
+def enqueue_topic(session: Session, kind: str, spec: TopicSpec) -> None:
+    """``kind`` is CREATE_TOPIC or DELETE_TOPIC; creation uses the spec's configs."""
+    session.add(OutboxEntry(kind=kind, topic=spec.name, key=str(spec.partitions).encode(),
+                            headers=[[k, v] for k, v in spec.config.items()] or None))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    id: int
+    kind: str
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[list[str]] | None
+
+
+class OutboxPublisher:
+    """Publishes outbox entries in order; one per API process, on its own thread."""
+
+    def __init__(self, store: Store, producer_config: dict[str, Any], admin: AdminClient,
+                 *, idle_wait: float = 1.0, max_backoff: float = 10.0) -> None:
+        self._store = store
+        # librdkafka's own log lines go through logging, not straight to stderr.
+        self._producer = Producer(producer_config, logger=librdkafka_logger("auditrelay.kafka"))
+        self._admin = admin
+        self._idle_wait = idle_wait
+        self._max_backoff = max_backoff
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
+        self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Publish now rather than at the next idle poll (called after a commit)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._producer.flush(min(timeout, 5.0))
+        self.release()
+
+    def acquire(self) -> bool:
+        """Take or renew the lease; True while this publisher holds it."""
+        now = utcnow()
+        with self._store.transaction() as session:
+            taken = session.execute(
+                update(OutboxLease)
+                .where(OutboxLease.id == 1,
+                       or_(OutboxLease.holder == self.holder, OutboxLease.expires_at < now))
+                .values(holder=self.holder, expires_at=now + LEASE))
+        return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+    def release(self) -> None:
+        with self._store.transaction() as session:
+            session.execute(update(OutboxLease)
+                            .where(OutboxLease.id == 1, OutboxLease.holder == self.holder)
+                            .values(expires_at=utcnow()))
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                if not self.acquire():
+                    self._stop.wait(self._idle_wait)
+                    continue
+                published = self.publish_pending()
+                backoff = 0.5
+            except KafkaError as exc:
+                log.warning("outbox: Kafka unavailable, retrying in %.1f s: %s", backoff, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            except Exception:  # keep publishing whatever one entry did
+                log.exception("outbox: unexpected error; retrying")
+                self._stop.wait(self._max_backoff)
+                continue
+            if published < _BATCH:
+                self._wake.wait(self._idle_wait)
+                self._wake.clear()
+
+    def publish_pending(self) -> int:
+        """Perform up to one batch of entries in order; returns how many were done."""
+        with self._store.transaction() as session:
+            rows = session.scalars(select(OutboxEntry).order_by(OutboxEntry.id).limit(_BATCH))
+            pending = [_Pending(r.id, r.kind, r.topic, r.key, r.value, r.headers) for r in rows]
+        done_upto: int | None = None
+        try:
+            for run in _runs(pending):
+                self._perform(run)
+                done_upto = run[-1].id
+        finally:
+            if done_upto is not None:
+                with self._store.transaction() as session:
+                    session.execute(delete(OutboxEntry).where(OutboxEntry.id <= done_upto))
+        return len(pending)
+
+    def _perform(self, run: list[_Pending]) -> None:
+        head = run[0]
+        if head.kind == CREATE_TOPIC:
+            config = {k: str(v) for k, v in _pairs(head.headers)}
+            partitions = int((head.key or b"1").decode())
+            create_topics(self._admin, [TopicSpec(head.topic, partitions, config)])
+        elif head.kind == DELETE_TOPIC:
+            delete_topics(self._admin, [head.topic])
+        else:
+            self._produce(run)
+
+    def _produce(self, run: list[_Pending]) -> None:
+        failures: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        try:
+            for entry in run:
+                self._producer.produce(entry.topic, key=entry.key, value=entry.value,
+                                       headers=_pairs(entry.headers),
+                                       on_delivery=on_delivery)
+            remaining = self._producer.flush(_FLUSH_TIMEOUT)
+        except (KafkaException, BufferError) as exc:
+            raise ProduceError(f"outbox produce failed: {exc}") from exc
+        if failures or remaining:
+            raise ProduceError(f"outbox: {len(failures) or remaining} record(s) not confirmed: "
+                               f"{failures[0] if failures else 'flush timed out'}")
+
+
+def _runs(pending: Sequence[_Pending]) -> list[list[_Pending]]:
+    """Consecutive records form one run (produced together); admin entries stand alone."""
+    runs: list[list[_Pending]] = []
+    for entry in pending:
+        if entry.kind == RECORD and runs and runs[-1][0].kind == RECORD:
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+    return runs
+
+
+def _pairs(stored: list[list[str]] | None) -> list[tuple[str, str | bytes | None]]:
+    return [(k, v) for k, v in stored or []]

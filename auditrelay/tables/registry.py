@@ -1,0 +1,367 @@
+"""Destination configs materialised from the compacted ``audit.destinations`` topic.
+
+:class:`DestinationRegistry` is the pure table (no Kafka): records go in with
+:meth:`~DestinationRegistry.apply`, the router asks
+:meth:`~DestinationRegistry.matching` once per event and delivery asks
+:meth:`~DestinationRegistry.get`. :class:`RegistryFollower` feeds one from the
+topic on a daemon thread, and :func:`follower_for` gives a Faust app one
+follower that lives and dies with it.
+
+Concurrency: one writer thread (the follower) and any number of readers on the
+event loop. The writer builds a new immutable :class:`_Snapshot` per change and
+swaps one attribute; a reader takes the attribute once and works on that
+snapshot, so the hot path never takes a lock.
+
+Event-type globs: ``*`` matches any run of characters, dots included
+(``pro.atmos.*`` matches ``pro.atmos.billing.invoice_paid``); every other
+character is literal; a glob matches the whole type, case-sensitively. An empty
+list of globs means every type. (The API only accepts ``[a-z0-9_.*]``, where
+this is exactly :func:`fnmatch.fnmatchcase`.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+from weakref import WeakKeyDictionary
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from pydantic import ValidationError
+
+from auditrelay.producer.librdkafka_log import librdkafka_logger
+from auditrelay.schemas.destinations import DestinationConfig
+from auditrelay.schemas.errors import BrokerUnavailableError
+
+__all__ = ["DestinationRegistry", "RegistryFollower", "compile_globs", "follower_for"]
+
+log = logging.getLogger(__name__)
+
+#: Distinct (workspace, type) pairs cached per snapshot before the cache starts over.
+_CACHE_LIMIT: Final = 65_536
+_NONE: Final[tuple[DestinationConfig, ...]] = ()
+
+
+def compile_globs(globs: Iterable[str]) -> re.Pattern[str] | None:
+    """One anchored pattern for a destination's globs; None when it matches every type."""
+    parts = [".*".join(re.escape(piece) for piece in glob.split("*")) for glob in globs]
+    if not parts:
+        return None
+    return re.compile("(?:" + "|".join(parts) + r")\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A destination that may receive events: enabled, entitled, with its compiled filter."""
+
+    config: DestinationConfig
+    pattern: re.Pattern[str] | None
+
+    def accepts(self, event_type: str) -> bool:
+        return self.pattern is None or self.pattern.match(event_type) is not None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The registry at one moment. Never changed after construction, except ``cache``,
+    whose entries are pure functions of the rest (so concurrent fills are harmless)."""
+
+    configs: Mapping[str, DestinationConfig]
+    routes: Mapping[str, tuple[_Route, ...]]
+    cache: dict[tuple[str, str], tuple[DestinationConfig, ...]] = field(default_factory=dict)
+
+
+def _build(configs: dict[str, DestinationConfig]) -> _Snapshot:
+    routes: dict[str, list[_Route]] = {}
+    for config in sorted(configs.values(), key=lambda c: c.id):
+        if config.enabled and config.forwarding:
+            routes.setdefault(config.workspace_id, []).append(
+                _Route(config, compile_globs(config.event_types)))
+    return _Snapshot(MappingProxyType(configs),
+                     MappingProxyType({ws: tuple(r) for ws, r in routes.items()}))
+
+
+class DestinationRegistry:
+    """The latest config of every destination, keyed by id (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._configs: dict[str, DestinationConfig] = {}  # the writer's own copy
+        self._snapshot = _build({})
+        self._write_lock = threading.Lock()  # writers only; readers never take it
+
+    def apply(self, key: str, value: bytes | None) -> bool:
+        """Apply one record of ``audit.destinations``; True if the registry changed.
+
+        ``None`` is a tombstone: the destination is deleted. Otherwise the value is a
+        :class:`DestinationConfig` as JSON, kept only if its ``version`` is higher than
+        the one held (a replayed or reordered older record never wins). Undecodable
+        records are logged and ignored: one bad record must not stop the pipeline.
+        """
+        if value is None:
+            with self._write_lock:
+                if self._configs.pop(key, None) is None:
+                    return False
+                self._publish()
+            return True
+        try:
+            config = DestinationConfig.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("ignoring undecodable destination record %r: %s", key,
+                        exc.errors(include_url=False, include_input=False)[:1])
+            return False
+        if config.id != key:
+            log.warning("ignoring destination record keyed %r holding destination %r",
+                        key, config.id)
+            return False
+        with self._write_lock:
+            held = self._configs.get(key)
+            if held is not None and held.version >= config.version:
+                return False
+            self._configs[key] = config
+            self._publish()
+        return True
+
+    def _publish(self) -> None:
+        # A fresh dict per change: the old snapshot's mapping stays as it was.
+        self._snapshot = _build(dict(self._configs))
+
+    def get(self, destination_id: str) -> DestinationConfig | None:
+        """The latest config of a destination, enabled or not; None if unknown or deleted."""
+        return self._snapshot.configs.get(destination_id)
+
+    def all(self) -> tuple[DestinationConfig, ...]:
+        """Every known destination, in id order."""
+        snapshot = self._snapshot
+        return tuple(snapshot.configs[k] for k in sorted(snapshot.configs))
+
+    def __len__(self) -> int:
+        return len(self._snapshot.configs)
+
+    def matching(self, workspace_id: str, event_type: str) -> tuple[DestinationConfig, ...]:
+        """Enabled, entitled destinations of the workspace whose globs match the type.
+
+        In destination-id order. Cached per (workspace, type) until the next change.
+        """
+        snapshot = self._snapshot
+        key = (workspace_id, event_type)
+        found = snapshot.cache.get(key)
+        if found is not None:
+            return found
+        routes = snapshot.routes.get(workspace_id)
+        found = _NONE if routes is None else tuple(
+            r.config for r in routes if r.accepts(event_type))
+        cache = snapshot.cache
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()  # bounded memory; a refill costs one glob match per pair
+        cache[key] = found
+        return found
+
+
+class RegistryFollower:
+    """Keeps a :class:`DestinationRegistry` up to date from ``audit.destinations``.
+
+    A daemon thread assigns every partition of the topic from the beginning (no
+    consumer group offsets: each process reads the whole compacted topic) and
+    applies records forever. librdkafka reconnects by itself after a broker
+    restart; the thread just keeps polling. Usage::
+
+        follower = RegistryFollower(settings.kafka_bootstrap, settings.topics.destinations)
+        follower.start()
+        follower.wait_caught_up(30)   # everything published before start() is applied
+        follower.registry.matching(ws, event_type)
+        follower.stop()
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *,
+                 registry: DestinationRegistry | None = None,
+                 poll_seconds: float = 0.2) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.registry = registry if registry is not None else DestinationRegistry()
+        self._poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._kafka_log = librdkafka_logger(f"{__name__}.librdkafka")
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether every record that existed when the follower started has been applied."""
+        return self._caught_up.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> RegistryFollower:
+        """Start the thread; calling it again while it runs does nothing."""
+        with self._start_lock:
+            if self._thread is not None:
+                return self
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"registry-follower:{self.topic}")
+            self._thread.start()
+        return self
+
+    def wait_caught_up(self, timeout: float) -> None:
+        """Block until caught up; BrokerUnavailableError when ``timeout`` passes first."""
+        if not self._caught_up.wait(timeout):
+            raise BrokerUnavailableError(
+                f"the destination registry did not catch up with {self.topic} on "
+                f"{self.bootstrap} within {timeout:g} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling and close the consumer; waits up to ``timeout`` for the thread."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            # Unique and never committed: this is a replica of the topic, not a group member.
+            "group.id": f"auditrelay-registry-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "error_cb": self._on_error,
+        }, logger=self._kafka_log)
+        try:
+            ends = self._assign(consumer)
+            if ends is None:
+                return  # stopped before the topic could be read
+            self._follow(consumer, ends)
+        except Exception:
+            # Not expected (librdkafka reports errors rather than raising them);
+            # logged so that a registry frozen in time is visible.
+            log.exception("destination registry follower of %s stopped", self.topic)
+        finally:
+            consumer.close()
+
+    def _on_error(self, error: Any) -> None:
+        log.warning("destination registry consumer: %s", error)
+
+    def _assign(self, consumer: Consumer) -> dict[int, int] | None:
+        """Assign all partitions from the beginning; their end offsets now (-1 for an empty
+        partition), or None if stopped before the topic could be read."""
+        warned = False
+        while not self._stop.is_set():
+            try:
+                meta = consumer.list_topics(self.topic, timeout=5.0).topics.get(self.topic)
+                if meta is not None and meta.error is None and meta.partitions:
+                    ends = {}
+                    for partition in meta.partitions:
+                        low, high = consumer.get_watermark_offsets(
+                            TopicPartition(self.topic, partition), timeout=5.0)
+                        # An empty partition has nothing to catch up with: end it at -1.
+                        ends[partition] = high if high > low else -1
+                    consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
+                                     for p in sorted(ends)])
+                    return ends
+                problem = "it does not exist" if meta is None else str(meta.error)
+            except KafkaException as exc:
+                problem = str(exc)
+            if not warned:
+                log.warning("cannot read %s yet (%s); retrying", self.topic, problem)
+                warned = True
+            self._stop.wait(1.0)
+        return None
+
+    def _follow(self, consumer: Consumer, ends: dict[int, int]) -> None:
+        behind = {p for p, end in ends.items() if end >= 0}
+        assigned = [TopicPartition(self.topic, p) for p in sorted(ends)]
+        applied = 0
+        if not behind:
+            self._mark_caught_up(applied)
+        while not self._stop.is_set():
+            msg = consumer.poll(self._poll_seconds)
+            if msg is None:
+                if behind:
+                    # Compaction and control records leave gaps: ask where we stand.
+                    for tp in consumer.position(assigned):
+                        if tp.offset >= ends[tp.partition]:
+                            behind.discard(tp.partition)
+                    if not behind:
+                        self._mark_caught_up(applied)
+                continue
+            if msg.error() is not None:
+                log.debug("destination registry consumer: %s", msg.error())
+                continue
+            key = msg.key()
+            self._apply(key.decode("utf-8", errors="replace") if key else "", msg.value())
+            applied += 1
+            partition = msg.partition()
+            offset = msg.offset()
+            if (behind and partition is not None and offset is not None
+                    and offset + 1 >= ends[partition]):
+                behind.discard(partition)
+                if not behind:
+                    self._mark_caught_up(applied)
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        try:
+            self.registry.apply(key, value)
+        except Exception:
+            log.exception("destination record %r could not be applied", key)
+
+    def _mark_caught_up(self, applied: int) -> None:
+        if not self._caught_up.is_set():
+            log.info("destination registry caught up with %s: %d record(s), %d destination(s)",
+                     self.topic, applied, len(self.registry))
+            self._caught_up.set()
+
+
+_FOLLOWERS: WeakKeyDictionary[Any, RegistryFollower] = WeakKeyDictionary()
+
+
+def follower_for(app: Any, bootstrap: str, topic: str) -> RegistryFollower:
+    """The one follower of a Faust app, created on first use, running while the app runs.
+
+    Every agent of the app that needs destinations shares it (one thread, one
+    replica of the topic per worker). It is started by an app task, so it starts
+    with the app, and stopped when that task is cancelled at app stop; agents
+    wait for :attr:`RegistryFollower.caught_up` (see :func:`wait_until_caught_up`)
+    before they handle their first record.
+    """
+    follower = _FOLLOWERS.get(app)
+    if follower is not None:
+        return follower
+    follower = _FOLLOWERS[app] = RegistryFollower(bootstrap, topic)
+
+    async def follow_destinations() -> None:
+        follower.start()
+        try:
+            await asyncio.Event().wait()  # until the app stops and cancels this task
+        finally:
+            await asyncio.to_thread(follower.stop)
+
+    app.task(follow_destinations)
+    return follower
+
+
+async def wait_until_caught_up(follower: RegistryFollower, what: str,
+                               interval: float = 0.05, report_every: float = 10.0) -> None:
+    """Wait on the event loop (no thread) until ``follower`` caught up; logs while waiting.
+
+    Waits without a deadline: routing with an incomplete registry would silently
+    skip destinations, and waiting leaves the events safely in Kafka.
+    """
+    started = last_report = time.monotonic()
+    while not follower.caught_up:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        if now - last_report >= report_every:
+            log.warning("%s is waiting for the destination registry (%s) for %.0f s",
+                        what, follower.topic, now - started)
+            last_report = now

@@ -1,0 +1,89 @@
+"""The arithmetic of the Kafka gauges: backlog, retry tiers, DLQ size, lag, ages."""
+
+from __future__ import annotations
+
+import pytest
+
+from auditrelay.observability.collector import (
+    Groups,
+    PartitionOffsets,
+    destination_of,
+    oldest_ages,
+    second_group_lag,
+    summarise,
+)
+from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
+
+NAMES = TopicNames("t.")
+GROUPS = Groups.of(NAMES)
+
+
+@pytest.mark.parametrize(("offsets", "start", "pending"), [
+    (PartitionOffsets(0, 10, 4), 4, 6),
+    (PartitionOffsets(0, 10, 10), 10, 0),
+    (PartitionOffsets(0, 10, None), 0, 10),  # nothing committed: all of it waits
+    (PartitionOffsets(7, 10, 3), 7, 3),  # records before 7 were deleted by retention
+    (PartitionOffsets(5, 5, None), 5, 0),  # empty
+    (PartitionOffsets(0, 4, 9), 9, 0),  # a commit past the end (topic recreated) is not < 0
+])
+def test_pending_is_from_the_committed_offset_or_the_start_to_the_end(
+        offsets: PartitionOffsets, start: int, pending: int) -> None:
+    assert (offsets.start, offsets.pending) == (start, pending)
+
+
+def test_groups_follow_the_prefix_like_the_agents() -> None:
+    from auditrelay.agents import archive, delivery, retry, router
+
+    assert Groups.of(TopicNames()) == Groups(router.GROUP_ID, delivery.GROUP_ID, retry.GROUP_ID,
+                                             archive.GROUP_ID)
+    assert Groups("auditrelay-router-t", "auditrelay-delivery-t", "auditrelay-retry-t",
+                  "auditrelay-archive-t") == GROUPS
+
+
+def test_a_second_group_lags_from_its_own_offsets_and_only_once_it_committed() -> None:
+    offsets = {("t.events", 0): PartitionOffsets(0, 10, 10),
+               ("t.events", 1): PartitionOffsets(5, 20, 20)}
+    assert second_group_lag(offsets, {("t.events", 0): 4, ("t.events", 1): None}) == 6 + 15
+    assert second_group_lag(offsets, {("t.events", 0): 10, ("t.events", 1): 20}) == 0
+    assert second_group_lag(offsets, {}) is None  # never ran: not reported
+
+
+def test_destination_of_a_topic() -> None:
+    assert destination_of("t.dest.dst_1", NAMES) == "dst_1"
+    assert destination_of("t.dest.", NAMES) is None
+    assert destination_of("t.dlq", NAMES) is None
+
+
+def test_summary_of_every_kind_of_topic() -> None:
+    offsets = {
+        ("t.events", 0): PartitionOffsets(0, 100, 90),
+        ("t.events", 1): PartitionOffsets(0, 50, None),
+        ("t.dest.dst_a", 0): PartitionOffsets(0, 8, 5),
+        ("t.dest.dst_b", 0): PartitionOffsets(0, 2, 2),
+        ("t.retry.10s", 0): PartitionOffsets(0, 3, 1),
+        ("t.retry.10s", 1): PartitionOffsets(0, 1, None),
+        ("t.retry.1m", 0): PartitionOffsets(4, 4, 4),
+        ("t.dlq", 0): PartitionOffsets(2, 9),
+        ("t.dlq", 1): PartitionOffsets(0, 1),
+        ("t.delivery-status", 0): PartitionOffsets(0, 1000),  # not a gauge's business
+    }
+    summary = summarise(offsets, NAMES, GROUPS)
+    assert summary.backlog == {"dst_a": 3, "dst_b": 0}
+    assert summary.tiers == {**dict.fromkeys(RETRY_TIERS, 0), "10s": 3}
+    assert summary.dead_letters == 8
+    assert summary.lag == {
+        (GROUPS.router, "t.events"): 60,
+        (GROUPS.delivery, "t.dest.*"): 3,
+        (GROUPS.retry, "t.retry.10s"): 3,
+        (GROUPS.retry, "t.retry.1m"): 0,
+    }
+
+
+def test_without_any_destination_the_delivery_lag_is_zero() -> None:
+    assert summarise({}, NAMES, GROUPS).lag == {(GROUPS.delivery, "t.dest.*"): 0}
+
+
+def test_oldest_ages_are_zero_where_nothing_waits() -> None:
+    ages = oldest_ages({"dst_a": 1_000_000, "dst_c": 1_009_000}, ["dst_a", "dst_b"], 1010.5)
+    assert ages == {"dst_a": 10.5, "dst_b": 0.0}  # dst_c's topic is gone: not reported
+    assert oldest_ages({"dst_a": 2_000_000}, ["dst_a"], 1000.0) == {"dst_a": 0.0}  # clock skew
