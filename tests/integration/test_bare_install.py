@@ -8,6 +8,7 @@ with neither Faust, FastAPI nor SQLAlchemy present, and this test reads it back.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -47,8 +48,14 @@ def run(argv: list[str], **kwargs: object) -> str:
 
 def test_the_bare_package_emits_an_event_without_the_worker_or_api_libraries(
         tmp_path: Path, kafka_bootstrap: str, topic: str, group_id: str) -> None:
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "auditrelay", source / "auditrelay",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
-         str(tmp_path / "dist"), str(ROOT)])
+         str(tmp_path / "dist"), str(source)])
     (wheel,) = (tmp_path / "dist").glob("auditrelay-*.whl")
     venv.create(tmp_path / "venv", with_pip=True)
     python = str(tmp_path / "venv" / "bin" / "python")
