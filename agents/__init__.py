@@ -1,1 +1,1 @@
-"""Faust agents of the pipeline. ``auditrelay.agents.app.create_app`` builds the worker's app."""
+"""The pipeline's stages, one module per agent; ``auditrelay.agents.app`` composes them."""

@@ -1,9 +1,20 @@
-"""The Faust application that every worker process runs.
+"""The worker's composition root: the Faust application every worker process runs.
 
 ``create_app`` is called once per process, at the entry point, with the settings
-object built there; agent modules register themselves on the app it returns.
-"""
+object built there; each stage module's ``register(app, settings)`` adds its
+agents, timers and services to the app it returns. ``default_registrars`` is the
+one place that imports the stages (``router``, ``archive``, ``retention``, and
+``pipeline`` for delivery and retry): a stage not named there does not run.
 
+What Faust does here: it hosts the agents and their services in one event loop,
+runs the worker's lifecycle (start, signals, graceful stop), and elects one
+leader through its consumer group for the leader-only crontab (retention).
+What it does not: it does not read ``audit.events`` record by record (the router
+and the archive read it in rounds, ``auditrelay.kafka.rounds``, and their Faust
+agents handle whole rounds), nor consume the delivery topics (delivery and retry
+run aiokafka consumers with a lane per partition, ``auditrelay.kafka.partitions``),
+and it keeps no tables (state from compacted topics is in ``auditrelay.tables``).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -49,6 +60,8 @@ def create_app(settings: Settings, *, app_id: str | None = None,
 
 def default_registrars(stages: Sequence[str] = WORKER_STAGES) -> list[Registrar]:
     """The agents of ``stages`` (``settings.worker_stages``), all of them by default."""
+    # Imported on call: a process that builds the app with registrars of its own
+    # (tests, benchmarks) does not import every stage and what the stages import.
     from auditrelay.agents import archive, pipeline, retention, router
 
     by_stage: dict[str, Registrar] = {"router": router.register, "archive": archive.register,
