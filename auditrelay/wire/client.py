@@ -31,6 +31,7 @@ import asyncio
 import email.utils
 import http.cookiejar
 import ipaddress
+import logging
 import ssl
 import time
 import typing
@@ -57,6 +58,13 @@ if typing.TYPE_CHECKING:
 __all__ = ["DeliveryClient", "DeliveryConfig", "DeliveryResult", "parse_retry_after"]
 
 _MAX_ERROR_CHARS = 300
+
+# httpx logs every request's full URL at INFO, and httpcore its connection steps at
+# DEBUG; for Slack, Sumo Logic or Datadog the URL's path or query is the credential.
+# Whoever imports the one client gets those loggers at WARNING at least.
+for _name in ("httpx", "httpcore"):
+    _logger = logging.getLogger(_name)
+    _logger.setLevel(max(_logger.getEffectiveLevel(), logging.WARNING))
 #: Parsed destination URLs kept (the parse is pure; DNS is checked at every connect).
 _PARSED_URLS_KEPT = 4096
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
