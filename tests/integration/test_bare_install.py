@@ -76,7 +76,8 @@ def test_the_bare_package_emits_an_event_without_the_worker_or_api_libraries(
             msg = consumer.poll(1.0)
             if msg is not None and msg.error() is None:
                 break
-        assert msg is not None and msg.error() is None, "the event never reached the broker"
+        assert msg is not None, "the event never reached the broker"
+        assert msg.error() is None, msg.error()
         assert json.loads(msg.value() or b"{}")["id"] == report["id"]
         assert msg.key() == b"ws_bare"
     finally:
