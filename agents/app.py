@@ -1,8 +1,11 @@
 """The worker's composition root: the Faust application every worker process runs.
 
 ``create_app`` is called once per process, at the entry point, with the settings
-object built there; each stage module's ``register(app, settings)`` adds its
-agents, timers and services to the app it returns. ``default_registrars`` is the
+object built there; each stage module's ``register(app, settings, destinations)``
+adds its agents, timers and services to the app it returns. ``destinations`` is
+what the stages share: the app's one follower of ``audit.destinations``
+(``auditrelay.tables.registry.SharedFollower``), made here and started only if a
+stage asks for it (the router and delivery do). ``default_registrars`` is the
 one place that imports the stages (``router``, ``archive``, ``retention``, and
 ``pipeline`` for delivery and retry): a stage not named there does not run.
 
@@ -24,10 +27,11 @@ import faust
 
 from auditrelay.kafka.clients import heartbeat_seconds
 from auditrelay.schemas.settings import WORKER_STAGES, Settings
+from auditrelay.tables.registry import SharedFollower
 
-#: An agent module's ``register(app, settings)``; called once per worker. What it
-#: returns (e.g. the router's state, for tests) is ignored here.
-Registrar = Callable[[faust.App, Settings], object]
+#: An agent module's ``register(app, settings, destinations)``; called once per worker.
+#: What it returns (e.g. the router's state, for tests) is ignored here.
+Registrar = Callable[[faust.App, Settings, SharedFollower], object]
 
 
 def faust_broker_url(bootstrap: str) -> str:
@@ -38,7 +42,7 @@ def faust_broker_url(bootstrap: str) -> str:
 def create_app(settings: Settings, *, app_id: str | None = None,
                registrars: Sequence[Registrar] = ()) -> faust.App:
     app = faust.App(
-        app_id or settings.topics.group_id("auditrelay"),
+        app_id or settings.topics.app_group,
         broker=faust_broker_url(settings.kafka_bootstrap),
         store="memory://",
         datadir=str(Path(settings.var_dir) / "faust"),
@@ -53,8 +57,9 @@ def create_app(settings: Settings, *, app_id: str | None = None,
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=heartbeat_seconds(settings.consumer_session_timeout_seconds),
     )
+    destinations = SharedFollower(app, settings.kafka_bootstrap, settings.topics.destinations)
     for register in registrars:
-        register(app, settings)
+        register(app, settings, destinations)
     return app
 
 

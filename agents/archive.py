@@ -27,19 +27,23 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from sqlalchemy import Engine, Insert
 
 from auditrelay.agents.routing import check_record
+from auditrelay.kafka.backoff import Backoff
 from auditrelay.kafka.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
 from auditrelay.schemas.codec import parse_event
 from auditrelay.schemas.envelope import AuditEvent
 from auditrelay.schemas.errors import ConfigurationError, InvalidEventError
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.db import ArchivedEvent
-from auditrelay.store.engine import make_engine
+from auditrelay.store.engine import checked_engine
+
+if TYPE_CHECKING:
+    from auditrelay.tables.registry import SharedFollower
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +203,7 @@ def _sqlite_time(value: datetime) -> str:
 
 
 class ArchiveWriter:
-    """The archive's database, opened (and migrated) on the first write, in a thread."""
+    """The archive's database, opened (its schema checked) on first use."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
@@ -209,7 +213,7 @@ class ArchiveWriter:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                self._engine = make_engine(self._url)
+                self._engine = checked_engine(self._url)
             return self._engine
 
     def write(self, rows: Sequence[Row]) -> None:
@@ -231,7 +235,7 @@ async def commit_until_done(write: Callable[[Sequence[Row]], None], rows: Sequen
     acked and is delivered again after the restart.
     """
     failures = 0
-    delay = first_backoff
+    backoff = Backoff(first_backoff, max_backoff)
     while True:
         try:
             await asyncio.to_thread(write, rows)
@@ -239,17 +243,18 @@ async def commit_until_done(write: Callable[[Sequence[Row]], None], rows: Sequen
         except Exception as exc:  # an escaping error would ack, hence lose, the batch
             failures += 1
             log.warning("archive: writing %d rows failed (%s: %s); retrying in %.1f s",
-                        len(rows), type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(max_backoff, delay * 2)
+                        len(rows), type(exc).__name__, exc, backoff.delay)
+            await backoff.wait()
 
 
-#: The archive's consumer group (``TopicNames.group_id`` adds a test prefix).
-GROUP_ID = "auditrelay-archive"
+def register(app: faust.App, settings: Settings, destinations: SharedFollower) -> None:
+    """Add the archive agent, and the reader that feeds it rounds, to ``app``.
 
-
-def register(app: faust.App, settings: Settings) -> None:
+    ``destinations`` (the app's destination registry) is not needed: every valid event
+    is archived.
+    """
     writer = ArchiveWriter(settings.database_url)
+    writer.engine()  # now, not at the first write: a schema not at head stops the start
     rounds_channel: faust.ChannelT[Round] = app.channel()
 
     @app.agent(rounds_channel, name="archive", concurrency=1)
@@ -258,7 +263,8 @@ def register(app: faust.App, settings: Settings) -> None:
             await settle(batch, archive_round(writer, batch.records))
 
     async def read_events() -> None:
-        await read_rounds(input_consumer(settings, GROUP_ID, "auditrelay-archive"),
+        await read_rounds(input_consumer(settings, settings.topics.archive_group,
+                                         "auditrelay-archive"),
                           settings.topics.events, hand_over_to(rounds_channel, "archive"),
                           name="archive", max_records=settings.archive_batch_max_events,
                           window=settings.archive_batch_seconds)

@@ -2,7 +2,7 @@
 ``audit.retry.{tier}``, ``audit.dlq``, ``audit.delivery-attempts`` and
 ``audit.delivery-status``.
 
-A pattern subscription (group ``auditrelay-delivery``) picks up a new
+A pattern subscription (group ``TopicNames.delivery_group``) picks up a new
 destination's topic within ``destination_poll_seconds`` (the metadata refresh),
 without a restart. Each destination's partition has its own lane
 (``auditrelay.kafka.partitions``), so its batches go out strictly in order and a hanging
@@ -23,9 +23,8 @@ from auditrelay.kafka.partitions import Lane
 from auditrelay.tables.status import StatusBoard
 from auditrelay.wire.outcomes import circuit_open
 
-__all__ = ["GROUP_ID", "DeliveryHandler", "circuit_grace", "destination_pattern"]
+__all__ = ["DeliveryHandler", "circuit_grace", "destination_pattern"]
 
-GROUP_ID = "auditrelay-delivery"
 #: How often a lane waiting on an open circuit looks at the clock (half-open check).
 _CIRCUIT_RECHECK_SECONDS = 5.0
 

@@ -13,7 +13,6 @@ destination's new status.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from auditrelay.kafka.backoff import Backoff
 from auditrelay.observability import metrics
 from auditrelay.observability.logs import batch_ids
 from auditrelay.schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta
@@ -33,20 +33,16 @@ from auditrelay.wire.client import DeliveryClient, DeliveryResult
 from auditrelay.wire.outcomes import Decision, attempt_record, decide, next_status, refusal
 from auditrelay.wire.retry_schedule import RetrySchedule
 from auditrelay.wire.secrets import SecretBox
-from auditrelay.wire.signing import delivery_headers, sign
+from auditrelay.wire.signing import Decrypter, request_headers
 
 __all__ = [
     "BatchProcessor",
     "ConfigLookup",
     "DecryptedCache",
-    "Decrypter",
     "Defer",
     "Disabler",
     "Dispatcher",
-    "custom_headers",
     "malformed_headers",
-    "request_headers",
-    "signing_secrets",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,10 +69,6 @@ Disabler = Callable[[str, str, str], Awaitable[object]]
 Defer = Callable[..., None]
 
 
-class Decrypter(Protocol):
-    def decrypt(self, ciphertext: str) -> str: ...
-
-
 class DecryptedCache:
     """``SecretBox.decrypt`` remembered per ciphertext (at most ``keep`` of them).
 
@@ -99,34 +91,6 @@ class DecryptedCache:
                 self._plain.clear()
             self._plain[ciphertext] = plain
         return plain
-
-
-def signing_secrets(config: DestinationConfig, box: Decrypter, now: datetime) -> list[str]:
-    """The current secret, and the previous one while its 24 h overlap lasts."""
-    secrets = [box.decrypt(config.secret_encrypted)]
-    expires = config.previous_secret_expires_at
-    if config.previous_secret_encrypted and expires is not None and now < expires:
-        secrets.append(box.decrypt(config.previous_secret_encrypted))
-    return secrets
-
-
-def custom_headers(config: DestinationConfig, box: Decrypter) -> dict[str, str]:
-    if not config.headers_encrypted:
-        return {}
-    headers = json.loads(box.decrypt(config.headers_encrypted))
-    if not isinstance(headers, dict):
-        raise ValueError("custom headers are not a JSON object")
-    return {str(k): str(v) for k, v in headers.items()}
-
-
-def request_headers(config: DestinationConfig, box: Decrypter, batch_id: str, body: bytes,
-                    now: datetime, version: str) -> dict[str, str]:
-    """Custom headers first, then the signed delivery headers (which the API forbids
-    custom headers to name, so none is overridden)."""
-    timestamp = int(now.timestamp())
-    signature = sign(signing_secrets(config, box, now), batch_id, timestamp, body)
-    return {**custom_headers(config, box),
-            **delivery_headers(batch_id, timestamp, signature, version)}
 
 
 class Dispatcher:
@@ -264,16 +228,15 @@ class BatchProcessor:
                        headers: Sequence[tuple[str, bytes]], *, what: str,
                        ids: dict[str, str] | None = None) -> None:
         """Produce until the broker confirms: the offset is committed only afterwards."""
-        backoff = 0.5
+        backoff = Backoff(0.5, _MAX_PRODUCE_BACKOFF)
         while True:
             try:
                 await self.sink.send(topic, key, value, headers)
                 return
             except KafkaError as exc:
-                log.warning("%s not yet on %s (%s); again in %.1f s", what, topic, exc, backoff,
-                            extra=ids)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_PRODUCE_BACKOFF)
+                log.warning("%s not yet on %s (%s); again in %.1f s", what, topic, exc,
+                            backoff.delay, extra=ids)
+            await backoff.wait()
 
     @staticmethod
     def _log(decision: Decision, result: DeliveryResult | None) -> None:

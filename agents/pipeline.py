@@ -30,13 +30,13 @@ from aiokafka import AIOKafkaConsumer
 from auditrelay.agents import delivery, retry
 from auditrelay.agents.dispatch import BatchProcessor, ConfigLookup, Dispatcher
 from auditrelay.kafka.admin import admin_client
-from auditrelay.kafka.clients import RecordSink, consumer, heartbeat_seconds, start_consumer
+from auditrelay.kafka.clients import RecordSink, consumer, start_consumer
 from auditrelay.kafka.partitions import Handler, PartitionRunner
 from auditrelay.schemas.settings import Settings
-from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.engine import Store, check_database, checked_engine
 from auditrelay.store.mutations import disable_destination
 from auditrelay.store.outbox import OutboxPublisher
-from auditrelay.tables.registry import RegistryFollower, follower_for, wait_until_caught_up
+from auditrelay.tables.registry import RegistryFollower, SharedFollower, wait_until_caught_up
 from auditrelay.tables.status import StatusBoard, StatusFollower, StatusPublisher
 from auditrelay.wire.client import DeliveryClient, DeliveryConfig
 from auditrelay.wire.retry_schedule import RetrySchedule
@@ -60,7 +60,7 @@ class DeliveryPipeline:
         # First what can fail on bad settings, before any client exists to be closed.
         box = box_from_settings(settings)
         self.board = StatusBoard()
-        self.store = Store(make_engine(settings.database_url))
+        self.store = Store(checked_engine(settings.database_url))
         self._client = DeliveryClient(DeliveryConfig.from_settings(settings), resolver=resolver)
         self._sink = RecordSink(settings.kafka_bootstrap)
         self._follower = StatusFollower(settings.kafka_bootstrap,
@@ -102,21 +102,18 @@ class DeliveryPipeline:
         settings = self.settings
         names = settings.topics
         session = settings.consumer_session_timeout_seconds
-        group_timing = {"session_timeout_ms": round(session * 1000),
-                        "heartbeat_interval_ms": round(heartbeat_seconds(session) * 1000)}
         delivery_consumer = consumer(
-            settings.kafka_bootstrap, group_id=settings.topics.group_id(delivery.GROUP_ID),
-            client_id="auditrelay-delivery",
+            settings.kafka_bootstrap, group_id=names.delivery_group,
+            client_id="auditrelay-delivery", session_timeout=session,
             # How soon a new destination's topic is seen by the pattern subscription.
-            metadata_max_age_ms=round(settings.destination_poll_seconds * 1000),
-            **group_timing)
+            metadata_max_age_ms=round(settings.destination_poll_seconds * 1000))
         await self._run(delivery_consumer,
                         delivery.DeliveryHandler(self.processor, self.board, self._grace),
                         name="delivery", pattern=delivery.destination_pattern(
                             names.destination_prefix))
         retry_consumer = consumer(
-            settings.kafka_bootstrap, group_id=settings.topics.group_id(retry.GROUP_ID),
-            client_id="auditrelay-retry", **group_timing)
+            settings.kafka_bootstrap, group_id=names.retry_group,
+            client_id="auditrelay-retry", session_timeout=session)
         await self._run(retry_consumer, retry.RetryHandler(self.processor, time.time),
                         name="retry", topics=retry.retry_topics(names))
 
@@ -162,6 +159,8 @@ async def running_pipeline(settings: Settings, *, resolver: Resolver = system_re
                            rng: random.Random | None = None,
                            ) -> AsyncIterator[DeliveryPipeline]:
     """A pipeline with its own destination registry follower, outside Faust (tests, tools)."""
+    # Before any Kafka client: a schema not at head refuses the start at once.
+    await asyncio.to_thread(check_database, settings.database_url)
     follower = RegistryFollower(settings.kafka_bootstrap, settings.topics.destinations).start()
     try:
         await asyncio.to_thread(follower.wait_caught_up, _CATCH_UP_SECONDS)
@@ -175,9 +174,13 @@ async def running_pipeline(settings: Settings, *, resolver: Resolver = system_re
         await asyncio.to_thread(follower.stop)
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    """Run the delivery pipeline in this Faust app's worker."""
-    follower = follower_for(app, settings.kafka_bootstrap, settings.topics.destinations)
+def register(app: faust.App, settings: Settings, destinations: SharedFollower) -> None:
+    """Run the delivery pipeline in this Faust app's worker, with the app's destination
+    registry (``destinations``, shared with the router)."""
+    # Checked now: the pipeline opens its store only once the registry caught up, in a
+    # task, and a schema not at head must stop the worker's start.
+    check_database(settings.database_url)
+    follower = destinations.get()
 
     async def delivery_pipeline() -> None:
         await wait_until_caught_up(follower, "delivery")

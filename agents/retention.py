@@ -21,13 +21,17 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import faust
 from sqlalchemy import Engine, delete, func, select
 
 from auditrelay.schemas.settings import Plan, Settings
 from auditrelay.store.db import ArchivedEvent, Workspace, utcnow
-from auditrelay.store.engine import make_engine
+from auditrelay.store.engine import check_database, checked_engine
+
+if TYPE_CHECKING:
+    from auditrelay.tables.registry import SharedFollower
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +169,22 @@ def _purge_workspace(engine: Engine, job: WorkspacePurge, size: int,
 
 def purge_database(settings: Settings, *, dry_run: bool = False,
                    progress: Progress | None = None) -> PurgeReport:
-    """:func:`purge` on the configured database, opened (and migrated) for this run."""
-    engine = make_engine(settings.database_url)
+    """:func:`purge` on the configured database, opened (its schema checked) for this run."""
+    engine = checked_engine(settings.database_url)
     try:
         return purge(engine, settings, dry_run=dry_run, progress=progress)
     finally:
         engine.dispose()
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    """The daily purge, on the leader worker only (Faust's leader topic elects it)."""
+def register(app: faust.App, settings: Settings, destinations: SharedFollower) -> None:
+    """The daily purge, on the leader worker only (Faust's leader topic elects it).
+
+    ``destinations`` (the app's destination registry) is not needed here.
+    """
+    # Checked now: a schema not at head stops the worker's start, not tomorrow's purge.
+    check_database(settings.database_url)
+
     @app.crontab(settings.retention_cron, timezone=UTC, on_leader=True)
     async def daily_purge() -> None:
         await run_scheduled_purge(settings)

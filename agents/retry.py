@@ -1,7 +1,7 @@
 """Retry agent: consumes ``audit.retry.{tier}``; produces to the next tier,
 ``audit.dlq``, ``audit.delivery-attempts`` and ``audit.delivery-status``.
 
-Group ``auditrelay-retry``. A record waits until its ``ar_due_ms``: its lane
+Group ``TopicNames.retry_group``. A record waits until its ``ar_due_ms``: its lane
 holds it, which pauses that partition in the consumer while every other
 partition keeps flowing and the poll loop keeps polling (no sleep in the poll
 loop, no poll interval exceeded). Because a tier's records are written in
@@ -25,9 +25,7 @@ from auditrelay.agents.dispatch import BatchProcessor
 from auditrelay.kafka.partitions import Lane
 from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
 
-__all__ = ["GROUP_ID", "RetryHandler", "retry_topics", "seconds_until_due"]
-
-GROUP_ID = "auditrelay-retry"
+__all__ = ["RetryHandler", "retry_topics", "seconds_until_due"]
 
 
 def retry_topics(names: TopicNames) -> list[str]:

@@ -43,6 +43,7 @@ from auditrelay.agents.routing import (
     plan_round,
 )
 from auditrelay.kafka.admin import admin_client
+from auditrelay.kafka.backoff import Backoff
 from auditrelay.kafka.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
 from auditrelay.observability import metrics
 from auditrelay.observability.logs import batch_ids
@@ -50,10 +51,10 @@ from auditrelay.schemas.batches import REASON_DELETED
 from auditrelay.schemas.errors import BrokerUnavailableError
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicNames
-from auditrelay.tables.registry import DestinationRegistry, RegistryFollower, follower_for
+from auditrelay.tables.registry import DestinationRegistry, RegistryFollower, SharedFollower
 from auditrelay.tables.registry import wait_until_caught_up as _wait_until_caught_up
 
-__all__ = ["GROUP_ID", "FaustPublisher", "Publisher", "Router", "RouterStats", "register"]
+__all__ = ["FaustPublisher", "Publisher", "Router", "RouterStats", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Router:
         self.publisher = publisher
         self.max_events = max_events
         self.stats = RouterStats()
-        self._backoff_min, self._backoff_max = backoff_seconds
+        self._backoff_seconds = backoff_seconds
         self._schedule_timeout = schedule_timeout
         self._check_seconds = check_seconds
 
@@ -172,7 +173,7 @@ class Router:
         Never raises but for cancellation: a failure inside (a bug) is logged and the
         round retried, since returning or raising would ack input not yet routed.
         """
-        delay = self._backoff_min
+        backoff = Backoff(*self._backoff_seconds)
         while True:
             try:
                 plan = plan_round(records, self.registry.matching, self.topics,
@@ -182,9 +183,8 @@ class Router:
                 raise
             except Exception:
                 log.exception("router round of %d records failed; retrying in %.1f s",
-                              len(records), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff_max)
+                              len(records), backoff.delay)
+                await backoff.wait()
                 continue
             self.stats.add(plan)
             metrics.count_round(routed=plan.events - plan.unrouted - plan.malformed,
@@ -201,7 +201,7 @@ class Router:
         """
         todo: list[tuple[int, OutRecord]] = list(enumerate(records))
         inflight: dict[asyncio.Future[Any], tuple[int, OutRecord]] = {}
-        delay = self._backoff_min
+        backoff = Backoff(*self._backoff_seconds)
         while todo or inflight:
             problem: str | None = None
             if todo:
@@ -228,9 +228,8 @@ class Router:
             if problem is not None and todo:
                 self.stats.retries += 1
                 log.warning("router: %d record(s) not confirmed (%s); retrying in %.1f s",
-                            len(todo), problem, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff_max)
+                            len(todo), problem, backoff.delay)
+                await backoff.wait()
             todo.sort(key=lambda entry: entry[0])
 
     async def _schedule(self, todo: list[tuple[int, OutRecord]],
@@ -291,23 +290,19 @@ class Router:
                 todo.append(entry)
 
 
-#: The router's consumer group (``TopicNames.group_id`` adds a test prefix).
-GROUP_ID: Final = "auditrelay-router"
-
-
-def register(app: faust.App, settings: Settings,
-             registry: DestinationRegistry | None = None, *,
+def register(app: faust.App, settings: Settings, destinations: SharedFollower, *,
+             registry: DestinationRegistry | None = None,
              publisher: Publisher | None = None) -> Router:
     """Add the router agent, and the reader that feeds it rounds, to ``app``.
 
-    Without ``registry`` the app's shared :class:`~auditrelay.tables.registry.RegistryFollower`
-    (see :func:`auditrelay.tables.registry.follower_for`) provides it, and the reader waits
+    Without ``registry`` the app's :class:`~auditrelay.tables.registry.RegistryFollower`
+    (``destinations``, shared with delivery) provides it, and the reader waits
     until it caught up with ``audit.destinations`` before reading anything. A
     given registry is used as it is (tests; a caller keeping it current itself).
     """
     follower: RegistryFollower | None = None
     if registry is None:
-        follower = follower_for(app, settings.kafka_bootstrap, settings.topics.destinations)
+        follower = destinations.get()
         registry = follower.registry
     router = Router(registry, settings.topics,
                     publisher or FaustPublisher(app, settings.kafka_bootstrap),
@@ -322,7 +317,8 @@ def register(app: faust.App, settings: Settings,
     async def read_events() -> None:
         if follower is not None:
             await _wait_until_caught_up(follower, "the router")
-        await read_rounds(input_consumer(settings, GROUP_ID, "auditrelay-router"),
+        await read_rounds(input_consumer(settings, settings.topics.router_group,
+                                         "auditrelay-router"),
                           settings.topics.events, hand_over_to(rounds_channel, "router"),
                           name="router", max_records=ROUND_EVENTS,
                           window=settings.batch_window_seconds)

@@ -1,15 +1,16 @@
 """What the management API does, apart from HTTP: workspaces and destinations.
 
 Every change writes its row and its outbox entries (topic, config record,
-self-audit event) in one transaction. Validation happens before anything is
-written: a refused request leaves no trace.
+self-audit event) in one transaction, the latter two through
+``auditrelay.store.mutations`` as the worker's changes do. Validation happens
+before anything is written: a refused request leaves no trace. A test delivery
+is signed by ``auditrelay.wire.signing.request_headers``, as every delivery is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,11 +33,17 @@ from auditrelay.schemas.status import DeliveryAttempt
 from auditrelay.schemas.topics import destination_topic_spec
 from auditrelay.store import outbox
 from auditrelay.store.db import Destination, Workspace, utcnow
-from auditrelay.store.mutations import config_of
+from auditrelay.store.mutations import (
+    config_of,
+    enqueue_audit,
+    enqueue_config,
+    forwarding,
+    publish_change,
+)
 from auditrelay.wire.client import DeliveryClient, DeliveryResult
 from auditrelay.wire.headers import validate_custom_headers
 from auditrelay.wire.secrets import SecretBox
-from auditrelay.wire.signing import delivery_headers, generate_secret, new_batch_id, sign
+from auditrelay.wire.signing import custom_headers, generate_secret, new_batch_id, request_headers
 from auditrelay.wire.ssrf import Resolver, validate_destination_url
 
 log = logging.getLogger(__name__)
@@ -165,9 +172,7 @@ class Service:
         if toggled and patch.enabled is not None:
             dest.enabled = patch.enabled
             dest.disabled_reason = None if patch.enabled else "manual"
-        self._touch(dest)
-        self.publish_config(session, workspace, dest)
-        self._audit_destination(session, dest, "updated", actor)
+        self._publish_change(session, workspace, dest, "updated", actor)
         if toggled:
             self._audit_destination(session, dest, "enabled" if dest.enabled else "disabled",
                                     actor)
@@ -189,24 +194,11 @@ class Service:
         dest.previous_secret_encrypted = dest.secret_encrypted
         dest.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
         dest.secret_encrypted = self.box.encrypt(secret)
-        self._touch(dest)
-        self.publish_config(session, workspace, dest)
-        self._audit_destination(session, dest, "secret_rotated", actor)
+        self._publish_change(session, workspace, dest, "secret_rotated", actor)
         return secret
 
-    def signing_secrets(self, dest: Destination, now: datetime | None = None) -> list[str]:
-        """The current secret, and the previous one while its 24 h overlap lasts."""
-        secrets = [self.box.decrypt(dest.secret_encrypted)]
-        expires = dest.previous_secret_expires_at
-        if dest.previous_secret_encrypted and expires and (now or utcnow()) < expires:
-            secrets.append(self.box.decrypt(dest.previous_secret_encrypted))
-        return secrets
-
     def custom_headers(self, dest: Destination) -> dict[str, str]:
-        if not dest.headers_encrypted:
-            return {}
-        headers: dict[str, str] = json.loads(self.box.decrypt(dest.headers_encrypted))
-        return headers
+        return custom_headers(dest.headers_encrypted, self.box)
 
     def recent_attempts(self, dest_id: str, limit: int) -> list[DeliveryAttempt]:
         return self.view.attempts.recent(dest_id, limit) if self.view is not None else []
@@ -234,11 +226,10 @@ class Service:
                             {"type": "destination", "id": dest.id}, {"destination": dest.name})
         outbox.enqueue_event(session, self.settings.topics.events, event)
         body = b"[" + event.value + b"]"
-        msg_id, timestamp = new_batch_id(), int(time.time())
-        signature = sign(self.signing_secrets(dest), msg_id, timestamp, body)
-        headers = {**self.custom_headers(dest),
-                   **delivery_headers(msg_id, timestamp, signature, VERSION)}
-        return dest.url, body, headers
+        config = self.config_of(session.get(Workspace, dest.workspace_id), dest)
+        headers = request_headers(config, self.box, new_batch_id(), body, datetime.now(UTC),
+                                  VERSION)
+        return config.url, body, headers
 
     async def send_test(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         if self.client is None:
@@ -257,25 +248,21 @@ class Service:
     def _topic_spec(self, dest: Destination) -> Any:
         return destination_topic_spec(self.settings.topics, dest.id)
 
-    @staticmethod
-    def _touch(dest: Destination) -> None:
-        dest.version += 1
-        dest.updated_at = max(utcnow(), dest.updated_at + timedelta(microseconds=1))
-
     def publish_config(self, session: Session, workspace: Workspace, dest: Destination) -> None:
-        outbox.enqueue_record(session, self.settings.topics.destinations, dest.id.encode(),
-                              self.config_of(workspace, dest).model_dump_json().encode())
+        enqueue_config(session, self.settings, workspace, dest)
 
-    def config_of(self, workspace: Workspace, dest: Destination) -> DestinationConfig:
+    def config_of(self, workspace: Workspace | None, dest: Destination) -> DestinationConfig:
         """The record of ``dest`` on audit.destinations."""
-        plan = self.settings.plans.get(workspace.plan)
-        return config_of(dest, forwarding=bool(plan and plan.forwarding))
+        return config_of(dest, forwarding=forwarding(self.settings, workspace))
+
+    def _publish_change(self, session: Session, workspace: Workspace, dest: Destination,
+                        action: str, actor: Actor) -> None:
+        publish_change(session, self.settings, workspace, dest, action, actor.as_dict(),
+                       builder=self.builder)
 
     def _audit_destination(self, session: Session, dest: Destination, action: str,
                            actor: Actor) -> None:
-        self._audit(session, dest.workspace_id, "webhook", action, actor,
-                    {"type": "destination", "id": dest.id},
-                    {"destination": dest.name, "version": dest.version})
+        enqueue_audit(session, self.settings, dest, action, actor.as_dict(), builder=self.builder)
 
     def _audit(self, session: Session, workspace_id: str, category: str, action: str,
                actor: Actor, target: Mapping[str, str], metadata: Mapping[str, Any]) -> None:

@@ -41,10 +41,10 @@ def workspaces() -> None:
 def workspaces_create(settings: Settings, name: str, plan: str) -> None:
     """Create a workspace; prints its id and its token (shown this once)."""
     from auditrelay.api.service import Service
-    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.store.engine import Store, checked_engine
     from auditrelay.wire.secrets import box_from_settings
 
-    store = Store(make_engine(settings.database_url))
+    store = Store(checked_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=_no_resolver)
     with store.transaction() as session:
         workspace, token = service.create_workspace(session, name, plan)
@@ -67,11 +67,11 @@ def destinations_resync(settings: Settings) -> None:
     from auditrelay.api.service import Service
     from auditrelay.kafka.admin import admin_client
     from auditrelay.producer.config import ProducerConfig
-    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.store.engine import Store, checked_engine
     from auditrelay.store.outbox import OutboxPublisher
     from auditrelay.wire.secrets import box_from_settings
 
-    store = Store(make_engine(settings.database_url))
+    store = Store(checked_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=_no_resolver)
     admin = admin_client(settings.kafka_bootstrap)
     publisher = OutboxPublisher(store, ProducerConfig.from_settings(

@@ -188,16 +188,21 @@ def archive(settings: Settings, events: int, db_kind: str, workspaces: int,
 
 @contextmanager
 def _bench_database(settings: Settings, kind: str, run_id: str) -> Iterator[str]:
-    """The URL of a database that exists for this run only."""
+    """The URL of a database that exists for this run only, at the head revision."""
+    from auditrelay.store.engine import upgrade_database
+
     if kind == "sqlite":
         with tempfile.TemporaryDirectory(prefix="bench-archive-") as folder:
-            yield f"sqlite:///{Path(folder) / 'archive.db'}"
+            url = f"sqlite:///{Path(folder) / 'archive.db'}"
+            upgrade_database(url)
+            yield url
         return
     from auditrelay.ops.postgres_local import LocalPostgres
 
     server = LocalPostgres.from_settings(settings)
     server.up()
     with server.temporary_database(f"bench_archive_{run_id}") as url:
+        upgrade_database(url)
         yield url
 
 

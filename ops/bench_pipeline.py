@@ -182,8 +182,10 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
 def _prepare(settings: Settings, count: int, workers: int) -> list[Destination]:
     """Topics, var dirs, and the destinations (with their topics and config records)."""
     from auditrelay.ops.topics import ensure_topics
+    from auditrelay.store.engine import upgrade_database
 
     ensure_topics(settings)
+    upgrade_database(settings.database_url)  # the run's fresh database, before any worker
     for n in range(workers):  # Faust creates only its own folder in each
         (settings.var_dir / f"worker{n}").mkdir(parents=True, exist_ok=True)
     dests = _create_destinations(settings, [_free_port() for _ in range(count)])
@@ -240,8 +242,7 @@ class _Workers:
         from auditrelay.kafka.admin import admin_client
 
         admin = admin_client(settings.kafka_bootstrap)
-        groups = [settings.topics.group_id("auditrelay-router"),
-                  settings.topics.group_id("auditrelay-delivery")]
+        groups = [settings.topics.router_group, settings.topics.delivery_group]
         deadline = time.monotonic() + _READY_TIMEOUT
         while not self._joined(admin, groups):
             if self.died() or time.monotonic() > deadline:
@@ -554,30 +555,13 @@ def _add_stage_times(settings: Settings, dests: list[Destination], result: RunRe
 def _records(bootstrap: str, topic: str, timeout: float = 60.0,
              ) -> list[tuple[int, bytes, dict[str, bytes]]]:
     """(Kafka timestamp in ms, value, headers) of every record of ``topic`` up to its end now."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from auditrelay.kafka.topic_reader import read_topic
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "log_level": 0})
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in meta.partitions}
-        ends = {p: end for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        out: list[tuple[int, bytes, dict[str, bytes]]] = []
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.2):
-                if msg.error() is not None:
-                    continue
-                headers: Any = msg.headers() or []  # a list of (str, bytes) here
-                out.append((msg.timestamp()[1], msg.value() or b"",
-                            {k: v or b"" for k, v in headers}))
-                if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
-                    ends.pop(msg.partition() or 0, None)
-        return out
-    finally:
-        consumer.close()
+    out: list[tuple[int, bytes, dict[str, bytes]]] = []
+    for msg in read_topic(bootstrap, topic, timeout=timeout):
+        headers: Any = msg.headers() or []  # a list of (str, bytes) here
+        out.append((msg.timestamp()[1], msg.value() or b"", {k: v or b"" for k, v in headers}))
+    return out
 
 
 # -- output -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import click
 def all_commands() -> list[click.Command]:
     from auditrelay.ops.api_cmd import api, destinations, postgres, workspaces
     from auditrelay.ops.bench import bench
+    from auditrelay.ops.db_cmd import db
     from auditrelay.ops.demo import demo
     from auditrelay.ops.dlq_cmd import dlq
     from auditrelay.ops.emit_cmd import emit
@@ -21,4 +22,5 @@ def all_commands() -> list[click.Command]:
     commands: list[click.Command] = [emit, bench, api, workspaces, destinations, postgres, dlq,
                                      demo, status]
     commands.append(retention)
+    commands.append(db)
     return commands

@@ -57,10 +57,11 @@ def setup(settings: Settings, receiver_port: int) -> DemoState:
             return state
     from auditrelay.api.models import DestinationIn
     from auditrelay.api.service import ADMIN_ACTOR, Service
-    from auditrelay.store.engine import Store, make_engine
+    from auditrelay.store.engine import Store, checked_engine
     from auditrelay.wire.secrets import box_from_settings
 
-    store = Store(make_engine(settings.database_url))
+    # `auditrelay run` upgraded the database before calling this.
+    store = Store(checked_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=_loopback_only)
     with store.transaction() as session:
         workspace, _ = service.create_workspace(session, DEMO_WORKSPACE, "enterprise")

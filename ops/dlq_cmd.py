@@ -9,15 +9,15 @@ twice. Malformed input is listed but never replayed (there is no destination).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from auditrelay.kafka.admin import admin_client
+from auditrelay.kafka.topic_reader import read_to_end
 from auditrelay.schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta, Headers
 from auditrelay.schemas.errors import KafkaError
 from auditrelay.schemas.settings import Settings
@@ -56,49 +56,16 @@ class DeadLetter:
                 f"{self.reason}{': ' + detail if detail else ''}")
 
 
-def read_until_end(consumer: Consumer, topic: str, *, from_beginning: bool,
-                   timeout: float = 30.0) -> Iterator[DeadLetter]:
-    """Yield records up to the end offsets that exist now, then stop."""
-    meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
-    ends = {}
-    for partition in meta.partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-        ends[partition] = high
-    if from_beginning:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-    else:
-        consumer.subscribe([topic])
-    positions = dict.fromkeys(ends, -1)
-    deadline = time.monotonic() + timeout
-    while any(positions[p] + 1 < ends[p] for p in ends):
-        msg = consumer.poll(_POLL)
-        if msg is None:
-            if _caught_up(consumer, ends) or time.monotonic() > deadline:
-                return
-            continue
-        deadline = time.monotonic() + timeout
-        if msg.error() is not None:
-            raise KafkaError(f"cannot read {topic}: {msg.error()}")
-        partition, offset = msg.partition() or 0, msg.offset() or 0
-        positions[partition] = offset
+def dead_letters(consumer: Consumer, topic: str, *, from_beginning: bool,
+                 timeout: float = 30.0) -> Iterator[DeadLetter]:
+    """The records up to the end offsets that exist now, then stop; without
+    ``from_beginning``, from where the consumer's group committed."""
+    for msg in read_to_end(consumer, topic, timeout=timeout, from_committed=not from_beginning,
+                           poll_seconds=_POLL):
         raw = msg.headers() or []
-        yield DeadLetter(partition, offset, msg.timestamp()[1], (msg.key() or b"").decode(),
-                         msg.value() or b"", list(raw.items() if isinstance(raw, dict) else raw))
-
-
-def _caught_up(consumer: Consumer, ends: dict[int, int]) -> bool:
-    """A group consumer may start past old records: ask where it stands."""
-    assigned = consumer.assignment()
-    if not assigned:
-        return False
-    # Before the first fetch the position is unset; the committed offset is where
-    # the group will start.
-    committed = {tp.partition: tp.offset for tp in consumer.committed(assigned, timeout=10)}
-    for tp in consumer.position(assigned):
-        at = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
-        if max(at, 0) < ends.get(tp.partition, 0):
-            return False
-    return True
+        yield DeadLetter(msg.partition() or 0, msg.offset() or 0, msg.timestamp()[1],
+                         (msg.key() or b"").decode(), msg.value() or b"",
+                         list(raw.items() if isinstance(raw, dict) else raw))
 
 
 @click.group()
@@ -115,7 +82,7 @@ def dlq_list(settings: Settings, destination: str | None) -> None:
                          "group.id": "auditrelay-dlq-list", "enable.auto.commit": False})
     count = 0
     try:
-        for letter in read_until_end(consumer, settings.topics.dlq, from_beginning=True):
+        for letter in dead_letters(consumer, settings.topics.dlq, from_beginning=True):
             if destination is None or letter.key == destination:
                 click.echo(letter.line())
                 count += 1
@@ -144,7 +111,7 @@ def dlq_replay(settings: Settings, destination: str) -> None:
                          "enable.idempotence": True, "acks": "all"})
     replayed = consumed = 0
     try:
-        for letter in read_until_end(consumer, names.dlq, from_beginning=False):
+        for letter in dead_letters(consumer, names.dlq, from_beginning=False):
             consumed += 1
             if letter.key != destination or letter.reason == REASON_MALFORMED:
                 continue

@@ -143,6 +143,7 @@ def _one_secret_key(settings: Settings,
 
 def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
     from auditrelay.ops import kafka_local, topics
+    from auditrelay.store.engine import upgrade_database
 
     env: dict[str, str] | None = None
     if demo:
@@ -160,6 +161,8 @@ def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
     try:
         for line in topics.ensure_topics(settings).lines():
             click.echo(f"[run] topic {line}", err=True)
+        # The children only check the schema: the upgrade step runs here, once.
+        click.echo(f"[run] {upgrade_database(settings.database_url).describe()}", err=True)
         if demo:
             from auditrelay.ops import demo as demo_mod
 

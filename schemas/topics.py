@@ -74,11 +74,38 @@ class TopicNames:
         share offsets or rebalances."""
         return base if self.prefix == "audit." else f"{base}-{self.prefix.rstrip('.')}"
 
+    # The consumer groups of the worker's stages, each read by its own consumers.
+
+    @property
+    def router_group(self) -> str:
+        """The router's, over ``audit.events``."""
+        return self.group_id("auditrelay-router")
+
+    @property
+    def archive_group(self) -> str:
+        """The archive's, over ``audit.events`` (it sees every event whatever the router does)."""
+        return self.group_id("auditrelay-archive")
+
+    @property
+    def delivery_group(self) -> str:
+        """The delivery agent's, over the destination topics."""
+        return self.group_id("auditrelay-delivery")
+
+    @property
+    def retry_group(self) -> str:
+        """The retry agent's, over the retry tiers."""
+        return self.group_id("auditrelay-retry")
+
+    @property
+    def app_group(self) -> str:
+        """The Faust app's id and group, which only elects the leader (leader-only crontabs)."""
+        return self.group_id("auditrelay")
+
     def owns(self, topic: str) -> bool:
         """Whether ``topic`` belongs to this prefix: its own topics, and the internal
         topics Faust names after the worker's app id (``auditrelay-...-__assignor-__leader``)."""
         return topic.startswith(self.prefix) or (
-            self.prefix != "audit." and topic.startswith(f"{self.group_id('auditrelay')}-"))
+            self.prefix != "audit." and topic.startswith(f"{self.app_group}-"))
 
     def retry(self, tier: str) -> str:
         if tier not in RETRY_TIERS:

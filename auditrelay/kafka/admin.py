@@ -7,13 +7,12 @@ earlier success. confluent-kafka errors become ``TopicError`` here.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from auditrelay.kafka.topic_reader import read_topic
 from auditrelay.schemas.errors import TopicError
 from auditrelay.schemas.topics import TopicSpec
 
@@ -82,36 +81,5 @@ def read_compacted(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[st
     No consumer group offsets are committed: this is a snapshot read. A key whose
     latest record is a tombstone maps to None.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"snapshot-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "log_level": 0})
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise TopicError(f"cannot read {topic}: it does not exist")
-        ends: dict[int, int] = {}
-        for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        table: dict[str, bytes | None] = {}
-        deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise TopicError(f"reading {topic} did not finish within {timeout:.0f} s")
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                raise TopicError(f"cannot read {topic}: {msg.error()}")
-            key = (msg.key() or b"").decode()
-            table[key] = msg.value()
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-        return table
-    except KafkaException as exc:
-        raise TopicError(f"cannot read {topic}: {exc}") from exc
-    finally:
-        consumer.close()
+    return {(msg.key() or b"").decode(): msg.value()
+            for msg in read_topic(bootstrap, topic, timeout=timeout)}

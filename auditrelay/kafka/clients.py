@@ -18,9 +18,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError as AIOKafkaError
 
+from auditrelay.kafka.backoff import Backoff
 from auditrelay.schemas.errors import BrokerUnavailableError, ProduceError
 
-__all__ = ["Backoff", "RecordSink", "commit", "consumer", "fetch", "start_consumer",
+__all__ = ["RecordSink", "commit", "consumer", "fetch", "heartbeat_seconds", "start_consumer",
            "started_through_cancellation"]
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,17 @@ class RecordSink:
 
 
 def consumer(bootstrap: str, *, group_id: str | None, client_id: str,
-             **options: Any) -> AIOKafkaConsumer:
+             session_timeout: float | None = None, **options: Any) -> AIOKafkaConsumer:
     """A consumer that never commits on its own and starts new partitions at the beginning.
 
     ``earliest``: a destination topic picked up after its first batches were
-    written must still deliver them.
+    written must still deliver them. ``session_timeout`` (seconds, for a group
+    member): how long the group waits for a silent member before its partitions
+    move; it heartbeats every :func:`heartbeat_seconds` of that.
     """
+    if session_timeout is not None:
+        options.update(session_timeout_ms=round(session_timeout * 1000),
+                       heartbeat_interval_ms=round(heartbeat_seconds(session_timeout) * 1000))
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id,
         enable_auto_commit=False, auto_offset_reset="earliest", **options)
@@ -125,21 +131,6 @@ async def started_through_cancellation(start: Awaitable[None]) -> None:
         else:
             task.cancel()
         raise
-
-
-class Backoff:
-    """Waits between failed attempts: ``first`` seconds, doubling up to ``most``."""
-
-    def __init__(self, first: float = 0.5, most: float = 30.0) -> None:
-        self.first = self.delay = first
-        self.most = most
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-    async def wait(self) -> None:
-        await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, self.most)
 
 
 async def fetch(kafka: AIOKafkaConsumer, backoff: Backoff, name: str,

@@ -32,7 +32,8 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from auditrelay.kafka.clients import Backoff, commit, fetch
+from auditrelay.kafka.backoff import Backoff
+from auditrelay.kafka.clients import commit, fetch
 
 __all__ = ["Handler", "Lane", "PartitionRunner"]
 
@@ -193,7 +194,7 @@ class Lane:
     async def _handle(self, record: Any) -> None:
         # A handler error is a bug or an outage; the record is tried again rather
         # than skipped, since skipping it would drop its events silently.
-        backoff = 0.5
+        backoff = Backoff(0.5, _MAX_BACKOFF)
         while True:
             try:
                 await self._handler(record, self)
@@ -202,9 +203,9 @@ class Lane:
                 raise
             except Exception:
                 log.exception("%s: handling %s[%d]@%d failed; trying again in %.1f s",
-                              self._name, record.topic, record.partition, record.offset, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+                              self._name, record.topic, record.partition, record.offset,
+                              backoff.delay)
+            await backoff.wait()
 
 
 class PartitionRunner(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -38,14 +38,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from auditrelay.kafka.clients import (
-    Backoff,
-    commit,
-    consumer,
-    fetch,
-    heartbeat_seconds,
-    start_consumer,
-)
+from auditrelay.kafka.backoff import Backoff
+from auditrelay.kafka.clients import commit, consumer, fetch, start_consumer
 from auditrelay.schemas.settings import Settings
 
 __all__ = ["Round", "RoundReader", "hand_over_to", "input_consumer", "next_offsets", "read_rounds",
@@ -264,12 +258,10 @@ def hand_over_to(channel: Any, name: str, *, report_seconds: float = 60.0) -> Ha
     return hand_over
 
 
-def input_consumer(settings: Settings, group: str, client_id: str) -> AIOKafkaConsumer:
-    """A consumer of the input topic for the stage whose group base name is ``group``."""
-    session = settings.consumer_session_timeout_seconds
-    return consumer(settings.kafka_bootstrap, group_id=settings.topics.group_id(group),
-                    client_id=client_id, session_timeout_ms=round(session * 1000),
-                    heartbeat_interval_ms=round(heartbeat_seconds(session) * 1000),
+def input_consumer(settings: Settings, group_id: str, client_id: str) -> AIOKafkaConsumer:
+    """A consumer of the input topic in the stage's group ``group_id`` (``TopicNames``)."""
+    return consumer(settings.kafka_bootstrap, group_id=group_id, client_id=client_id,
+                    session_timeout=settings.consumer_session_timeout_seconds,
                     # The broker answers a fetch once it has this much, or after the
                     # wait: a few fetches per second at low rates instead of one per
                     # record or two (each costs the worker CPU), for at most 50 ms.

@@ -82,11 +82,8 @@ class Groups:
 
     @classmethod
     def of(cls, names: TopicNames) -> Groups:
-        # The same ids the agents use: auditrelay.agents.router, .delivery, .retry and .archive.
-        return cls(router=names.group_id("auditrelay-router"),
-                   delivery=names.group_id("auditrelay-delivery"),
-                   retry=names.group_id("auditrelay-retry"),
-                   archive=names.group_id("auditrelay-archive"))
+        return cls(router=names.router_group, delivery=names.delivery_group,
+                   retry=names.retry_group, archive=names.archive_group)
 
 
 @dataclass

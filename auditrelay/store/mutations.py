@@ -1,17 +1,23 @@
-"""Changes the worker makes to destinations: disabling one (410 Gone, or retries exhausted).
+"""Changes made to destinations, by the API and by the worker, written once.
 
-The database is the source of truth for destinations, so the worker changes
-the row, and in the same transaction enqueues what the change causes, as the
-API does: the new config on ``audit.destinations`` and the self-audit event
-(``webhook.disabled`` for 410, ``webhook.auto_disabled`` after 72 hours of
-failures) on ``audit.events``. The worker's ``OutboxPublisher`` publishes them.
+The database is the source of truth for destinations, so a change updates the
+row and, in the same transaction, enqueues what it causes: the new config on
+``audit.destinations`` (``enqueue_config``) and the self-audit event on
+``audit.events`` (``enqueue_audit``). ``publish_change`` is the usual whole:
+version bump, config, event. The API's service makes every change through
+these functions; the worker makes one, ``disable_destination`` (410 Gone:
+``webhook.disabled``; 72 hours of failures: ``webhook.auto_disabled``). Each
+process's ``OutboxPublisher`` publishes what they enqueue.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
+
+from sqlalchemy.orm import Session
 
 from auditrelay.schemas.builder import EventBuilder
 from auditrelay.schemas.destinations import DestinationConfig
@@ -20,7 +26,19 @@ from auditrelay.store import outbox
 from auditrelay.store.db import Destination, Workspace
 from auditrelay.store.engine import Store
 
-__all__ = ["GONE", "SYSTEM_ACTOR", "config_of", "disable_destination"]
+__all__ = [
+    "FAILING",
+    "GONE",
+    "SYSTEM_ACTOR",
+    "bump_version",
+    "config_of",
+    "disable_destination",
+    "enqueue_audit",
+    "enqueue_config",
+    "event_builder",
+    "forwarding",
+    "publish_change",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +58,73 @@ def disable_destination(store: Store, settings: Settings, dest_id: str, reason: 
     """
     if reason not in _ACTIONS:
         raise ValueError(f"unknown disable reason {reason!r}; known: {', '.join(_ACTIONS)}")
-    moment = now or datetime.now(UTC)
     with store.transaction() as session:
         dest = session.get(Destination, dest_id)
         if dest is None or not dest.enabled:
             return False
-        workspace = session.get(Workspace, dest.workspace_id)
-        plan = settings.plans.get(workspace.plan) if workspace is not None else None
         dest.enabled = False
         dest.disabled_reason = reason
-        dest.version += 1
-        # Strictly later than the last change: consumers order configs by it.
-        dest.updated_at = max(moment, dest.updated_at + timedelta(microseconds=1))
-        config = config_of(dest, forwarding=bool(plan and plan.forwarding))
-        outbox.enqueue_record(session, settings.topics.destinations, dest.id.encode(),
-                              config.model_dump_json().encode())
-        metadata: dict[str, str | int] = {"destination": dest.name, "version": dest.version,
-                                          "reason": reason}
+        metadata: dict[str, str | int] = {"reason": reason}
         if detail:
             metadata["detail"] = detail[:500]
-        event = EventBuilder(type_prefix=settings.event_type_prefix,
-                             source_base_url=settings.source_base_url).build(
-            dest.workspace_id, "webhook", _ACTIONS[reason], actor=SYSTEM_ACTOR,
-            target={"type": "destination", "id": dest.id}, metadata=metadata, time=moment)
-        outbox.enqueue_event(session, settings.topics.events, event)
+        publish_change(session, settings, session.get(Workspace, dest.workspace_id), dest,
+                       _ACTIONS[reason], SYSTEM_ACTOR, metadata=metadata, now=now)
     log.warning("destination %s disabled (%s)", dest_id, reason)
     return True
+
+
+def publish_change(session: Session, settings: Settings, workspace: Workspace | None,
+                   dest: Destination, action: str, actor: Mapping[str, str], *,
+                   metadata: Mapping[str, str | int] | None = None, now: datetime | None = None,
+                   builder: EventBuilder | None = None) -> None:
+    """A change made to the row ``dest``: its version bumped, its new config and the
+    ``webhook.{action}`` event by ``actor`` enqueued in ``session``'s transaction."""
+    moment = now or datetime.now(UTC)
+    bump_version(dest, moment)
+    enqueue_config(session, settings, workspace, dest)
+    enqueue_audit(session, settings, dest, action, actor, metadata=metadata, now=moment,
+                  builder=builder)
+
+
+def bump_version(dest: Destination, now: datetime) -> None:
+    dest.version += 1
+    # Strictly later than the last change: consumers order configs by it.
+    dest.updated_at = max(now, dest.updated_at + timedelta(microseconds=1))
+
+
+def forwarding(settings: Settings, workspace: Workspace | None) -> bool:
+    """Whether ``workspace``'s plan includes forwarding (an unknown plan does not)."""
+    plan = settings.plans.get(workspace.plan) if workspace is not None else None
+    return bool(plan and plan.forwarding)
+
+
+def enqueue_config(session: Session, settings: Settings, workspace: Workspace | None,
+                   dest: Destination) -> None:
+    """``dest``'s config record on audit.destinations, through the outbox."""
+    config = config_of(dest, forwarding=forwarding(settings, workspace))
+    outbox.enqueue_record(session, settings.topics.destinations, dest.id.encode(),
+                          config.model_dump_json().encode())
+
+
+def enqueue_audit(session: Session, settings: Settings, dest: Destination, action: str,
+                  actor: Mapping[str, str], *, metadata: Mapping[str, str | int] | None = None,
+                  now: datetime | None = None, builder: EventBuilder | None = None) -> None:
+    """The self-audit event ``webhook.{action}`` of ``dest``, through the outbox.
+
+    Its metadata names the destination and its version, then ``metadata``.
+    """
+    event = (builder or event_builder(settings)).build(
+        dest.workspace_id, "webhook", action, actor=dict(actor),
+        target={"type": "destination", "id": dest.id},
+        metadata={"destination": dest.name, "version": dest.version, **(metadata or {})},
+        time=now or datetime.now(UTC))
+    outbox.enqueue_event(session, settings.topics.events, event)
+
+
+def event_builder(settings: Settings) -> EventBuilder:
+    """The builder of self-audit events, as ``settings`` name and place them."""
+    return EventBuilder(type_prefix=settings.event_type_prefix,
+                        source_base_url=settings.source_base_url)
 
 
 def config_of(dest: Destination, *, forwarding: bool) -> DestinationConfig:

@@ -29,6 +29,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.backoff import Backoff
 from auditrelay.producer.librdkafka_log import librdkafka_logger
 from auditrelay.schemas.builder import EncodedEvent
 from auditrelay.schemas.errors import KafkaError, ProduceError
@@ -123,18 +124,18 @@ class OutboxPublisher:
                             .values(expires_at=utcnow()))
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, self._max_backoff)
         while not self._stop.is_set():
             try:
                 if not self.acquire():
                     self._stop.wait(self._idle_wait)
                     continue
                 published = self.publish_pending()
-                backoff = 0.5
+                backoff.reset()
             except KafkaError as exc:
-                log.warning("outbox: Kafka unavailable, retrying in %.1f s: %s", backoff, exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                log.warning("outbox: Kafka unavailable, retrying in %.1f s: %s", backoff.delay,
+                            exc)
+                self._stop.wait(backoff.next())
                 continue
             except Exception:  # keep publishing whatever one entry did
                 log.exception("outbox: unexpected error; retrying")

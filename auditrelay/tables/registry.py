@@ -4,7 +4,7 @@
 :meth:`~DestinationRegistry.apply`, the router asks
 :meth:`~DestinationRegistry.matching` once per event and delivery asks
 :meth:`~DestinationRegistry.get`. :class:`RegistryFollower` feeds one from the
-topic on a daemon thread, and :func:`follower_for` gives a Faust app one
+topic on a daemon thread, and :class:`SharedFollower` gives a Faust app one
 follower that lives and dies with it.
 
 Concurrency: one writer thread (the follower) and any number of readers on the
@@ -31,16 +31,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
-from weakref import WeakKeyDictionary
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 from pydantic import ValidationError
 
+from auditrelay.kafka.topic_reader import CatchUp, note_positions, start_reading
 from auditrelay.producer.librdkafka_log import librdkafka_logger
 from auditrelay.schemas.destinations import DestinationConfig
-from auditrelay.schemas.errors import BrokerUnavailableError
+from auditrelay.schemas.errors import BrokerUnavailableError, TopicError
 
-__all__ = ["DestinationRegistry", "RegistryFollower", "compile_globs", "follower_for"]
+__all__ = ["DestinationRegistry", "RegistryFollower", "SharedFollower", "compile_globs",
+           "wait_until_caught_up"]
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +239,10 @@ class RegistryFollower:
             "error_cb": self._on_error,
         }, logger=self._kafka_log)
         try:
-            ends = self._assign(consumer)
-            if ends is None:
+            progress = self._assign(consumer)
+            if progress is None:
                 return  # stopped before the topic could be read
-            self._follow(consumer, ends)
+            self._follow(consumer, progress)
         except Exception:
             # Not expected (librdkafka reports errors rather than raising them);
             # logged so that a registry frozen in time is visible.
@@ -252,47 +253,30 @@ class RegistryFollower:
     def _on_error(self, error: Any) -> None:
         log.warning("destination registry consumer: %s", error)
 
-    def _assign(self, consumer: Consumer) -> dict[int, int] | None:
-        """Assign all partitions from the beginning; their end offsets now (-1 for an empty
-        partition), or None if stopped before the topic could be read."""
+    def _assign(self, consumer: Consumer) -> CatchUp | None:
+        """Assign all partitions from the beginning; what there is to catch up with, or
+        None if stopped before the topic could be read."""
         warned = False
         while not self._stop.is_set():
             try:
-                meta = consumer.list_topics(self.topic, timeout=5.0).topics.get(self.topic)
-                if meta is not None and meta.error is None and meta.partitions:
-                    ends = {}
-                    for partition in meta.partitions:
-                        low, high = consumer.get_watermark_offsets(
-                            TopicPartition(self.topic, partition), timeout=5.0)
-                        # An empty partition has nothing to catch up with: end it at -1.
-                        ends[partition] = high if high > low else -1
-                    consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                                     for p in sorted(ends)])
-                    return ends
-                problem = "it does not exist" if meta is None else str(meta.error)
-            except KafkaException as exc:
-                problem = str(exc)
-            if not warned:
-                log.warning("cannot read %s yet (%s); retrying", self.topic, problem)
-                warned = True
+                return start_reading(consumer, self.topic, timeout=5.0)
+            except TopicError as exc:
+                if not warned:
+                    log.warning("%s; retrying", exc)
+                    warned = True
             self._stop.wait(1.0)
         return None
 
-    def _follow(self, consumer: Consumer, ends: dict[int, int]) -> None:
-        behind = {p for p, end in ends.items() if end >= 0}
-        assigned = [TopicPartition(self.topic, p) for p in sorted(ends)]
+    def _follow(self, consumer: Consumer, progress: CatchUp) -> None:
         applied = 0
-        if not behind:
+        if progress.done:
             self._mark_caught_up(applied)
         while not self._stop.is_set():
             msg = consumer.poll(self._poll_seconds)
             if msg is None:
-                if behind:
-                    # Compaction and control records leave gaps: ask where we stand.
-                    for tp in consumer.position(assigned):
-                        if tp.offset >= ends[tp.partition]:
-                            behind.discard(tp.partition)
-                    if not behind:
+                if not progress.done:
+                    note_positions(consumer, progress)
+                    if progress.done:
                         self._mark_caught_up(applied)
                 continue
             if msg.error() is not None:
@@ -303,10 +287,9 @@ class RegistryFollower:
             applied += 1
             partition = msg.partition()
             offset = msg.offset()
-            if (behind and partition is not None and offset is not None
-                    and offset + 1 >= ends[partition]):
-                behind.discard(partition)
-                if not behind:
+            if not progress.done and partition is not None and offset is not None:
+                progress.read(partition, offset)
+                if progress.done:
                     self._mark_caught_up(applied)
 
     def _apply(self, key: str, value: bytes | None) -> None:
@@ -322,32 +305,38 @@ class RegistryFollower:
             self._caught_up.set()
 
 
-_FOLLOWERS: WeakKeyDictionary[Any, RegistryFollower] = WeakKeyDictionary()
+class SharedFollower:
+    """The one :class:`RegistryFollower` of a Faust app, for every stage that needs destinations.
 
-
-def follower_for(app: Any, bootstrap: str, topic: str) -> RegistryFollower:
-    """The one follower of a Faust app, created on first use, running while the app runs.
-
-    Every agent of the app that needs destinations shares it (one thread, one
-    replica of the topic per worker). It is started by an app task, so it starts
-    with the app, and stopped when that task is cancelled at app stop; agents
-    wait for :attr:`RegistryFollower.caught_up` (see :func:`wait_until_caught_up`)
-    before they handle their first record.
+    The composition root (``auditrelay.agents.app.create_app``) makes one per app
+    and hands it to each stage's ``register``: one thread, one replica of the topic
+    per worker. The follower is made on the first :meth:`get` (a worker whose
+    stages need no destinations reads no topic), started by an app task, so it
+    starts with the app, and stopped when that task is cancelled at app stop;
+    stages wait for :attr:`RegistryFollower.caught_up` (see
+    :func:`wait_until_caught_up`) before they handle their first record.
     """
-    follower = _FOLLOWERS.get(app)
-    if follower is not None:
+
+    def __init__(self, app: Any, bootstrap: str, topic: str) -> None:
+        self._app = app
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._follower: RegistryFollower | None = None
+
+    def get(self) -> RegistryFollower:
+        if self._follower is not None:
+            return self._follower
+        follower = self._follower = RegistryFollower(self._bootstrap, self._topic)
+
+        async def follow_destinations() -> None:
+            follower.start()
+            try:
+                await asyncio.Event().wait()  # until the app stops and cancels this task
+            finally:
+                await asyncio.to_thread(follower.stop)
+
+        self._app.task(follow_destinations)
         return follower
-    follower = _FOLLOWERS[app] = RegistryFollower(bootstrap, topic)
-
-    async def follow_destinations() -> None:
-        follower.start()
-        try:
-            await asyncio.Event().wait()  # until the app stops and cancels this task
-        finally:
-            await asyncio.to_thread(follower.stop)
-
-    app.task(follow_destinations)
-    return follower
 
 
 async def wait_until_caught_up(follower: RegistryFollower, what: str,

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
@@ -26,7 +26,9 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from pydantic import ValidationError
 
 from auditrelay.kafka.admin import admin_client, partitions_of
+from auditrelay.kafka.backoff import Backoff
 from auditrelay.kafka.clients import RecordSink, consumer, start_consumer
+from auditrelay.kafka.topic_reader import CatchUp
 from auditrelay.schemas.errors import KafkaError, TopicError
 from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
 from auditrelay.schemas.topics import TopicNames
@@ -106,7 +108,7 @@ class _Outgoing:
     confirmed: asyncio.Future[None]
     #: A status record: when it must be written again, the newest status is written instead.
     status: DestinationStatus | None = None
-    backoff: float = _FIRST_BACKOFF
+    backoff: Backoff = field(default_factory=lambda: Backoff(_FIRST_BACKOFF, _MAX_BACKOFF))
     timer: asyncio.TimerHandle | None = None
 
 
@@ -285,11 +287,11 @@ class StatusPublisher:
             out.confirmed.set_result(None)
 
     def _again(self, out: _Outgoing, problem: object) -> None:
+        delay = out.backoff.next()
         log.warning("record of %s for %s not confirmed (%s); again in %.1f s",
-                    out.key.decode(), out.topic, problem, out.backoff)
-        out.timer = asyncio.get_running_loop().call_later(out.backoff, self._retry, out)
+                    out.key.decode(), out.topic, problem, delay)
+        out.timer = asyncio.get_running_loop().call_later(delay, self._retry, out)
         self._retrying.add(out)
-        out.backoff = min(out.backoff * 2, _MAX_BACKOFF)
 
     def _retry(self, out: _Outgoing) -> None:
         self._retrying.discard(out)
@@ -320,7 +322,7 @@ class StatusFollower:
         self._topic = topic
         self._board = board
         self._consumer = consumer(bootstrap, group_id=None, client_id=client_id)
-        self._ends: dict[TopicPartition, int] = {}
+        self._progress = CatchUp(topic, {})
         self._caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -337,8 +339,10 @@ class StatusFollower:
         except AIOKafkaError as exc:
             await self._consumer.stop()
             raise TopicError(f"cannot read {self._topic}: {exc}") from exc
-        self._ends = {tp: end for tp, end in ends.items() if end > begins[tp]}
-        if not self._ends:
+        self._progress = CatchUp.between(self._topic,
+                                         {tp.partition: o for tp, o in begins.items()},
+                                         {tp.partition: o for tp, o in ends.items()})
+        if self._progress.done:
             self._caught_up.set()
         self._task = asyncio.create_task(self._run(), name="status-follower")
 
@@ -366,9 +370,9 @@ class StatusFollower:
             for tp, records in fetched.items():
                 for record in records:
                     self._apply(record.key, record.value)
-                if tp in self._ends and records[-1].offset + 1 >= self._ends[tp]:
-                    del self._ends[tp]
-            if not self._ends:
+                if records:
+                    self._progress.read(tp.partition, records[-1].offset)
+            if self._progress.done:
                 self._caught_up.set()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:

@@ -6,6 +6,11 @@ the signature header carries one ``v1,<base64 HMAC-SHA256>`` per valid secret,
 space-separated, so that after a rotation receivers holding either secret
 verify the same delivery. Any Standard Webhooks library verifies it unchanged.
 
+``request_headers`` is the complete header set of one attempt of a batch to a
+destination; the worker's deliveries and the API's test sends both call it, so
+a test send carries exactly what a real delivery does. It only decrypts (with
+the box it is given) and computes: no I/O.
+
 Errors name the secret's position, never its value.
 """
 
@@ -15,21 +20,29 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import secrets as _random
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
 
 from ulid import ULID
 
+from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.errors import InvalidInputError
 
 __all__ = [
     "CONTENT_TYPE",
     "SECRET_PREFIX",
+    "Decrypter",
+    "custom_headers",
     "decode_secret",
     "delivery_headers",
     "generate_secret",
     "new_batch_id",
+    "request_headers",
     "sign",
+    "signing_secrets",
 ]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
@@ -101,3 +114,44 @@ def delivery_headers(msg_id: str, timestamp: int, signature: str, version: str) 
     headers["User-Agent"] = f"auditrelay/{version}"
     headers["Content-Type"] = CONTENT_TYPE
     return headers
+
+
+# -- one attempt to one destination --------------------------------------------------------
+
+
+class Decrypter(Protocol):
+    """What the headers of an attempt need of ``auditrelay.wire.secrets.SecretBox``."""
+
+    def decrypt(self, ciphertext: str) -> str: ...
+
+
+def signing_secrets(config: DestinationConfig, box: Decrypter, now: datetime) -> list[str]:
+    """The current secret, and the previous one while its 24 h overlap lasts."""
+    secrets = [box.decrypt(config.secret_encrypted)]
+    expires = config.previous_secret_expires_at
+    if config.previous_secret_encrypted and expires is not None and now < expires:
+        secrets.append(box.decrypt(config.previous_secret_encrypted))
+    return secrets
+
+
+def custom_headers(sealed: str | None, box: Decrypter) -> dict[str, str]:
+    """A destination's custom headers from their ciphertext (``headers_encrypted``)."""
+    if not sealed:
+        return {}
+    headers = json.loads(box.decrypt(sealed))
+    if not isinstance(headers, dict):
+        raise ValueError("custom headers are not a JSON object")
+    return {str(k): str(v) for k, v in headers.items()}
+
+
+def request_headers(config: DestinationConfig, box: Decrypter, batch_id: str, body: bytes,
+                    now: datetime, version: str) -> dict[str, str]:
+    """Every header of one attempt of ``body`` to ``config`` at ``now`` (contract section 2).
+
+    Custom headers first, then the signed delivery headers, which custom headers
+    may not name (``auditrelay.wire.headers``), so none is overridden.
+    """
+    timestamp = int(now.timestamp())
+    signature = sign(signing_secrets(config, box, now), batch_id, timestamp, body)
+    return {**custom_headers(config.headers_encrypted, box),
+            **delivery_headers(batch_id, timestamp, signature, version)}

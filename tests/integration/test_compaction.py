@@ -9,12 +9,12 @@ the cleaner has run. The local broker runs the cleaner every second
 from __future__ import annotations
 
 import time
-import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from auditrelay.kafka.admin import describe_configs
+from auditrelay.kafka.topic_reader import read_topic
 from tests.integration.conftest import TopicFactory
 
 KEYS = [f"dest_{i}" for i in range(8)]
@@ -22,24 +22,8 @@ VERSIONS = 5
 
 
 def read_all_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of partition 0 now in the log, from the beginning to the current end."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "log_level": 0})
-    try:
-        _, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        records: list[tuple[bytes | None, bytes | None]] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error() is not None:
-                continue
-            records.append((message.key(), message.value()))
-            if message.offset() >= end - 1:
-                break
-        return records
-    finally:
-        consumer.close()
+    """Every record now in the log, from the beginning to the current end."""
+    return [(msg.key(), msg.value()) for msg in read_topic(bootstrap, topic, timeout=30)]
 
 
 def test_compacted_topic_keeps_the_latest_value_per_key(make_topic: TopicFactory,

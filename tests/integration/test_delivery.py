@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 from standardwebhooks.webhooks import Webhook
 
 from auditrelay.agents.pipeline import DeliveryPipeline, running_pipeline
-from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.admin import create_topics
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.batches import (
     REASON_DISABLED,
@@ -36,12 +36,15 @@ from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
 from auditrelay.schemas.topics import destination_topic_spec
 from auditrelay.store.db import Destination, Workspace
-from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.engine import Store, make_engine, upgrade_database
 from auditrelay.store.mutations import config_of
-from auditrelay.wire.secrets import SecretBox, generate_key
+from auditrelay.wire.secrets import SecretBox
 from auditrelay.wire.signing import generate_secret, new_batch_id
-from tests.support.pipeline import Receiver, eventually, read_records
-from tests.support.servers import serve
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.pipeline import read_records
+from tests.support.polling import eventually
+from tests.support.servers import Receiver, serve
+from tests.support.settings import make_settings
 
 WORKSPACE = "ws_delivery"
 
@@ -120,24 +123,25 @@ def header(msg: Message, name: str) -> str | None:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Settings:
-    return Settings(topic_prefix=f"test.{unique_name}.", kafka_bootstrap=kafka_bootstrap,
-                    topic_partitions=2, allow_private_cidrs="127.0.0.0/8",
-                    retry_schedule_seconds="1,2,4", retry_jitter=0, var_dir=tmp_path,
-                    database_url=f"sqlite:///{tmp_path}/db.sqlite", secret_key=generate_key(),
-                    destination_poll_seconds=2)
+    return make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
+                         topic_partitions=2, allow_private_cidrs="127.0.0.0/8",
+                         retry_schedule_seconds="1,2,4", retry_jitter=0,
+                         destination_poll_seconds=2)
 
 
 @pytest.fixture
-def env(settings: Settings, kafka_admin: AdminClient) -> Iterator[Env]:
-    ensure_topics(settings)
-    assert settings.secret_key is not None
-    store = Store(make_engine(settings.database_url))
-    try:
-        yield Env(settings, kafka_admin, SecretBox(settings.secret_key.get_secret_value()), store)
-    finally:
-        store.dispose()
-        topics = kafka_admin.list_topics(timeout=10).topics
-        delete_topics(kafka_admin, [t for t in topics if t.startswith(settings.topic_prefix)])
+def env(settings: Settings, kafka_admin: AdminClient, unique_name: str) -> Iterator[Env]:
+    # Also the internal topics of the Faust worker of ``test_the_faust_worker_...``.
+    with topics_cleaned_up(kafka_admin, settings.topics, f"test-{unique_name}-"):
+        ensure_topics(settings)
+        assert settings.secret_key is not None
+        upgrade_database(settings.database_url)
+        store = Store(make_engine(settings.database_url))
+        try:
+            yield Env(settings, kafka_admin, SecretBox(settings.secret_key.get_secret_value()),
+                      store)
+        finally:
+            store.dispose()
 
 
 @pytest_asyncio.fixture

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.admin import create_topics
 from auditrelay.ops.cli import cli
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.batches import REASON_EXHAUSTED, REASON_MALFORMED, BatchMeta
 from auditrelay.schemas.settings import Settings
-from auditrelay.schemas.topics import destination_topic_spec, static_topic_specs
+from auditrelay.schemas.topics import destination_topic_spec
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.settings import make_settings
 
 
 @pytest.fixture
-def dlq_env(kafka_bootstrap: str, kafka_admin: AdminClient,
-            unique_name: str) -> Iterator[tuple[Settings, dict[str, str]]]:
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
-                        topic_partitions=2)
-    ensure_topics(settings)
-    create_topics(kafka_admin, [destination_topic_spec(settings.topics, "dst_a")])
-    env = {"AUDITRELAY_KAFKA_BOOTSTRAP": kafka_bootstrap,
-           "AUDITRELAY_TOPIC_PREFIX": settings.topic_prefix}
-    yield settings, env
-    delete_topics(kafka_admin, [s.name for s in static_topic_specs(settings.topics, 2)]
-                  + [settings.topics.destination("dst_a")])
+def dlq_env(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
+            tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
+    settings = make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
+                             topic_partitions=2)
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        ensure_topics(settings)
+        create_topics(kafka_admin, [destination_topic_spec(settings.topics, "dst_a")])
+        env = {"AUDITRELAY_KAFKA_BOOTSTRAP": kafka_bootstrap,
+               "AUDITRELAY_TOPIC_PREFIX": settings.topic_prefix}
+        yield settings, env
 
 
 def _dead(dest: str, batch: str, reason: str) -> tuple[bytes, list[tuple[str, bytes]]]:

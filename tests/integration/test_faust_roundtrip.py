@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import faust
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from auditrelay.agents.app import create_app
 from auditrelay.schemas.settings import Settings
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.polling import eventually
+from tests.support.settings import make_settings
 
 
-async def _wait_for(predicate: object, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
+@pytest.fixture
+def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
+             tmp_path: Path) -> Iterator[Settings]:
+    """This test's settings; the internal topics of its Faust app are deleted after."""
+    settings = make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.")
+    with topics_cleaned_up(kafka_admin, settings.topics, f"test-{unique_name}-"):
+        yield settings
 
 
 @pytest.mark.asyncio
 async def test_agent_receives_what_confluent_kafka_produced(
-        kafka_bootstrap: str, topic: str, unique_name: str) -> None:
-    settings = Settings(kafka_bootstrap=kafka_bootstrap)
+        settings: Settings, kafka_bootstrap: str, topic: str, unique_name: str) -> None:
     app = create_app(settings, app_id=f"test-{unique_name}")
     received: list[tuple[bytes | None, bytes, str]] = []
 
@@ -40,7 +45,8 @@ async def test_agent_receives_what_confluent_kafka_produced(
         for key, value in sent:
             producer.produce(topic, key=key, value=value, headers=[("ce_type", b"pro.atmos.x.y")])
         assert producer.flush(10) == 0
-        await _wait_for(lambda: len(received) >= len(sent), timeout=30)
+        await eventually(lambda: len(received) >= len(sent), 30, "every record received",
+                         interval=0.05)
     finally:
         await app.stop()
 

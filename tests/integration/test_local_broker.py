@@ -124,6 +124,10 @@ def test_up_refuses_a_port_held_by_another_broker(kafka_bootstrap: str, tmp_path
 def test_worker_starts_and_stops_cleanly(kafka_bootstrap: str, tmp_path: Path) -> None:
     env = {**os.environ, "AUDITRELAY_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "AUDITRELAY_VAR_DIR": str(tmp_path)}
+    # Migrations are a step of their own: the worker only checks the schema.
+    upgraded = subprocess.run([*_CLI, "db", "upgrade"], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     proc = subprocess.Popen([*_CLI, "worker"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

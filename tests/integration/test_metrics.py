@@ -35,16 +35,11 @@ from auditrelay.observability.collector import Groups
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.producer import Actor, AuditProducer, ProducerConfig
 from auditrelay.schemas.settings import Settings
-from auditrelay.wire.secrets import generate_key
-from tests.support.pipeline import (
-    DestinationSpec,
-    Receiver,
-    create_destinations,
-    delete_test_topics,
-    wait_until,
-    worker_env,
-)
-from tests.support.servers import free_port, serve
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.pipeline import DestinationSpec, create_destinations, worker_env
+from tests.support.polling import wait_until
+from tests.support.servers import Receiver, free_port, serve
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -137,12 +132,12 @@ def series(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Settings:
-    return Settings(topic_prefix=f"test.{unique_name}.", kafka_bootstrap=kafka_bootstrap,
-                    topic_partitions=2, allow_private_cidrs="127.0.0.0/8",
-                    retry_schedule_seconds="60", retry_jitter=0, var_dir=tmp_path,
-                    database_url=f"sqlite:///{tmp_path}/db.sqlite", secret_key=generate_key(),
-                    destination_poll_seconds=1, batch_max_events=1,
-                    metrics_port=free_port(), metrics_interval_seconds=1, log_format="json")
+    return make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
+                         topic_partitions=2, allow_private_cidrs="127.0.0.0/8",
+                         retry_schedule_seconds="60", retry_jitter=0,
+                         destination_poll_seconds=1, batch_max_events=1,
+                         metrics_port=free_port(), metrics_interval_seconds=1,
+                         log_format="json")
 
 
 @pytest.fixture
@@ -155,11 +150,9 @@ def env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def topics(settings: Settings, kafka_admin: AdminClient) -> Iterator[None]:
-    ensure_topics(settings)
-    try:
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        ensure_topics(settings)
         yield
-    finally:
-        delete_test_topics(kafka_admin, settings)
 
 
 def events_on_topic(admin: AdminClient, settings: Settings) -> int:
@@ -190,7 +183,7 @@ def produce_workload(settings: Settings, workspace_id: str) -> None:
 def test_worker_and_api_metrics_after_a_known_workload(
         settings: Settings, env: dict[str, str], kafka_admin: AdminClient,
         tmp_path: Path) -> None:
-    healthy, failing = Receiver(), Receiver(lambda _: (503, []))
+    healthy, failing = Receiver(), Receiver(status=503)
     api_port = free_port()
     api_url = f"http://127.0.0.1:{api_port}"
     worker_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"

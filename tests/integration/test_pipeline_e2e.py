@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.settings import Settings
+from tests.support.cleanup import topics_cleaned_up
 from tests.support.e2e import (
     Emitter,
     assert_exact,
@@ -37,12 +38,8 @@ from tests.support.e2e import (
     set_up,
     wait_delivered,
 )
-from tests.support.pipeline import (
-    WorkerProcess,
-    committed_lag,
-    delete_test_topics,
-    wait_until,
-)
+from tests.support.pipeline import WorkerProcess, committed_lag
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -51,11 +48,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
              tmp_path: Path) -> Iterator[Settings]:
     settings = pipeline_settings(kafka_bootstrap, unique_name, tmp_path)
-    ensure_topics(settings)
-    try:
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        ensure_topics(settings)
         yield settings
-    finally:
-        delete_test_topics(kafka_admin, settings)
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -81,8 +76,8 @@ def test_twenty_thousand_events_reach_exactly_the_matching_destinations(
         assert worker.alive(), worker.tail()
         # Offsets follow the work: router and delivery commit what they handled.
         names = settings.topics
-        lags = [(settings.topics.group_id("auditrelay-router"), names.events)] + [
-            (names.group_id("auditrelay-delivery"), names.destination(sink.dest.id))
+        lags = [(names.router_group, names.events)] + [
+            (names.delivery_group, names.destination(sink.dest.id))
             for n, sink in enumerate(sinks) if n != 3]
         wait_until(lambda: not any(committed_lag(settings.kafka_bootstrap, group, topic)
                                    for group, topic in lags), 15,
@@ -132,7 +127,7 @@ def test_kill_9_mid_stream_then_restart_delivers_every_event_at_least_once(
 def test_a_second_worker_takes_over_when_the_first_is_killed(
         settings: Settings, tmp_path: Path, kafka_admin: AdminClient) -> None:
     specs = [(0, (), True), (1, (), True), (2, ("pro.atmos.auth.*",), True)]
-    app_group = settings.topics.group_id("auditrelay-router")
+    app_group = settings.topics.router_group
     events = settings.topics.events
     with ExitStack() as stack:
         workspace_ids, sinks = set_up(stack, settings, 3, specs, delay=0.02)

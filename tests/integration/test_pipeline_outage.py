@@ -33,6 +33,7 @@ from auditrelay.schemas.status import DeliveryAttempt
 from auditrelay.schemas.topics import RETRY_TIERS
 from auditrelay.wire.signing import new_batch_id
 from auditrelay.wire.ssrf import IPAddress
+from tests.support.cleanup import delete_owned_topics, topics_cleaned_up
 from tests.support.e2e import (
     Emitter,
     assert_exact,
@@ -46,11 +47,9 @@ from tests.support.pipeline import (
     DestinationSpec,
     WorkerProcess,
     create_destinations,
-    delete_test_topics,
-    eventually,
     read_records,
-    wait_until,
 )
+from tests.support.polling import eventually, wait_until
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.slow]
@@ -108,7 +107,7 @@ def test_a_30_s_broker_outage_mid_stream_loses_nothing_and_needs_no_restart(
         assert_exact(sinks, expected)
     finally:
         if broker_answers(private_broker.bootstrap, timeout=1):
-            delete_test_topics(admin_client(private_broker.bootstrap), settings)
+            delete_owned_topics(admin_client(private_broker.bootstrap), settings.topics)
 
 
 # -- DNS rebinding -------------------------------------------------------------------------
@@ -171,11 +170,9 @@ def rebinding_settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_na
     # No allow-list at all: only the checks of contract section 3 stand in the way.
     settings = pipeline_settings(kafka_bootstrap, unique_name, tmp_path,
                                  allow_private_cidrs="", retry_schedule_seconds="60")
-    ensure_topics(settings)
-    try:
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        ensure_topics(settings)
         yield settings
-    finally:
-        delete_test_topics(kafka_admin, settings)
 
 
 def _header(headers: Any, name: str) -> str | None:

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,9 +23,12 @@ from auditrelay.ops.kafka_local import LocalKafka
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.codec import parse_event
 from auditrelay.schemas.settings import Settings
-from auditrelay.schemas.topics import static_topic_specs
+from auditrelay.store.engine import upgrade_database
 from auditrelay.wire.ssrf import IPAddress
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.polling import wait_until
 from tests.support.servers import serve
+from tests.support.settings import make_settings
 
 ADMIN = "admin-token-for-tests"
 PUBLIC = ipaddress.ip_address("93.184.216.34")
@@ -35,15 +39,13 @@ def _resolver(host: str, port: int) -> list[IPAddress]:
 
 
 def _settings(tmp_path: Path, bootstrap: str, prefix: str) -> Settings:
-    return Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, topic_partitions=1,
-                    var_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'api.db'}",
-                    admin_token=ADMIN)
-
-
-def _cleanup(admin: AdminClient, settings: Settings) -> None:
-    names = settings.topics
-    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
-    delete_topics(admin, sorted(set(mine) | {s.name for s in static_topic_specs(names, 1)}))
+    """Settings of one test; their database is upgraded, as before a deployment's API starts."""
+    # No secret key: the API keeps its development key in var_dir, where the
+    # ``destinations resync`` command, given the same var_dir, finds it too.
+    settings = make_settings(tmp_path, bootstrap, prefix, topic_partitions=1,
+                             admin_token=ADMIN, secret_key=None)
+    upgrade_database(settings.database_url)
+    return settings
 
 
 class Tail:
@@ -61,14 +63,17 @@ class Tail:
                  timeout: float) -> float:
         """Poll until ``predicate(records)``; returns the seconds it took."""
         started = time.monotonic()
-        while not predicate(self.records):
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"{self.topic}: condition not met within {timeout} s; "
-                                     f"saw {[(k, v and v[:80]) for k, v in self.records]}")
-            msg = self._consumer.poll(0.1)
+
+        def seen() -> bool:
+            if predicate(self.records):
+                return True
+            msg = self._consumer.poll(0.1)  # waiting for the next record paces the polling
             if msg is not None and msg.error() is None:
                 self.records.append(((msg.key() or b"").decode(), msg.value()))
-        return time.monotonic() - started
+            return predicate(self.records)
+
+        return wait_until(seen, timeout, lambda: f"{self.topic}: saw "
+                          f"{[(k, v and v[:80]) for k, v in self.records]}", interval=0) - started
 
     def close(self) -> None:
         self._consumer.close()
@@ -85,8 +90,8 @@ def _config(records: list[tuple[str, bytes | None]], dest_id: str) -> dict[str, 
 def api_env(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
             unique_name: str) -> Iterator[tuple[Settings, httpx.Client, str, str]]:
     settings = _settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.")
-    ensure_topics(settings)
-    try:
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        ensure_topics(settings)
         with serve(create_app(settings, resolver=_resolver)) as base, \
                 httpx.Client(base_url=base, timeout=30) as client:
             created = client.post("/v1/workspaces", json={"name": "acme", "plan": "enterprise"},
@@ -95,8 +100,6 @@ def api_env(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
             body = created.json()
             client.headers["Authorization"] = f"Bearer {body['token']}"
             yield settings, client, body["id"], base
-    finally:
-        _cleanup(kafka_admin, settings)
 
 
 def test_create_patch_delete_each_reach_kafka_within_5_s(
@@ -137,10 +140,8 @@ def test_create_patch_delete_each_reach_kafka_within_5_s(
 
         events.wait_for(audited, 10)
         assert all(k == ws for k, _ in events.records)
-        deadline = time.monotonic() + 10
-        while names.destination(dest) in kafka_admin.list_topics(timeout=10).topics:
-            assert time.monotonic() < deadline, "the destination topic was not deleted"
-            time.sleep(0.2)
+        wait_until(lambda: names.destination(dest) not in kafka_admin.list_topics(
+            timeout=10).topics, 10, "the destination topic was not deleted", interval=0.2)
     finally:
         configs.close()
         events.close()
@@ -212,11 +213,9 @@ def test_a_change_accepted_while_kafka_is_down_is_published_when_it_returns(
                 configs.wait_for(lambda r: _config(r, dest) is not None, 60)
             finally:
                 configs.close()
-            deadline = time.monotonic() + 30
             admin = admin_client(broker.bootstrap)
-            while settings.topics.destination(dest) not in admin.list_topics(timeout=10).topics:
-                assert time.monotonic() < deadline, "the destination topic was never created"
-                time.sleep(0.2)
+            wait_until(lambda: settings.topics.destination(dest) in admin.list_topics(
+                timeout=10).topics, 30, "the destination topic was never created", interval=0.2)
     finally:
         broker.down()
 
@@ -247,14 +246,17 @@ def test_status_fields_and_deliveries_come_from_the_status_topics(
                      value=status.model_dump_json().encode())
     assert producer.flush(10) == 0
 
-    deadline = time.monotonic() + 15
-    while True:
-        read = client.get(f"/v1/workspaces/{ws}/destinations/{dest}").json()
-        deliveries = client.get(f"/v1/workspaces/{ws}/destinations/{dest}/deliveries").json()
-        if read["last_delivery_ok"] is True and len(deliveries["items"]) == 2:
-            break
-        assert time.monotonic() < deadline, (read, deliveries)
-        time.sleep(0.2)
+    shown: dict[str, Any] = {}
+
+    def both_shown() -> bool:
+        shown["read"] = client.get(f"/v1/workspaces/{ws}/destinations/{dest}").json()
+        shown["deliveries"] = client.get(
+            f"/v1/workspaces/{ws}/destinations/{dest}/deliveries").json()
+        return shown["read"]["last_delivery_ok"] is True and len(
+            shown["deliveries"]["items"]) == 2
+
+    wait_until(both_shown, 15, lambda: repr(shown), interval=0.2)
+    read, deliveries = shown["read"], shown["deliveries"]
     assert read["last_delivery_at"] is not None
     assert read["last_error"] is None
     assert [d["batch_id"] for d in deliveries["items"]] == ["msg_1", "msg_0"]

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from confluent_kafka import Producer
 
 from auditrelay.schemas.errors import BrokerUnavailableError
 from auditrelay.tables.registry import RegistryFollower
 from tests.integration.conftest import TopicFactory
+from tests.support.polling import wait_until
 from tests.unit.tables.test_registry import config, raw
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.02)
 
 
 def test_catches_up_then_follows_versions_and_tombstones(
@@ -45,7 +36,8 @@ def test_catches_up_then_follows_versions_and_tombstones(
         producer.produce(topic, key=b"dst_b", value=None)
         producer.produce(topic, key=b"dst_d", value=raw(config("dst_d")))
         assert producer.flush(30) == 0
-        wait_for(lambda: registry.get("dst_d") is not None and registry.get("dst_b") is None)
+        wait_until(lambda: registry.get("dst_d") is not None and registry.get("dst_b") is None,
+                   30, "the follower applied dst_b's tombstone and dst_d", interval=0.02)
         assert [c.id for c in registry.matching("ws_a", "pro.atmos.x.y")] == ["dst_d"]
     finally:
         follower.stop()

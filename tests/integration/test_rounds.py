@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from auditrelay.kafka.clients import consumer
 from auditrelay.kafka.rounds import RoundReader
 from tests.support.pipeline import committed_lag
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.broker, pytest.mark.asyncio]
 
@@ -26,13 +27,6 @@ def produce(bootstrap: str, topic: str, count: int, partitions: int = 3,
         producer.produce(topic, value, partition=i % partitions)
     assert producer.flush(30) == 0
     return values
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

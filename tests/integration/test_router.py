@@ -14,17 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from auditrelay.agents import router
 from auditrelay.agents.app import create_app
 from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.topic_reader import start_reading
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.producer import Actor, AuditProducer, EncodedEvent, ProducerConfig
 from auditrelay.schemas.batches import BatchMeta, MalformedInput
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import destination_topic_spec
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.settings import make_settings
 from tests.unit.tables.test_registry import config
 
 USER = Actor(id="usr_1", type="user")
@@ -43,17 +46,14 @@ DESTINATIONS: dict[str, tuple[str, tuple[str, ...], bool, bool]] = {
 def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
              tmp_path: Path) -> Iterator[Settings]:
     """Topics of the contract under a prefix of this test's own; deleted afterwards."""
-    prefix = f"test.{unique_name}."
-    settings = Settings(topic_prefix=prefix, kafka_bootstrap=kafka_bootstrap,
-                        topic_partitions=2, batch_window_seconds=0.2, var_dir=tmp_path)
-    ensure_topics(settings)
-    create_topics(kafka_admin, [destination_topic_spec(settings.topics, dest_id)
-                                for dest_id in DESTINATIONS])
-    try:
+    settings = make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
+                             topic_partitions=2, batch_window_seconds=0.2)
+    # Also the internal topics of the tests' Faust apps (app id ``test-{unique_name}``).
+    with topics_cleaned_up(kafka_admin, settings.topics, f"test-{unique_name}-"):
+        ensure_topics(settings)
+        create_topics(kafka_admin, [destination_topic_spec(settings.topics, dest_id)
+                                    for dest_id in DESTINATIONS])
         yield settings
-    finally:
-        names = kafka_admin.list_topics(timeout=30).topics
-        delete_topics(kafka_admin, [n for n in names if n.startswith(prefix)])
 
 
 def publish_configs(settings: Settings) -> None:
@@ -98,8 +98,7 @@ class TopicReader:
         self.records: list[Any] = []
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                                    "enable.auto.commit": False})
-        partitions = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        start_reading(self._consumer, topic, timeout=30)
 
     def poll(self) -> None:
         for msg in self._consumer.consume(1000, timeout=0.05):

@@ -16,6 +16,7 @@ import pytest
 
 from auditrelay.ops.kafka_local import LocalKafka, broker_answers
 from auditrelay.schemas.settings import Settings
+from tests.support.polling import wait_until
 from tests.support.servers import free_port
 
 
@@ -53,15 +54,17 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(kafka_bootstrap: str,
         assert delivered.wait(timeout=90), "".join(lines)
         assert broker.status().running
         assert any("topic created   audit.events" in line for line in lines)
-        deadline = time.monotonic() + 60
-        while True:
+        answers: list[httpx.Response] = []
+
+        def api_answers() -> bool:
             try:
-                health = httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=2)
-                break
+                answers.append(httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=2))
             except httpx.TransportError:
-                assert time.monotonic() < deadline, "".join(lines[-30:])
-                time.sleep(0.2)
-        assert health.json() == {"status": "ok"}
+                return False
+            return True
+
+        wait_until(api_answers, 60, lambda: "".join(lines[-30:]), interval=0.2)
+        assert answers[-1].json() == {"status": "ok"}
         # Let the first 10 s pass: a fresh broker's coordinator loads meanwhile.
         time.sleep(max(0.0, started + 10 - time.monotonic()))  # a span to watch, not a wait
         # The one warning a newcomer can act on, once for the whole run, and no other.
@@ -78,10 +81,8 @@ def test_run_starts_everything_and_ctrl_c_stops_everything(kafka_bootstrap: str,
         assert "[run] stopping" in output
         assert "[run] broker stopped" in output
         assert not broker.status().running
-        deadline = time.monotonic() + 10
-        while broker_answers(broker.bootstrap, timeout=0.5) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not broker_answers(broker.bootstrap, timeout=0.5)
+        wait_until(lambda: not broker_answers(broker.bootstrap, timeout=0.5), 10,
+                   "the broker still answers", interval=0.2)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # its children too, or they outlive the test

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from click.testing import CliRunner
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from auditrelay.kafka.admin import delete_topics
 from auditrelay.ops.cli import cli
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.destinations import DestinationConfig
-from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DestinationStatus
-from auditrelay.schemas.topics import static_topic_specs
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.settings import make_settings
 
 
-def test_status_table(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str) -> None:
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
-                        topic_partitions=1)
-    ensure_topics(settings)
-    try:
+def test_status_table(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
+                      tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
+                             topic_partitions=1)
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        ensure_topics(settings)
         now = datetime.now(UTC)
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
         for ws, dest in (("ws_a", "dst_a"), ("ws_b", "dst_b")):
@@ -53,5 +54,3 @@ def test_status_table(kafka_bootstrap: str, kafka_admin: AdminClient, unique_nam
         only_b = CliRunner().invoke(cli, ["status", "--workspace", "ws_b"], env=env)
         assert "dst_a" not in only_b.output
         assert "dst_b" in only_b.output
-    finally:
-        delete_topics(kafka_admin, [s.name for s in static_topic_specs(settings.topics, 1)])

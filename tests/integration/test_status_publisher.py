@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.admin import create_topics
 from auditrelay.kafka.clients import RecordSink
 from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
 from auditrelay.schemas.topics import TopicNames, TopicSpec
 from auditrelay.tables.status import StatusBoard, StatusPublisher
+from tests.support.cleanup import topics_cleaned_up
 from tests.support.pipeline import read_records
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -26,9 +27,9 @@ def names(kafka_admin: AdminClient, unique_name: str) -> Iterator[TopicNames]:
     topics = TopicNames(prefix=f"test.{unique_name}.")
     specs = [TopicSpec(topics.delivery_status, 1, {"cleanup.policy": "compact"}),
              TopicSpec(topics.delivery_attempts, 1)]
-    create_topics(kafka_admin, specs)
-    yield topics
-    delete_topics(kafka_admin, [s.name for s in specs])
+    with topics_cleaned_up(kafka_admin, topics):
+        create_topics(kafka_admin, specs)
+        yield topics
 
 
 def status(seconds: float, state: str = "ok") -> DestinationStatus:

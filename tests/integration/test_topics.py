@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from auditrelay.kafka.admin import delete_topics, describe_configs
+from auditrelay.kafka.admin import describe_configs
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.settings import Settings
-from auditrelay.schemas.topics import DAY_MS, RETRY_TIERS, static_topic_specs
+from auditrelay.schemas.topics import DAY_MS, RETRY_TIERS
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.polling import wait_until
+from tests.support.settings import make_settings
 
 
 def _alter(admin: AdminClient, topic: str, key: str, value: str) -> None:
@@ -23,20 +26,18 @@ def _alter(admin: AdminClient, topic: str, key: str, value: str) -> None:
         ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
     for future in admin.incremental_alter_configs([resource]).values():
         future.result()
-    deadline = time.monotonic() + 10
-    while describe_configs(admin, [topic])[topic].get(key) != value:
-        assert time.monotonic() < deadline, f"{topic}: {key} never became {value}"
-        time.sleep(0.05)
+    wait_until(lambda: describe_configs(admin, [topic])[topic].get(key) == value, 10,
+               f"{topic}: {key} never became {value}")
 
 
 @pytest.fixture
-def prefixed(kafka_bootstrap: str, kafka_admin: AdminClient,
-             unique_name: str) -> Iterator[Settings]:
+def prefixed(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
+             tmp_path: Path) -> Iterator[Settings]:
     """Settings whose topic prefix is unique to this test; its topics are deleted after."""
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
-                        topic_partitions=2)
-    yield settings
-    delete_topics(kafka_admin, [s.name for s in static_topic_specs(settings.topics, 2)])
+    settings = make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
+                             topic_partitions=2)
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        yield settings
 
 
 def test_ensure_creates_every_contract_topic_with_its_config(

@@ -20,20 +20,19 @@ from confluent_kafka.admin import AdminClient
 
 from auditrelay.producer import Actor, AuditProducer, ProducerConfig
 from auditrelay.schemas.settings import Settings
-from auditrelay.wire.secrets import generate_key
 from tests.support.pipeline import (
     CreatedDestination,
     DestinationSpec,
     IdTally,
-    Receiver,
     WorkerProcess,
     check_batches,
     create_destinations,
     event_ids_on,
     publish_outbox,
-    wait_until,
 )
-from tests.support.servers import serve
+from tests.support.polling import wait_until
+from tests.support.servers import Receiver, serve
+from tests.support.settings import make_settings
 
 USER = Actor(id="usr_e2e", type="user")
 #: Event kinds emitted, round robin: several categories, so that filters select.
@@ -46,16 +45,13 @@ KINDS: tuple[tuple[str, str], ...] = (
 
 def pipeline_settings(bootstrap: str, unique_name: str, tmp_path: Path, **more: object,
                       ) -> Settings:
-    """Settings of one test: its own prefix, database and key; quick to react."""
+    """Settings of one scenario (``make_settings``): loopback receivers; quick to react."""
     values: dict[str, object] = {
-        "kafka_bootstrap": bootstrap, "topic_prefix": f"test.{unique_name}.",
-        "topic_partitions": 3, "var_dir": tmp_path,
-        "database_url": f"sqlite:///{tmp_path / 'auditrelay.db'}",
-        "secret_key": generate_key(), "allow_private_cidrs": "127.0.0.0/8",
+        "topic_partitions": 3, "allow_private_cidrs": "127.0.0.0/8",
         "batch_window_seconds": 0.5, "destination_poll_seconds": 1,
         "consumer_session_timeout_seconds": 6, "retry_schedule_seconds": "2,4",
         "retry_jitter": 0, "log_level": "INFO", **more}
-    return Settings(**values)  # type: ignore[arg-type]
+    return make_settings(tmp_path, bootstrap, f"test.{unique_name}.", **values)
 
 
 # -- the scene: receivers, destinations, events --------------------------------------------

@@ -1,149 +1,54 @@
-"""Helpers of the pipeline's end-to-end tests: receivers, worker processes, setup, waiting.
+"""Helpers of the pipeline's end-to-end tests: worker processes, setup, what receivers got.
 
-- ``Receiver``: a raw ASGI app (serve it with ``tests.support.servers.serve``) that
-  records every request's headers and body and answers as told.
 - ``WorkerProcess``: ``python -m auditrelay.ops worker`` as a subprocess with the
   ``AUDITRELAY_*`` environment of a ``Settings`` object, its output in a file
   (``tail()`` for failure messages); always stopped (killed if it must be) on exit.
 - ``create_destinations`` / ``publish_outbox``: workspaces and destinations through
   the API's service layer, and their Kafka side effects published at once.
-- ``eventually`` (async) and ``wait_until`` (sync): poll with a deadline.
-- ``event_ids_on`` / ``delete_test_topics``: read a topic's CloudEvents ids; clean up.
+- ``event_ids_on``: read a topic's CloudEvents ids.
+- ``IdTally`` / ``check_batches``: what a ``tests.support.servers.Receiver`` got.
+
+Waiting is ``tests.support.polling``'s; deleting a test's topics ``tests.support.cleanup``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Message, TopicPartition
 
-from auditrelay.kafka.admin import admin_client, delete_topics
+from auditrelay.kafka.admin import admin_client
+from auditrelay.kafka.topic_reader import read_topic, start_reading
 from auditrelay.schemas.settings import Settings
-from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.engine import Store, make_engine, upgrade_database
 from auditrelay.store.outbox import OutboxPublisher
 from auditrelay.wire.ssrf import IPAddress
+from tests.support.polling import wait_until
+from tests.support.servers import Received, Receiver
 
 __all__ = [
     "BatchReport",
     "DestinationSpec",
     "IdTally",
-    "Received",
-    "Receiver",
     "WorkerProcess",
     "check_batches",
     "create_destinations",
-    "delete_test_topics",
     "event_ids_on",
-    "eventually",
     "publish_outbox",
     "read_records",
-    "wait_until",
     "worker_env",
 ]
-
-# -- receivers -----------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    at: float
-    headers: dict[str, str]
-    body: bytes
-
-
-Responder = Callable[[int], tuple[int, list[tuple[bytes, bytes]]]]
-
-
-def ok(_: int) -> tuple[int, list[tuple[bytes, bytes]]]:
-    return 200, []
-
-
-@dataclass
-class Receiver:
-    """A raw ASGI app recording every request; ``respond(n)`` answers request n (0-based)."""
-
-    respond: Responder = ok
-    #: Seconds each answer takes (a slower receiver keeps a stream going for longer).
-    delay: float = 0.0
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the sender died mid-request (kill -9): no request was made
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        with self.lock:
-            index = len(self.requests)
-            self.requests.append(Received(time.monotonic(), {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}, body))
-        status, headers = self.respond(index)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    @property
-    def bodies(self) -> list[bytes]:
-        with self.lock:
-            return [r.body for r in self.requests]
-
-    def snapshot(self) -> list[Received]:
-        with self.lock:
-            return list(self.requests)
-
-
-# -- waiting -------------------------------------------------------------------------------
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until ``predicate`` holds; returns when (monotonic). Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-    return time.monotonic()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str | Callable[[], str],
-               interval: float = 0.05) -> float:
-    """The blocking ``eventually``; ``what`` may be a callable building the failure message."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            message = what() if callable(what) else what
-            raise AssertionError(f"not within {timeout} s: {message}")
-        time.sleep(interval)
-    return time.monotonic()
-
 
 # -- the worker as a subprocess ------------------------------------------------------------
 
@@ -297,11 +202,13 @@ def create_destinations(settings: Settings, workspaces: int,
                         resolver: Callable[[str, int], Sequence[IPAddress]] = public_resolver,
                         ) -> tuple[list[str], list[CreatedDestination]]:
     """Enterprise workspaces and destinations, written by ``auditrelay.api.service.Service`` (rows
-    and outbox entries); returns the workspace ids and the destinations."""
+    and outbox entries) into the settings' database, upgraded first (as ``auditrelay db
+    upgrade`` before a deployment); returns the workspace ids and the destinations."""
     from auditrelay.api.models import DestinationIn
     from auditrelay.api.service import ADMIN_ACTOR, Service
     from auditrelay.wire.secrets import box_from_settings
 
+    upgrade_database(settings.database_url)
     store = Store(make_engine(settings.database_url))
     service = Service(settings, box_from_settings(settings), resolver=resolver)
     try:
@@ -340,7 +247,7 @@ def publish_outbox(settings: Settings) -> int:
         store.dispose()
 
 
-# -- reading topics and cleaning up --------------------------------------------------------
+# -- reading topics ------------------------------------------------------------------------
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -353,41 +260,9 @@ def _header(headers: Any, name: str) -> str | None:
 def event_ids_on(bootstrap: str, topic: str, *, timeout: float = 60.0,
                  ) -> list[tuple[str, str, str]]:
     """``(ce_id, ce_type, ce_workspaceid)`` of every record of ``topic``, up to its end now."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}",
-                         "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        position = dict.fromkeys(partitions, 0)
-        out: list[tuple[str, str, str]] = []
-        deadline = time.monotonic() + timeout
-        while any(position[p] < ends[p] for p in partitions):
-            assert time.monotonic() < deadline, f"{topic}: not read to its end in {timeout} s"
-            for msg in consumer.consume(1000, timeout=0.2):
-                assert msg.error() is None, msg.error()
-                position[msg.partition()] = (msg.offset() or 0) + 1
-                headers = msg.headers()
-                out.append((_header(headers, "ce_id") or "", _header(headers, "ce_type") or "",
-                            _header(headers, "ce_workspaceid") or ""))
-        return out
-    finally:
-        consumer.close()
-
-
-def delete_test_topics(admin: AdminClient, settings: Settings) -> None:
-    """Every topic of this prefix, and those Faust named after the app id (which holds it)."""
-    names = admin.list_topics(timeout=30).topics
-    delete_topics(admin, [n for n in names if settings.topics.owns(n)])
-
-
-@contextmanager
-def cleaned_up(admin: AdminClient, settings: Settings) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        delete_test_topics(admin, settings)
+    return [(_header(msg.headers(), "ce_id") or "", _header(msg.headers(), "ce_type") or "",
+             _header(msg.headers(), "ce_workspaceid") or "")
+            for msg in read_topic(bootstrap, topic, timeout=timeout)]
 
 
 # -- what receivers got --------------------------------------------------------------------
@@ -495,8 +370,7 @@ def read_records(bootstrap: str, topic: str, until: Callable[[list[Message]], bo
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        start_reading(consumer, topic, timeout=10)
         seen: list[Message] = []
         deadline = time.monotonic() + timeout
         while not until(seen):

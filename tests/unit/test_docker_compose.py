@@ -26,7 +26,8 @@ def _compose() -> dict[str, Any]:
 
 
 def test_services_are_all_there() -> None:
-    assert set(_compose()["services"]) == {"kafka", "postgres", "topics", "worker", "api"}
+    assert set(_compose()["services"]) == {"kafka", "postgres", "topics", "migrate", "worker",
+                                           "api"}
 
 
 def test_kafka_is_the_official_image_in_kraft_mode_at_our_version() -> None:
@@ -42,20 +43,27 @@ def test_kafka_is_the_official_image_in_kraft_mode_at_our_version() -> None:
 def test_our_services_build_from_the_dockerfile_with_known_settings() -> None:
     services = _compose()["services"]
     known = {f"AUDITRELAY_{name.upper()}" for name in Settings.model_fields}
-    for name in ("topics", "worker", "api"):
+    for name in ("topics", "migrate", "worker", "api"):
         service = services[name]
         assert service["build"] == "."
         unknown = set(service["environment"]) - known
         assert not unknown, f"{name}: no such settings {unknown}"
         assert service["environment"]["AUDITRELAY_KAFKA_BOOTSTRAP"] == "kafka:9092"
-    assert services["worker"]["depends_on"]["topics"]["condition"] == (
-        "service_completed_successfully")
+    for name in ("worker", "api"):
+        for one_shot in ("topics", "migrate"):
+            assert services[name]["depends_on"][one_shot]["condition"] == (
+                "service_completed_successfully"), (name, one_shot)
+    # Migrated by the one-shot service only, with the API's image and settings.
+    assert services["migrate"]["environment"] == services["api"]["environment"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["migrate"]["restart"] == "no"
+    assert services["migrate"]["command"] == ["db", "upgrade"]
 
 
 def test_service_commands_are_cli_commands() -> None:
     group = cli
     ctx = click.Context(group)
-    for name in ("topics", "worker", "api"):
+    for name in ("topics", "migrate", "worker", "api"):
         argv = _compose()["services"][name]["command"]
         command = group.get_command(ctx, argv[0])
         assert command is not None, f"{name}: no CLI command {argv[0]!r}"

@@ -1,17 +1,18 @@
-"""Alembic environment: runs against the engine handed over in ``config.attributes``."""
+"""Alembic environment: runs on the connection handed over in ``config.attributes``."""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from auditrelay.store.db import Base
 
-engine = context.config.attributes.get("engine")
-if not isinstance(engine, Engine):
-    raise RuntimeError("run migrations through auditrelay.store.migrations.migrate(engine)")
+connection = context.config.attributes.get("connection")
+if not isinstance(connection, Connection):
+    raise RuntimeError("run migrations through auditrelay.store.migrations.upgrade(engine)")
 
-with engine.begin() as connection:
-    context.configure(connection=connection, target_metadata=Base.metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")
-    context.run_migrations()
+# The caller's transaction (which holds the upgrade lock) is Alembic's: it commits
+# nothing itself, and the whole upgrade commits or rolls back as one.
+context.configure(connection=connection, target_metadata=Base.metadata,
+                  render_as_batch=connection.dialect.name == "sqlite")
+context.run_migrations()

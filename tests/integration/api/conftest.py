@@ -12,19 +12,17 @@ controls, so nothing outside loopback is ever looked up or connected to.
   for table-driven tests, each of which works in a workspace of its own.
 - ``make_api``: builds servers with other options (CA-trusting TLS context,
   allowed private CIDRs, admin token off, ...) inside a test.
-- ``receiver``: an HTTPS receiver on 127.0.0.1 whose trustme certificate is for
-  ``RECEIVER_HOST``, a made-up name the resolver maps to 127.0.0.1.
+- ``receiver``: an HTTPS receiver (``tests.support.servers.Receiver``) on 127.0.0.1
+  whose trustme certificate is for ``RECEIVER_HOST``, a made-up name the resolver
+  maps to 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
-import json
 import ssl
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,15 +36,16 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from auditrelay.api.app import create_app
-from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.admin import create_topics
 from auditrelay.ops.postgres_local import LocalPostgres
 from auditrelay.schemas.errors import ProvisioningError
 from auditrelay.schemas.settings import Settings
-from auditrelay.schemas.topics import static_topic_specs
+from auditrelay.schemas.topics import TopicNames, static_topic_specs
 from auditrelay.store.db import Destination, OutboxEntry
-from auditrelay.store.engine import Store
-from auditrelay.wire.secrets import generate_key
-from tests.support.servers import serve
+from auditrelay.store.engine import Store, upgrade_database
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.servers import Receiver, serve
+from tests.support.settings import make_settings
 from tests.unit.wire.test_ssrf import NAMES as SSRF_NAMES
 from tests.unit.wire.test_ssrf import FakeResolver
 
@@ -56,7 +55,6 @@ RECEIVER_HOST = "siem.receiver.example"
 NAMES: dict[str, Sequence[str]] = {**SSRF_NAMES, RECEIVER_HOST: ["127.0.0.1"]}
 ADMIN_TOKEN = "admin-token-for-tests"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
-_DEADLINE = 30.0
 
 
 def make_resolver() -> FakeResolver:
@@ -181,14 +179,17 @@ class ApiServer:
 def running_api(database_url: str, tmp: Path, *, kafka: tuple[str, str] | None = None,
                 admin_token: str | None = ADMIN_TOKEN, **options: Any,
                 ) -> Iterator[ApiServer]:
-    """A served app on ``database_url``; ``kafka=(bootstrap, prefix)`` publishes its outbox."""
+    """A served app on ``database_url``; ``kafka=(bootstrap, prefix)`` publishes its outbox.
+
+    The database is upgraded first, as ``auditrelay db upgrade`` does before an API starts.
+    """
     settings_overrides: dict[str, Any] = options.pop("settings", {})
     resolver = options.pop("resolver", None) or make_resolver()
-    settings = Settings(
-        database_url=database_url, var_dir=tmp, secret_key=generate_key(),
-        admin_token=admin_token, kafka_bootstrap=kafka[0] if kafka else "127.0.0.1:9092",
-        topic_prefix=kafka[1] if kafka else f"test.unpublished.{uuid.uuid4().hex[:8]}.",
-        **settings_overrides)
+    settings = make_settings(
+        tmp, kafka[0] if kafka else "127.0.0.1:9092",
+        kafka[1] if kafka else f"test.unpublished.{uuid.uuid4().hex[:8]}.",
+        database_url=database_url, admin_token=admin_token, **settings_overrides)
+    upgrade_database(database_url)
     app = create_app(settings, resolver=resolver, publish=kafka is not None, **options)
     with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30.0) as client:
         yield ApiServer(base_url=base_url, settings=settings, app=app, resolver=resolver,
@@ -198,15 +199,12 @@ def running_api(database_url: str, tmp: Path, *, kafka: tuple[str, str] | None =
 @contextmanager
 def kafka_prefix(admin: AdminClient, prefix: str) -> Iterator[None]:
     """The topics the outbox writes records to exist under ``prefix``; all are deleted after."""
-    names = Settings(topic_prefix=prefix).topics
+    names = TopicNames(prefix=prefix)
     specs = [s for s in static_topic_specs(names, 1) if s.name in (names.events,
                                                                    names.destinations)]
-    create_topics(admin, specs)
-    try:
+    with topics_cleaned_up(admin, names):
+        create_topics(admin, specs)
         yield
-    finally:
-        existing = admin.list_topics(timeout=10).topics
-        delete_topics(admin, sorted(t for t in existing if t.startswith(prefix)))
 
 
 MakeApi = Callable[..., ApiServer]
@@ -271,62 +269,6 @@ def shared_api(request: pytest.FixtureRequest,
 # -- an HTTPS receiver -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Received:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class Receiver:
-    """A loopback HTTPS server recording every request and answering ``status``."""
-
-    def __init__(self, cert: trustme.LeafCert) -> None:
-        self.requests: list[Received] = []
-        self.status = 200
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                outer.requests.append(Received("POST", self.path, dict(self.headers.items()),
-                                               body))
-                payload = json.dumps({"received": True}).encode()
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # quiet: the test inspects self.requests
-
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(context)
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="receiver", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"https://{RECEIVER_HOST}:{self.port}/ingest"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(_DEADLINE)
-
-
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -342,12 +284,10 @@ def client_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 @pytest.fixture
 def receiver(ca: trustme.CA) -> Iterator[Receiver]:
-    server = Receiver(ca.issue_cert(RECEIVER_HOST))
-    server.start()
-    try:
+    """Answers 200 (a test may set ``status``) at ``https://RECEIVER_HOST:{port}/ingest``."""
+    with Receiver(cert=ca.issue_cert(RECEIVER_HOST), host=RECEIVER_HOST,
+                  path="/ingest") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import update
 
 from auditrelay.store.db import Destination, Workspace
-from tests.integration.api.conftest import ApiServer, MakeApi, Receiver, error_of
+from tests.integration.api.conftest import ApiServer, MakeApi, error_of
+from tests.support.servers import Receiver
 
 NEW_DESTINATION = {"name": "SIEM", "url": "https://siem.example.com/ingest"}
 

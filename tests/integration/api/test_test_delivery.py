@@ -14,7 +14,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from auditrelay.wire.signing import generate_secret
-from tests.integration.api.conftest import LOOPBACK, ApiServer, MakeApi, Receiver, error_of
+from tests.integration.api.conftest import LOOPBACK, ApiServer, MakeApi, error_of
+from tests.support.servers import Receiver
 
 
 def _test(api: ApiServer, ws: str, token: str, dest: str) -> dict[str, object]:

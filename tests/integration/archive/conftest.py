@@ -18,7 +18,7 @@ from auditrelay.producer import Actor
 from auditrelay.schemas.builder import EventBuilder
 from auditrelay.schemas.codec import parse_event
 from auditrelay.store.db import ArchivedEvent
-from auditrelay.store.engine import make_engine
+from auditrelay.store.engine import make_engine, upgrade_database
 from tests.integration.api.conftest import DB_KINDS, fresh_database, postgres_server
 
 __all__ = ["postgres_server"]
@@ -29,9 +29,11 @@ ACTOR = Actor(id="usr_archive", type="user")
 
 @pytest.fixture(params=DB_KINDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each kind (a file, or a PostgreSQL database dropped after)."""
+    """A database of each kind (a file, or a PostgreSQL database dropped after), upgraded
+    to the head revision and empty."""
     with fresh_database(str(request.param), tmp_path,
                         lambda: request.getfixturevalue("postgres_server")) as url:
+        upgrade_database(url)
         yield url
 
 

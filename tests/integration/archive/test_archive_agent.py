@@ -8,9 +8,8 @@ replaying the topic from the beginning (its group deleted) adds no row.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import faust
@@ -20,11 +19,15 @@ from confluent_kafka.admin import AdminClient
 
 from auditrelay.agents import archive, retention
 from auditrelay.agents.app import create_app
-from auditrelay.kafka.admin import create_topics, delete_topics
+from auditrelay.kafka.admin import create_topics
 from auditrelay.producer import Actor, AuditProducer, ProducerConfig
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import static_topic_specs
+from auditrelay.store.engine import upgrade_database
 from tests.integration.archive.conftest import count_rows
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.polling import eventually
+from tests.support.settings import make_settings
 
 EVENTS = 100_000
 _DEADLINE = 240.0
@@ -33,15 +36,14 @@ _DEADLINE = 240.0
 @pytest.fixture
 def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str, db_url: str,
              tmp_path: Path) -> Iterator[Settings]:
-    """Settings with a topic prefix of this test (its topics deleted after)."""
-    prefixed = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
-                        database_url=db_url, var_dir=tmp_path, topic_partitions=6)
-    create_topics(kafka_admin, [s for s in static_topic_specs(prefixed.topics, 6)
-                                if s.name == prefixed.topics.events])
-    yield prefixed
-    existing = kafka_admin.list_topics(timeout=10).topics
-    delete_topics(kafka_admin, sorted(t for t in existing if t.startswith(prefixed.topic_prefix)
-                                      or t.startswith(f"test-{unique_name}")))
+    """Settings with a topic prefix of this test (its topics, and those of its Faust app
+    ids ``test-{unique_name}...``, deleted after)."""
+    prefixed = make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
+                             database_url=db_url, topic_partitions=6)
+    with topics_cleaned_up(kafka_admin, prefixed.topics, f"test-{unique_name}"):
+        create_topics(kafka_admin, [s for s in static_topic_specs(prefixed.topics, 6)
+                                    if s.name == prefixed.topics.events])
+        yield prefixed
 
 
 def produce(settings: Settings, events: int) -> set[str]:
@@ -62,19 +64,11 @@ def produce(settings: Settings, events: int) -> set[str]:
     return ids
 
 
-async def wait_until(predicate: object, what: str, timeout: float = _DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout} s")
-        await asyncio.sleep(0.2)
-
-
-async def run_archive(settings: Settings, app_id: str, done: object) -> None:
+async def run_archive(settings: Settings, app_id: str, done: Callable[[], bool]) -> None:
     app = create_app(settings, app_id=app_id, registrars=[archive.register])
     await app.start()
     try:
-        await wait_until(done, f"{app_id} caught up")
+        await eventually(done, _DEADLINE, f"{app_id} caught up", interval=0.2)
     finally:
         await app.stop()
 
@@ -103,7 +97,7 @@ async def test_hundred_thousand_events_archived_once_and_replay_adds_nothing(
         assert count_rows(engine) == len(ids) == EVENTS
 
         # Without its committed offsets the group starts at the beginning: everything again.
-        group = settings.topics.group_id(archive.GROUP_ID)
+        group = settings.topics.archive_group
         kafka_admin.delete_consumer_groups([group])[group].result(timeout=30)
         seen.clear()
         await run_archive(settings, f"test-{unique_name}-b", lambda: sum(seen) >= EVENTS + 100)
@@ -122,11 +116,10 @@ async def test_worker_with_the_leader_only_crontab_starts_and_is_leader(
     leader_topic = f"test-{unique_name}-__assignor-__leader"
     await app.start()
     try:
-        await wait_until(lambda: app.is_leader(), "leadership", timeout=60)
+        await eventually(lambda: bool(app.is_leader()), 60, "leadership", interval=0.2)
         assert leader_topic in kafka_admin.list_topics(timeout=10).topics
     finally:
         await app.stop()
-    delete_topics(kafka_admin, [leader_topic])
 
 
 @pytest.mark.asyncio
@@ -137,6 +130,7 @@ async def test_scheduled_purge_logs_and_never_raises(tmp_path: Path,
     assert await retention.run_scheduled_purge(broken) is None
     assert "daily purge failed" in caplog.text
     fine = Settings(database_url=f"sqlite:///{tmp_path}/ok.db", var_dir=tmp_path)
+    upgrade_database(fine.database_url)
     report = await retention.run_scheduled_purge(fine)
     assert report is not None
     assert report.deleted == 0

@@ -117,10 +117,8 @@ def test_two_concurrent_purges_delete_each_expired_row_once(
         finally:
             own.dispose()
 
-    # Each purge has its own engine (connections), as a second process would; the
-    # schema is already migrated (Alembic's context is not meant for two threads).
-    threads = [threading.Thread(target=run, args=(make_engine(db_url, run_migrations=False),))
-               for _ in range(2)]
+    # Each purge has its own engine (connections), as a second process would.
+    threads = [threading.Thread(target=run, args=(make_engine(db_url),)) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:

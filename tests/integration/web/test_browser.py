@@ -10,22 +10,18 @@ page's event stream; a destination whose receiver answers 500 turns "(failed)";
 disabling shows Disabled. A screenshot of every step goes to
 ``test-artifacts/screenshots/``.
 
-The receivers are plain-HTTP servers on 127.0.0.1, allowed by
-``allow_private_cidrs``: the worker's delivery client trusts only the public CAs,
-so a loopback HTTPS receiver with a test CA is not reachable for it (the API's own
-test delivery over HTTPS is covered in ``tests/integration/api``).
+The receivers (``tests.support.servers.Receiver``) are plain-HTTP servers on
+127.0.0.1, allowed by ``allow_private_cidrs``: the worker's delivery client trusts
+only the public CAs, so a loopback HTTPS receiver with a test CA is not reachable for
+it (the API's own test delivery over HTTPS is covered in ``tests/integration/api``).
 """
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -36,10 +32,13 @@ from auditrelay.api.app import create_app
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.producer import AuditProducer, ProducerConfig
 from auditrelay.schemas.settings import Settings
-from auditrelay.wire.secrets import generate_key
+from auditrelay.store.engine import upgrade_database
 from auditrelay.wire.ssrf import IPAddress
-from tests.support.pipeline import WorkerProcess, delete_test_topics
-from tests.support.servers import serve
+from tests.support.cleanup import topics_cleaned_up
+from tests.support.pipeline import WorkerProcess
+from tests.support.polling import wait_until
+from tests.support.servers import Receiver, serve
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -56,68 +55,23 @@ def _resolver(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address("127.0.0.1")]
 
 
-class PlainReceiver:
-    """A loopback HTTP receiver answering ``status`` to every POST, keeping the event ids."""
-
-    def __init__(self, status: int) -> None:
-        self.count = 0
-        self.event_ids: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                outer.event_ids.extend(event["id"] for event in json.loads(body))
-                outer.count += 1
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/ingest"
-
-    def __enter__(self) -> PlainReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
-
-
 @pytest.fixture
 def settings(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
              unique_name: str) -> Iterator[Settings]:
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap, topic_prefix=f"test.{unique_name}.",
-        topic_partitions=1, var_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'api.db'}",
-        admin_token=ADMIN, secret_key=generate_key(), allow_private_cidrs="127.0.0.0/8",
-        retry_schedule_seconds="60", retry_jitter=0, destination_poll_seconds=1)
-    ensure_topics(settings)
-    try:
+    settings = make_settings(
+        tmp_path, kafka_bootstrap, f"test.{unique_name}.", topic_partitions=1,
+        admin_token=ADMIN, allow_private_cidrs="127.0.0.0/8", retry_schedule_seconds="60",
+        retry_jitter=0, destination_poll_seconds=1)
+    upgrade_database(settings.database_url)
+    with topics_cleaned_up(kafka_admin, settings.topics):
+        ensure_topics(settings)
         yield settings
-    finally:
-        delete_test_topics(kafka_admin, settings)
 
 
 def _wait_topic(admin: AdminClient, topic: str) -> None:
     """The outbox creates a destination's topic shortly after it is added."""
-    deadline = time.monotonic() + 30
-    while topic not in admin.list_topics(timeout=5).topics:
-        assert time.monotonic() < deadline, f"{topic} was not created"
-        admin.list_topics(topic, timeout=1)  # a metadata round trip paces the loop
+    wait_until(lambda: topic in admin.list_topics(timeout=5).topics, 30,
+               f"{topic} was not created")
 
 
 def _emit(settings: Settings, ws: str) -> str:
@@ -148,7 +102,8 @@ def _add(page: Page, name: str, url: str) -> str:
 def test_the_settings_page_in_chromium(settings: Settings, kafka_admin: AdminClient) -> None:
     assert CHROMIUM.exists(), "Debian's chromium is needed: make system-deps"
     app = create_app(settings, resolver=_resolver, publish=True)
-    with PlainReceiver(200) as good, PlainReceiver(500) as bad, serve(app) as base:
+    with Receiver(path="/ingest") as good, Receiver(status=500, path="/ingest") as bad, \
+            serve(app) as base:
         created = httpx.post(f"{base}/v1/workspaces", json={"name": "Acme",
                                                             "plan": "enterprise"},
                              headers={"Authorization": f"Bearer {ADMIN}"})
@@ -168,7 +123,7 @@ def test_the_settings_page_in_chromium(settings: Settings, kafka_admin: AdminCli
 
 
 def _scenario(page: Page, page_url: str, token: str, settings: Settings,
-              admin: AdminClient, ws: str, good: PlainReceiver, bad: PlainReceiver) -> None:
+              admin: AdminClient, ws: str, good: Receiver, bad: Receiver) -> None:
     # Sign in, by keyboard.
     page.goto(page_url)
     expect(page).to_have_url(page_url + "/login")
@@ -196,7 +151,7 @@ def _scenario(page: Page, page_url: str, token: str, settings: Settings,
     row.get_by_role("button", name="Send test").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#flash")).to_contain_text("Primary: Test delivered (200, ")
-    assert good.count == 1
+    assert len(good.requests) == 1
     _shot(page, "04-test-sent")
 
     broken = _add(page, "Broken", bad.url)
@@ -216,8 +171,8 @@ def _scenario(page: Page, page_url: str, token: str, settings: Settings,
         _shot(page, "05-delivered-and-failed")
         # Besides it, the page's own audit events (workspace created, test sent...) are
         # routed too, in as many batches as the router's rounds cut them into.
-        assert good.event_ids.count(emitted) == 1
-        assert bad.count >= 1
+        assert good.event_ids().count(emitted) == 1
+        assert len(bad.requests) >= 1
 
         # The detail page lists the delivery.
         page.get_by_role("link", name="Broken", exact=True).click()

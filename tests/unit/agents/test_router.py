@@ -17,7 +17,7 @@ from auditrelay.kafka.rounds import Round
 from auditrelay.schemas.batches import BatchMeta, MalformedInput
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicNames
-from auditrelay.tables.registry import DestinationRegistry
+from auditrelay.tables.registry import DestinationRegistry, SharedFollower
 from tests.unit.agents.test_routing import Rec, event, rec, registry_with
 from tests.unit.tables.test_registry import config
 
@@ -183,7 +183,8 @@ async def test_agent_body_routes_through_faust_test_context(tmp_path: Any) -> No
     app = create_app(settings, app_id="router-unit")
     publisher = FakePublisher()
     registry = registry_with(config("dst_a", "ws_a", event_types=("pro.atmos.auth.*",)))
-    register(app, settings, registry, publisher=publisher)
+    destinations = SharedFollower(app, settings.kafka_bootstrap, settings.topics.destinations)
+    register(app, settings, destinations, registry=registry, publisher=publisher)
     agent = app.agents["router"]
     good, skipped = event(), event(category="billing", action="payment_failed")
     junk = Rec(b"ws_a", b"junk", [("ce_id", b"x")])

@@ -17,6 +17,6 @@ def test_only_the_chosen_stages() -> None:
 
 def test_routing_and_archiving_read_in_groups_of_their_own() -> None:
     names = TopicNames("t.")
-    groups = {names.group_id(router.GROUP_ID), names.group_id(archive.GROUP_ID),
-              names.group_id("auditrelay")}  # the last is the Faust app's (leader election)
+    groups = {names.router_group, names.archive_group,
+              names.app_group}  # the last is the Faust app's (leader election)
     assert groups == {"auditrelay-router-t", "auditrelay-archive-t", "auditrelay-t"}

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from auditrelay.api.app import create_app
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.db import OutboxEntry
-from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.engine import Store, make_engine, upgrade_database
 from auditrelay.wire.secrets import generate_key
 from tests.support.servers import serve
 
@@ -27,8 +27,10 @@ ADMIN = "admin-token-of-the-metrics-test"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(var_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/api.db",
-                    secret_key=generate_key(), admin_token=ADMIN)
+    settings = Settings(var_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/api.db",
+                        secret_key=generate_key(), admin_token=ADMIN)
+    upgrade_database(settings.database_url)
+    return settings
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""auditrelay.kafka.clients without a broker: the fetch loop's backoff."""
+"""auditrelay.kafka.clients without a broker: the fetch loop's backoff, and a start that
+is cancelled. The starts are fakes the test holds (events and futures), so what
+happens first never depends on timers or on how busy the machine is."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import pytest
 async def test_fetch_waits_out_a_growing_backoff_after_errors_and_resets_on_success() -> None:
     from aiokafka.errors import KafkaConnectionError
 
-    from auditrelay.kafka.clients import Backoff, fetch
+    from auditrelay.kafka.backoff import Backoff
+    from auditrelay.kafka.clients import fetch
 
     class Flaky:
         def __init__(self) -> None:
@@ -38,15 +41,23 @@ async def test_a_cancelled_start_runs_to_its_end_and_the_cancellation_is_raised_
     from auditrelay.kafka.clients import started_through_cancellation
 
     steps: list[str] = []
+    connecting = asyncio.Event()
+    connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def start() -> None:
         steps.append("connecting")
-        await asyncio.sleep(0.05)
+        connecting.set()
+        await connected  # the broker's answer, which the test gives
         steps.append("connected")
 
     waiter = asyncio.ensure_future(started_through_cancellation(start()))
-    await asyncio.sleep(0.01)
-    waiter.cancel()
+    await connecting.wait()
+    waiter.cancel()  # in the middle of the start
+    for _ in range(50):  # every ready task runs meanwhile; the start cannot end
+        await asyncio.sleep(0)
+    assert not waiter.done()  # the cancellation waits for the start
+    assert steps == ["connecting"]
+    connected.set_result(None)
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert steps == ["connecting", "connected"]
@@ -60,14 +71,16 @@ async def test_a_cancelled_start_that_hangs_is_cancelled_after_the_grace_period(
     from auditrelay.kafka import clients as kafka_io
 
     monkeypatch.setattr(kafka_io, "START_GRACE_SECONDS", 0.05)
-    hanging = asyncio.get_running_loop().create_future()
+    began = asyncio.Event()
+    hanging: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def start() -> None:
-        await hanging
+        began.set()
+        await hanging  # never answered
 
     waiter = asyncio.ensure_future(kafka_io.started_through_cancellation(start()))
-    await asyncio.sleep(0.01)
-    waiter.cancel()
+    await began.wait()
+    waiter.cancel()  # in the middle of the start, which then outlives the grace period
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiter, timeout=5)
     assert hanging.cancelled()

@@ -32,10 +32,8 @@ def test_pending_is_from_the_committed_offset_or_the_start_to_the_end(
 
 
 def test_groups_follow_the_prefix_like_the_agents() -> None:
-    from auditrelay.agents import archive, delivery, retry, router
-
-    assert Groups.of(TopicNames()) == Groups(router.GROUP_ID, delivery.GROUP_ID, retry.GROUP_ID,
-                                             archive.GROUP_ID)
+    assert Groups.of(TopicNames()) == Groups("auditrelay-router", "auditrelay-delivery",
+                                             "auditrelay-retry", "auditrelay-archive")
     assert Groups("auditrelay-router-t", "auditrelay-delivery-t", "auditrelay-retry-t",
                   "auditrelay-archive-t") == GROUPS
 

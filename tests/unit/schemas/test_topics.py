@@ -54,6 +54,19 @@ def test_group_ids_are_shared_only_under_the_default_prefix() -> None:
     assert TopicNames("test.x.").group_id("auditrelay-delivery") == "auditrelay-delivery-test.x"
 
 
+def test_each_stage_has_its_group_under_the_prefix() -> None:
+    default = TopicNames()
+    assert (default.router_group, default.archive_group, default.delivery_group,
+            default.retry_group, default.app_group) == (
+        "auditrelay-router", "auditrelay-archive", "auditrelay-delivery", "auditrelay-retry",
+        "auditrelay")
+    names = TopicNames("test.x.")
+    assert (names.router_group, names.archive_group, names.delivery_group,
+            names.retry_group, names.app_group) == (
+        "auditrelay-router-test.x", "auditrelay-archive-test.x", "auditrelay-delivery-test.x",
+        "auditrelay-retry-test.x", "auditrelay-test.x")
+
+
 def test_a_prefix_owns_its_topics_and_its_faust_internal_topics() -> None:
     names = TopicNames("test.x.")
     assert names.owns("test.x.events")

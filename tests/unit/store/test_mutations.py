@@ -11,7 +11,7 @@ from sqlalchemy import select
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.db import Destination, OutboxEntry, Workspace
-from auditrelay.store.engine import Store, make_engine
+from auditrelay.store.engine import Store, make_engine, upgrade_database
 from auditrelay.store.mutations import disable_destination
 
 BEFORE = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -25,6 +25,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
+    upgrade_database(settings.database_url)
     store = Store(make_engine(settings.database_url))
     with store.transaction() as session:
         session.add(Workspace(id="ws_one", name="one", plan="enterprise", token_hash="h" * 64))

@@ -11,7 +11,12 @@ import pytest
 
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.errors import BrokerUnavailableError
-from auditrelay.tables.registry import DestinationRegistry, RegistryFollower, compile_globs
+from auditrelay.tables.registry import (
+    DestinationRegistry,
+    RegistryFollower,
+    SharedFollower,
+    compile_globs,
+)
 
 
 def config(dest_id: str = "dst_a", workspace: str = "ws_a", *, version: int = 1,
@@ -221,3 +226,27 @@ def test_follower_wait_times_out_with_broker_unavailable() -> None:
         follower.wait_caught_up(0.05)
     assert not follower.caught_up
     follower.stop()  # stopping a follower that never started is fine
+
+
+class TaskRecorder:
+    """What ``SharedFollower`` needs of a Faust app: ``task``, recorded, never run."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Any] = []
+
+    def task(self, fun: Any) -> Any:
+        self.tasks.append(fun)
+        return fun
+
+
+def test_a_shared_follower_is_made_once_per_app_and_only_when_asked_for() -> None:
+    app = TaskRecorder()
+    shared = SharedFollower(app, "127.0.0.1:1", "audit.destinations")
+    assert app.tasks == []  # a worker whose stages need no destinations reads no topic
+    first = shared.get()
+    assert shared.get() is first
+    assert len(app.tasks) == 1  # one thread per worker, started and stopped by that task
+    assert (first.bootstrap, first.topic) == ("127.0.0.1:1", "audit.destinations")
+    assert not first.running
+    other = SharedFollower(TaskRecorder(), "127.0.0.1:1", "audit.destinations")
+    assert other.get() is not first  # another app, another follower

@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import Webhook
 from auditrelay.wire.client import DeliveryClient, DeliveryConfig, DeliveryResult, parse_retry_after
 from auditrelay.wire.signing import delivery_headers, generate_secret, new_batch_id, sign
 from auditrelay.wire.ssrf import IPAddress, validate_destination_url
+from tests.support.polling import eventually
 
 NAME = "siem.auditrelay.test"
 OTHER = "other.auditrelay.test"
@@ -218,12 +219,6 @@ async def deliver_once(
     async with Receiver(handler, cert=leaf) as rx, make_client(ca, **config) as client:
         result = await client.post_batch(f"https://{NAME}:{rx.port}{path}", BODY, {})
     return result, rx
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 # --- tests -----------------------------------------------------------------------------
@@ -497,7 +492,8 @@ async def test_cookies_are_never_kept(ca: trustme.CA) -> None:
         async with make_client(ca) as client:
             first = await client.post_batch(f"https://{NAME}:{rx.port}/", BODY, {})
             second = await client.post_batch(f"https://{NAME}:{rx.port}/", BODY, {})
-        await wait_for(lambda: len(rx.requests) == 2)
+        await eventually(lambda: len(rx.requests) == 2, 10, "both requests recorded",
+                         interval=0.01)
     assert first.ok
     assert second.ok
     assert "cookie" not in rx.requests[1].headers

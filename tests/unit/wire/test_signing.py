@@ -6,17 +6,21 @@ import base64
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.signing import (
     CONTENT_TYPE,
+    custom_headers,
     decode_secret,
     delivery_headers,
     generate_secret,
     new_batch_id,
+    request_headers,
     sign,
 )
 
@@ -144,3 +148,58 @@ def test_sign_refuses_bad_arguments(
 def test_sign_refuses_a_bare_string() -> None:
     with pytest.raises(TypeError, match="sequence of secrets"):
         sign(generate_secret(), "msg_1", 1, b"[]")
+
+
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+class _Plain:
+    """A box whose ciphertext is the plaintext behind ``sealed:``."""
+
+    def decrypt(self, ciphertext: str) -> str:
+        assert ciphertext.startswith("sealed:")
+        return ciphertext.removeprefix("sealed:")
+
+
+def _config(secret: str, previous: str | None = None,
+            previous_expires: datetime | None = None) -> DestinationConfig:
+    return DestinationConfig(
+        id="dst_1", workspace_id="ws_1", name="siem", url="https://siem.example", enabled=True,
+        headers_encrypted="sealed:" + json.dumps({"X-Tenant": "acme"}),
+        secret_encrypted=f"sealed:{secret}",
+        previous_secret_encrypted=f"sealed:{previous}" if previous else None,
+        previous_secret_expires_at=previous_expires, version=2, updated_at=NOW)
+
+
+def test_request_headers_are_custom_then_the_signed_delivery_headers() -> None:
+    secret = generate_secret()
+    headers = request_headers(_config(secret), _Plain(), "msg_01J", BODY, NOW, "1.2.3")
+    stamp = int(NOW.timestamp())
+    assert headers == {"X-Tenant": "acme", **delivery_headers(
+        "msg_01J", stamp, sign([secret], "msg_01J", stamp, BODY), "1.2.3")}
+    assert next(iter(headers)) == "X-Tenant"
+
+
+def test_request_headers_verify_with_the_official_library() -> None:
+    secret = generate_secret()
+    headers = request_headers(_config(secret), _Plain(), new_batch_id(), BODY,
+                              datetime.now(UTC), "1.2.3")
+    Webhook(secret).verify(BODY, headers, json_parse=False)
+
+
+def test_the_previous_secret_signs_only_during_the_overlap() -> None:
+    old, new = generate_secret(), generate_secret()
+    config = _config(new, old, NOW + timedelta(hours=1))
+    during = request_headers(config, _Plain(), "msg_1", BODY, NOW, "1.2.3")
+    assert during["webhook-signature"] == sign([new, old], "msg_1", int(NOW.timestamp()), BODY)
+    later = NOW + timedelta(hours=1)
+    after = request_headers(config, _Plain(), "msg_1", BODY, later, "1.2.3")
+    assert after["webhook-signature"] == sign([new], "msg_1", int(later.timestamp()), BODY)
+
+
+def test_custom_headers_must_be_a_json_object() -> None:
+    assert custom_headers(None, _Plain()) == {}
+    assert custom_headers('sealed:{"X-N": 1}', _Plain()) == {"X-N": "1"}
+    with pytest.raises(ValueError, match="JSON object"):
+        custom_headers('sealed:["X-N"]', _Plain())

@@ -1,0 +1,129 @@
+"""The API's dependencies: its process's service, the transaction, the caller, the workspace.
+
+``create_app`` puts the process's objects on ``app.state`` once (``service``,
+``store``, ``publisher``); the routers reach them only through this module, as
+FastAPI dependencies (``Tx``, ``Who``, ``Ws``, ``Readable``, ``ServiceDep``) or,
+where a route opens its own transaction (a test send, the settings page), through
+``committed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+
+from auditrelay.api.service import ADMIN_ACTOR, Actor, Service, storable, workspace_actor
+from auditrelay.api.tokens import same_secret
+from auditrelay.schemas.errors import AuthenticationError, NotFoundError
+from auditrelay.store.db import Workspace
+from auditrelay.store.engine import Store
+from auditrelay.store.outbox import OutboxPublisher
+
+__all__ = [
+    "Principal",
+    "Readable",
+    "ServiceDep",
+    "Tx",
+    "Who",
+    "Ws",
+    "committed",
+    "forwarding_workspace",
+    "get_service",
+    "principal",
+    "transaction",
+    "visible_workspace",
+]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who called: the admin, or the holder of one workspace's token."""
+
+    admin: bool
+    workspace_id: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        return ADMIN_ACTOR if self.admin else workspace_actor(self.workspace_id or "")
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+@contextmanager
+def committed(app: Starlette) -> Iterator[Session]:
+    """A transaction of ``app``'s store; once it is committed, the outbox publisher is
+    woken so that what it enqueued is published now, not at the publisher's next poll."""
+    store: Store = app.state.store
+    publisher: OutboxPublisher | None = app.state.publisher
+    with store.transaction() as session:
+        yield session
+    if publisher is not None:
+        publisher.wake()
+
+
+def transaction(request: Request) -> Iterator[Session]:
+    with committed(request.app) as session:
+        yield session
+
+
+# scope="function": commit before the response is sent. With the default
+# ("request") the commit ran after it, so a client could be told 201 and use
+# the new token or destination before it existed, or even if the commit failed.
+Tx = Annotated[Session, Depends(transaction, scope="function")]
+
+
+def principal(request: Request,
+              authorization: Annotated[str | None, Header()] = None) -> Principal:
+    """The caller of ``Authorization: Bearer <token>``: the admin or a workspace."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("missing bearer token: send Authorization: Bearer <token>")
+    token = token.strip()
+    service = get_service(request)
+    admin = service.settings.admin_token
+    if admin is not None and same_secret(token, admin.get_secret_value()):
+        return Principal(admin=True)
+    store: Store = request.app.state.store
+    with store.transaction() as session:
+        workspace = service.workspace_for_token(session, token)
+    if workspace is None:
+        raise AuthenticationError("invalid bearer token")
+    return Principal(admin=False, workspace_id=workspace.id)
+
+
+Who = Annotated[Principal, Depends(principal)]
+
+
+def visible_workspace(ws: str, who: Who, session: Tx) -> Workspace:
+    """The workspace ``ws`` if the caller may see it."""
+    if not who.admin and who.workspace_id != ws:
+        # 404, not 403: another tenant's workspace must look like no workspace.
+        raise NotFoundError(f"no workspace {ws}")
+    found = session.get(Workspace, ws) if storable(ws) else None
+    if found is None:
+        raise NotFoundError(f"no workspace {ws}")
+    return found
+
+
+def forwarding_workspace(ws: str, who: Who, session: Tx, service: ServiceDep) -> Workspace:
+    """The workspace ``ws`` if the caller may see it and its plan includes forwarding."""
+    found = visible_workspace(ws, who, session)
+    service.require_forwarding(found)
+    return found
+
+
+Ws = Annotated[Workspace, Depends(forwarding_workspace)]
+# Every plan may read its own audit log: no forwarding check (docs/archive.md).
+Readable = Annotated[Workspace, Depends(visible_workspace)]

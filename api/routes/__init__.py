@@ -1,0 +1,1 @@
+"""The management API's routes, one ``APIRouter`` per resource (contract section 5)."""

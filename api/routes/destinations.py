@@ -1,0 +1,89 @@
+"""``/v1/workspaces/{ws}/destinations``: a workspace's webhook destinations.
+
+Every route needs a plan with forwarding (``Ws``). A test send holds no
+transaction while it waits on the receiver: it commits its self-audit event
+first (``committed``), then sends.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from auditrelay.api.deps import ServiceDep, Tx, Who, Ws, committed, forwarding_workspace
+from auditrelay.api.models import (
+    DeliveryList,
+    DestinationCreated,
+    DestinationIn,
+    DestinationList,
+    DestinationOut,
+    DestinationPatch,
+    SecretOut,
+    TestResult,
+)
+
+BASE = "/v1/workspaces/{ws}/destinations"
+
+router = APIRouter()
+
+
+@router.get(BASE, response_model=DestinationList)
+def list_destinations(ws: Ws, session: Tx, service: ServiceDep) -> DestinationList:
+    return DestinationList(items=[service.to_out(d)
+                                  for d in service.list_destinations(session, ws)])
+
+
+@router.post(BASE, status_code=201, response_model=DestinationCreated)
+def create_destination(ws: Ws, who: Who, body: DestinationIn, session: Tx,
+                       service: ServiceDep) -> DestinationCreated:
+    dest, secret = service.create_destination(session, ws, body, who.actor)
+    return DestinationCreated(**service.to_out(dest).model_dump(), secret=secret)
+
+
+@router.get(BASE + "/{dest_id}", response_model=DestinationOut)
+def get_destination(ws: Ws, dest_id: str, session: Tx, service: ServiceDep) -> DestinationOut:
+    return service.to_out(service.get_destination(session, ws, dest_id))
+
+
+@router.patch(BASE + "/{dest_id}", response_model=DestinationOut)
+def patch_destination(ws: Ws, who: Who, dest_id: str, body: DestinationPatch, session: Tx,
+                      service: ServiceDep) -> DestinationOut:
+    return service.to_out(service.update_destination(session, ws, dest_id, body, who.actor))
+
+
+@router.delete(BASE + "/{dest_id}", status_code=204, response_class=Response)
+def delete_destination(ws: Ws, who: Who, dest_id: str, session: Tx,
+                       service: ServiceDep) -> Response:
+    service.delete_destination(session, ws, dest_id, who.actor)
+    return Response(status_code=204)
+
+
+@router.get(BASE + "/{dest_id}/deliveries", response_model=DeliveryList)
+def list_deliveries(ws: Ws, dest_id: str, session: Tx, service: ServiceDep,
+                    limit: Annotated[int, Query(ge=1, le=50)] = 50) -> DeliveryList:
+    """Recent delivery attempts of the destination, newest first (the last day)."""
+    dest = service.get_destination(session, ws, dest_id)
+    return DeliveryList(items=service.recent_attempts(dest.id, limit))
+
+
+@router.post(BASE + "/{dest_id}/rotate-secret", response_model=SecretOut)
+def rotate_secret(ws: Ws, who: Who, dest_id: str, session: Tx,
+                  service: ServiceDep) -> SecretOut:
+    return SecretOut(secret=service.rotate_secret(session, ws, dest_id, who.actor))
+
+
+@router.post(BASE + "/{dest_id}/test", response_model=TestResult)
+async def test_destination(ws: str, who: Who, dest_id: str, request: Request,
+                           service: ServiceDep) -> TestResult:
+    def prepare() -> tuple[str, bytes, dict[str, str]]:
+        with committed(request.app) as session:
+            found = forwarding_workspace(ws, who, session, service)
+            dest = service.get_destination(session, found, dest_id)
+            return service.prepare_test(session, dest, who.actor)
+
+    url, body, headers = await run_in_threadpool(prepare)
+    result = await service.send_test(url, body, headers)
+    return TestResult(delivered=result.ok, status_code=result.status_code,
+                      latency_ms=result.latency_ms, error=result.error)
