@@ -8,14 +8,13 @@ the cleaner has run. The local broker runs the cleaner every second
 
 from __future__ import annotations
 
-import time
-
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from auditrelay.kafka.admin import describe_configs
 from auditrelay.kafka.topic_reader import read_topic
 from tests.integration.conftest import TopicFactory
+from tests.support.polling import wait_until
 
 KEYS = [f"dest_{i}" for i in range(8)]
 VERSIONS = 5
@@ -39,14 +38,16 @@ def test_compacted_topic_keeps_the_latest_value_per_key(make_topic: TopicFactory
             producer.produce(topic, key=key.encode(), value=f"v{version}".encode())
     assert producer.flush(10) == 0
 
-    deadline = time.monotonic() + 90
-    while True:
+    records: list[tuple[bytes | None, bytes | None]] = []
+
+    def compacted() -> bool:
         # Each tick rolls the segment holding the versions, so the cleaner may take it.
         producer.produce(topic, key=b"tick", value=b"")
         assert producer.flush(10) == 0
-        records = [(k, v) for k, v in read_all_records(kafka_bootstrap, topic) if k != b"tick"]
-        if len(records) == len(KEYS):
-            break
-        assert time.monotonic() < deadline, f"not compacted: {len(records)} records remain"
-        time.sleep(0.5)  # poll interval of the deadline loop above
+        records[:] = [(k, v) for k, v in read_all_records(kafka_bootstrap, topic)
+                      if k != b"tick"]
+        return len(records) == len(KEYS)
+
+    wait_until(compacted, 90, lambda: f"not compacted: {len(records)} records remain",
+               interval=0.5)
     assert sorted(records) == sorted((k.encode(), f"v{VERSIONS}".encode()) for k in KEYS)

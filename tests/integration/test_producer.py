@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -11,40 +10,23 @@ import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1.http import from_json
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 
 from auditrelay.producer import Actor, AsyncAuditProducer, AuditProducer, ProducerConfig
 from auditrelay.schemas.builder import EncodedEvent
 from auditrelay.schemas.codec import parse_event
 from auditrelay.schemas.errors import InvalidEventError
+from tests.support.pipeline import read_records
 
 TopicFactory = Callable[..., str]
 USER = Actor(id="usr_actor1", type="user")
 
 
-def consume_all(bootstrap: str, topic: str, group_id: str, expected: int,
+def consume_all(bootstrap: str, topic: str, expected: int,
                 timeout: float = 60.0, settle: float = 1.0) -> list[Message]:
-    """Every record of ``topic``: stops at ``expected`` plus ``settle`` seconds of silence."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    records: list[Message] = []
-    deadline = time.monotonic() + timeout
-    quiet_since: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            batch = consumer.consume(1000, timeout=0.2)
-            for msg in batch:
-                assert msg.error() is None, msg.error()
-                records.append(msg)
-            if len(records) >= expected:
-                # Keep reading briefly: a surplus (duplicates) must be seen too.
-                quiet_since = quiet_since or time.monotonic()
-                if not batch and time.monotonic() - quiet_since >= settle:
-                    break
-    finally:
-        consumer.close()
-    return records
+    """Every record of ``topic``: stops ``settle`` seconds after ``expected`` were read."""
+    return read_records(bootstrap, topic, lambda seen: len(seen) >= expected, timeout,
+                        settle=settle)
 
 
 def config_for(bootstrap: str, topic: str, **more: Any) -> ProducerConfig:
@@ -52,7 +34,7 @@ def config_for(bootstrap: str, topic: str, **more: Any) -> ProducerConfig:
 
 
 def test_ten_thousand_events_come_back_byte_identical_keyed_and_valid_cloudevents(
-    kafka_bootstrap: str, make_topic: TopicFactory, group_id: str
+    kafka_bootstrap: str, make_topic: TopicFactory
 ) -> None:
     topic = make_topic(partitions=3)
     workspaces = [f"ws_rt{i}" for i in range(7)]
@@ -68,7 +50,7 @@ def test_ten_thousand_events_come_back_byte_identical_keyed_and_valid_cloudevent
     assert producer.delivered == 10_000
     assert producer.failed == 0
 
-    records = consume_all(kafka_bootstrap, topic, group_id, expected=10_000)
+    records = consume_all(kafka_bootstrap, topic, expected=10_000)
     assert len(records) == 10_000
     partition_of: dict[bytes, int] = {}
     last_id_in_partition: dict[int, str] = {}
@@ -114,7 +96,7 @@ def test_ten_thousand_events_come_back_byte_identical_keyed_and_valid_cloudevent
 ], ids=["missing-actor", "unknown-type", "naive-datetime", "70KiB-metadata",
         "malformed-workspace-id", "metadata-not-json"])
 def test_bad_input_is_refused_naming_the_field_and_nothing_reaches_the_topic(
-    kafka_bootstrap: str, make_topic: TopicFactory, group_id: str, call: dict[str, Any],
+    kafka_bootstrap: str, make_topic: TopicFactory, call: dict[str, Any],
     field: str,
 ) -> None:
     topic = make_topic(partitions=1)
@@ -128,13 +110,13 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_reaches_the_topic(
         assert field in str(caught.value)
         # A marker after the refusal: once it is in, anything before it would be too.
         marker = producer.emit("ws_xyz", "lock", "acquired", actor=USER)
-    records = consume_all(kafka_bootstrap, topic, group_id, expected=1)
+    records = consume_all(kafka_bootstrap, topic, expected=1)
     assert [msg.value() for msg in records] == [marker.value]
 
 
 @pytest.mark.asyncio
 async def test_async_emit_returns_once_the_broker_confirmed(
-    kafka_bootstrap: str, make_topic: TopicFactory, group_id: str
+    kafka_bootstrap: str, make_topic: TopicFactory
 ) -> None:
     topic = make_topic(partitions=3)
     async with AsyncAuditProducer(config_for(kafka_bootstrap, topic)) as producer:
@@ -146,7 +128,7 @@ async def test_async_emit_returns_once_the_broker_confirmed(
                    for _ in range(500)]
         results = [await future for future in futures]
     assert [r.offset for r in results] == list(range(1, 501))
-    records = consume_all(kafka_bootstrap, topic, group_id, expected=501)
+    records = consume_all(kafka_bootstrap, topic, expected=501)
     assert {r.event_id for r in [result, *results]} == {
         bytes(dict(m.headers() or [])["ce_id"]).decode() for m in records}
 

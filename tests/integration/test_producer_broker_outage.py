@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
 
 from auditrelay.kafka.admin import admin_client, create_topics
 from auditrelay.ops.kafka_local import LocalKafka
@@ -20,6 +19,7 @@ from auditrelay.producer import Actor, AuditProducer, DeliveryResult, ProducerCo
 from auditrelay.schemas.errors import ProduceError
 from auditrelay.schemas.settings import DEFAULT_KAFKA_VERSION
 from auditrelay.schemas.topics import TopicSpec
+from tests.support.pipeline import read_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -51,25 +51,10 @@ def outage_topic(private_broker: LocalKafka, unique_name: str) -> str:
 
 
 def event_ids_in(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[str]:
-    """Every event id in the topic, duplicates included (reads on past ``expected`` briefly)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    ids: list[str] = []
-    deadline = time.monotonic() + timeout
-    settle_until: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.2):
-                assert msg.error() is None, msg.error()
-                ids.append(bytes(dict(msg.headers() or [])["ce_id"]).decode())
-            if len(ids) >= expected:
-                settle_until = settle_until or time.monotonic() + 2.0
-                if time.monotonic() >= settle_until:
-                    break
-    finally:
-        consumer.close()
-    return ids
+    """Every event id in the topic, duplicates included (reads on 2 s past ``expected``)."""
+    records = read_records(bootstrap, topic, lambda seen: len(seen) >= expected, timeout,
+                           settle=2.0)
+    return [bytes(dict(msg.headers() or [])["ce_id"]).decode() for msg in records]
 
 
 def test_a_twenty_second_outage_loses_nothing_duplicates_nothing_and_raises_nothing(

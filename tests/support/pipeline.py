@@ -365,8 +365,12 @@ def committed_lag(bootstrap: str, group: str, topic: str) -> int:
 
 
 def read_records(bootstrap: str, topic: str, until: Callable[[list[Message]], bool],
-                 timeout: float) -> list[Message]:
-    """Every record of ``topic`` once ``until`` holds for them; fails after ``timeout``."""
+                 timeout: float, *, settle: float = 0.0) -> list[Message]:
+    """Every record of ``topic`` once ``until`` holds for them; fails after ``timeout``.
+
+    With ``settle``, reading goes on that many seconds after ``until`` held, so that a
+    surplus (duplicates) is seen too.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
     try:
@@ -377,9 +381,16 @@ def read_records(bootstrap: str, topic: str, until: Callable[[list[Message]], bo
             if time.monotonic() > deadline:
                 raise AssertionError(f"{topic}: condition not met in {timeout} s; "
                                      f"{len(seen)} record(s) read")
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                seen.append(msg)
+            _take(consumer, seen)
+        settled = time.monotonic() + settle
+        while time.monotonic() < settled:
+            _take(consumer, seen)
         return seen
     finally:
         consumer.close()
+
+
+def _take(consumer: Consumer, seen: list[Message]) -> None:
+    for msg in consumer.consume(1000, timeout=0.2):
+        assert msg.error() is None, msg.error()
+        seen.append(msg)
