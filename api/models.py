@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from auditrelay.schemas.globs import MAX_GLOBS, glob_problem
 from auditrelay.schemas.status import DeliveryAttempt
 
 #: Globs over event types: lower snake-case segments separated by dots, ``*`` anywhere.
@@ -43,9 +44,13 @@ class _Body(BaseModel):
 def _check_globs(value: list[str] | None) -> list[str] | None:
     if value is None:
         return None
-    if len(value) > 50:
-        raise ValueError("at most 50 event type globs")
+    if len(value) > MAX_GLOBS:
+        raise ValueError(f"at most {MAX_GLOBS} event type globs")
     for glob in value:
+        problem = glob_problem(glob)
+        if problem is not None:
+            raise ValueError(f"event type glob {glob[:40]!r}{'...' if len(glob) > 40 else ''} "
+                             f"is {problem}")
         if not EVENT_TYPE_GLOB.fullmatch(glob):
             raise ValueError(f"{glob!r} is not an event-type glob such as pro.atmos.billing.*")
     return value

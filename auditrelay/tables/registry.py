@@ -15,19 +15,19 @@ snapshot, so the hot path never takes a lock.
 Event-type globs: ``*`` matches any run of characters, dots included
 (``pro.atmos.*`` matches ``pro.atmos.billing.invoice_paid``); every other
 character is literal; a glob matches the whole type, case-sensitively. An empty
-list of globs means every type. (The API only accepts ``[a-z0-9_.*]``, where
-this is exactly :func:`fnmatch.fnmatchcase`.)
+list of globs means every type. They are matched in linear time
+(:mod:`auditrelay.schemas.globs`), whatever a stored glob looks like: the API
+bounds new ones, but the topic may hold older or hand-written ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -39,8 +39,9 @@ from auditrelay.kafka.topic_reader import CatchUp, note_positions, start_reading
 from auditrelay.producer.librdkafka_log import librdkafka_logger
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.errors import BrokerUnavailableError, TopicError
+from auditrelay.schemas.globs import GlobSet
 
-__all__ = ["DestinationRegistry", "RegistryFollower", "SharedFollower", "compile_globs",
+__all__ = ["DestinationRegistry", "RegistryFollower", "SharedFollower",
            "wait_until_caught_up"]
 
 log = logging.getLogger(__name__)
@@ -50,23 +51,17 @@ _CACHE_LIMIT: Final = 65_536
 _NONE: Final[tuple[DestinationConfig, ...]] = ()
 
 
-def compile_globs(globs: Iterable[str]) -> re.Pattern[str] | None:
-    """One anchored pattern for a destination's globs; None when it matches every type."""
-    parts = [".*".join(re.escape(piece) for piece in glob.split("*")) for glob in globs]
-    if not parts:
-        return None
-    return re.compile("(?:" + "|".join(parts) + r")\Z", re.DOTALL)
-
-
 @dataclass(frozen=True)
 class _Route:
     """A destination that may receive events: enabled, entitled, with its compiled filter."""
 
     config: DestinationConfig
-    pattern: re.Pattern[str] | None
+    #: None matches every type. Linear-time matching (schemas.globs): a tenant's glob
+    #: cannot stall the event loop every tenant's routing runs on.
+    globs: GlobSet | None
 
     def accepts(self, event_type: str) -> bool:
-        return self.pattern is None or self.pattern.match(event_type) is not None
+        return self.globs is None or self.globs.matches(event_type)
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,7 @@ def _build(configs: dict[str, DestinationConfig]) -> _Snapshot:
     for config in sorted(configs.values(), key=lambda c: c.id):
         if config.enabled and config.forwarding:
             routes.setdefault(config.workspace_id, []).append(
-                _Route(config, compile_globs(config.event_types)))
+                _Route(config, GlobSet.compile(config.event_types)))
     return _Snapshot(MappingProxyType(configs),
                      MappingProxyType({ws: tuple(r) for ws, r in routes.items()}))
 
