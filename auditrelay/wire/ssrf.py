@@ -7,10 +7,12 @@ updated (``validate_destination_url``) and when a delivery connects
 (``check_addresses`` on a fresh resolution, see ``auditrelay.wire.client``).
 
 Every refusal raises ``InvalidInputError(message, field="url")`` whose message
-names what is wrong, e.g. ``url: host siem.example.com resolves to 10.0.0.1, a
-private address``. Addresses inside ``allow_private_cidrs`` (operators' setting
-``AUDITRELAY_ALLOW_PRIVATE_CIDRS``) are exempt; plain ``http://`` is accepted
-only when every address is inside one of those networks.
+names what is wrong, e.g. ``url: host siem.example.com resolves to an address in
+a private or reserved range``. It never names the address a name resolved to (that
+would tell a tenant what internal names resolve to); that is logged at DEBUG.
+Addresses inside ``allow_private_cidrs`` (operators' setting
+``AUDITRELAY_ALLOW_PRIVATE_CIDRS``) are exempt; plain ``http://`` is accepted only
+when every address is inside one of those networks.
 
 The parser is deliberately stricter than any URL parser it might be compared
 with: whatever it accepts, it re-serialises (``ValidatedUrl.url``), so the HTTP
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +51,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: ``(host, port) -> addresses``; raises ``OSError`` when the name does not resolve.
 Resolver = Callable[[str, int], Sequence[IPAddress]]
+
+log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -213,22 +218,32 @@ def check_addresses(
     address must be inside ``allow``.
     """
     checked = tuple(dict.fromkeys(addresses))
-    subject = f"host {host} resolves to" if host is not None else "host"
     if not checked:
         raise _refuse(f"host {host} resolves to no address" if host else "no address")
     for address in checked:
         if any(address in net for net in allow):
             continue
         if require_allowed:
+            _log_refusal(host, address, "which is outside the allowed private networks")
+            subject = f"host {host} resolves to an address" if host is not None \
+                else f"host {address} is"
             raise _refuse(
-                f"{subject} {address}, which is outside the allowed private networks; "
+                f"{subject} outside the allowed private networks; "
                 "plain http:// is accepted only inside them, use https://"
             )
         reason = blocked_reason(address)
         if reason is not None:
-            verb = "," if host is not None else " is"
-            raise _refuse(f"{subject} {address}{verb} {reason}")
+            _log_refusal(host, address, reason)
+            raise _refuse(f"host {host} resolves to an address in a private or reserved range"
+                          if host is not None else f"host {address} is {reason}")
     return checked
+
+
+def _log_refusal(host: str | None, address: IPAddress, reason: str) -> None:
+    """What a name resolved to, for operators only: in a refusal it would tell a tenant
+    what internal names resolve to (an oracle of internal DNS)."""
+    if host is not None:
+        log.debug("SSRF rules refused: host %s resolves to %s, %s", host, address, reason)
 
 
 def system_resolver(host: str, port: int) -> list[IPAddress]:
