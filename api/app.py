@@ -5,7 +5,8 @@ checked at start), the key for secrets at rest, the outbox publisher thread and 
 SSRF-safe delivery client, on ``app.state`` for the dependencies of
 ``auditrelay.api.deps``; then it includes the routers, one per resource
 (``auditrelay.api.routes``), and the settings page's (``auditrelay.api.web``).
-Errors are JSON ``{"error": {"code", "message"}}``.
+Bodies over ``api_max_body_bytes`` are refused before anything reads them
+(``auditrelay.api.limits``). Errors are JSON ``{"error": {"code", "message"}}``.
 """
 
 
@@ -22,10 +23,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auditrelay.api.deliveries import DeliveryView
+from auditrelay.api.limits import BodyLimit
 from auditrelay.api.models import ErrorOut
 from auditrelay.api.observability import install_metrics
 from auditrelay.api.routes import destinations, events, health, workspaces
 from auditrelay.api.service import VERSION, Service
+from auditrelay.api.tokens import check_admin_token
 from auditrelay.api.web import install_web
 from auditrelay.kafka.admin import admin_client
 from auditrelay.producer.config import ProducerConfig
@@ -108,8 +111,11 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
     outbox entries nor reads delivery status from Kafka.
 
     ``ssl_context`` replaces the test delivery's default TLS context (the system's
-    trust store); tests pass one trusting their own certificate authority.
+    trust store); tests pass one trusting their own certificate authority. A weak admin
+    token (``check_admin_token``) is a ``ConfigurationError`` before anything is opened.
     """
+    token = settings.admin_token
+    check_admin_token(None if token is None else token.get_secret_value())
     store = Store(checked_engine(settings.database_url))  # refuses a schema not at head
     view = DeliveryView(settings) if publish else None
     service = Service(settings, box_from_settings(settings), resolver=resolver, view=view)
@@ -141,6 +147,8 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
     app.state.store = store
     app.state.publisher = publisher
     _install_error_handlers(app)
+    # Before the metrics, which then wrap it and count its refusals too.
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     install_metrics(app, store)
     for resource in (health, workspaces, events, destinations):
         app.include_router(resource.router)

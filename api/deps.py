@@ -4,7 +4,9 @@
 ``store``, ``publisher``); the routers reach them only through this module, as
 FastAPI dependencies (``Tx``, ``Who``, ``Ws``, ``Readable``, ``ServiceDep``) or,
 where a route opens its own transaction (a test send, the settings page), through
-``committed``.
+``committed``. Path ids go through ``WorkspaceId`` and ``DestinationId`` first: one
+that is not well formed is a 404 before anything uses it (a cookie path, a header,
+a query, a log line).
 """
 
 from __future__ import annotations
@@ -21,23 +23,28 @@ from starlette.applications import Starlette
 from auditrelay.api.service import ADMIN_ACTOR, Actor, Service, storable, workspace_actor
 from auditrelay.api.tokens import same_secret
 from auditrelay.schemas.errors import AuthenticationError, NotFoundError
+from auditrelay.schemas.ids import is_destination_id, is_workspace_id
 from auditrelay.store.db import Workspace
 from auditrelay.store.engine import Store
 from auditrelay.store.outbox import OutboxPublisher
 
 __all__ = [
+    "DestinationId",
     "Principal",
     "Readable",
     "ServiceDep",
     "Tx",
     "Who",
+    "WorkspaceId",
     "Ws",
     "committed",
+    "destination_id",
     "forwarding_workspace",
     "get_service",
     "principal",
     "transaction",
     "visible_workspace",
+    "workspace_id",
 ]
 
 
@@ -106,7 +113,26 @@ def principal(request: Request,
 Who = Annotated[Principal, Depends(principal)]
 
 
-def visible_workspace(ws: str, who: Who, session: Tx) -> Workspace:
+def workspace_id(ws: str) -> str:
+    """The path's ``ws`` if it is a well-formed workspace id (``auditrelay.schemas.ids``)."""
+    if not is_workspace_id(ws):
+        # The value is not echoed: it may hold anything, control characters included.
+        raise NotFoundError("no such workspace")
+    return ws
+
+
+def destination_id(dest_id: str) -> str:
+    """The path's ``dest_id`` if it is a well-formed destination id."""
+    if not is_destination_id(dest_id):
+        raise NotFoundError("no such destination")
+    return dest_id
+
+
+WorkspaceId = Annotated[str, Depends(workspace_id)]
+DestinationId = Annotated[str, Depends(destination_id)]
+
+
+def visible_workspace(ws: WorkspaceId, who: Who, session: Tx) -> Workspace:
     """The workspace ``ws`` if the caller may see it."""
     if not who.admin and who.workspace_id != ws:
         # 404, not 403: another tenant's workspace must look like no workspace.

@@ -41,16 +41,21 @@ class Cursor:
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
+        """The position of a cursor this API returned; anything else is refused (422)."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             time_text, event_id = json.loads(raw)
             moment = datetime.fromisoformat(time_text)
-        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+            # An offset can push a time valid as written out of datetime's range in UTC
+            # (0001-01-01T00:00:00+14:00): OverflowError, which was a 500.
+            utc = moment.astimezone(UTC) if moment.tzinfo is not None else None
+        except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:
             raise InvalidInputError("cursor is not one this API returned",
                                     field="cursor") from exc
-        if moment.tzinfo is None or not isinstance(event_id, str):
+        # The id goes into a query: no NUL (PostgreSQL refuses it) nor other control bytes.
+        if utc is None or not isinstance(event_id, str) or not REFERENCE_ID_RE.fullmatch(event_id):
             raise InvalidInputError("cursor is not one this API returned", field="cursor")
-        return cls(moment.astimezone(UTC), event_id)
+        return cls(utc, event_id)
 
 
 @dataclass(frozen=True)

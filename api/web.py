@@ -40,7 +40,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from auditrelay.api import web_support as support
-from auditrelay.api.deps import ServiceDep, committed
+from auditrelay.api.deps import DestinationId, ServiceDep, WorkspaceId, committed
 from auditrelay.api.models import DestinationPatch
 from auditrelay.api.service import Service, workspace_actor
 from auditrelay.schemas.errors import (
@@ -50,6 +50,7 @@ from auditrelay.schemas.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from auditrelay.schemas.ids import is_workspace_id
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.db import Workspace
 from auditrelay.store.engine import Store
@@ -103,7 +104,9 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except AuthenticationError:
-                ws = request.path_params.get("ws", "")
+                ws = _well_formed_ws(request)
+                if ws is None:
+                    return _error_page(request, 404, "Not found", "There is no such page.")
                 return RedirectResponse(login_path(ws), status_code=303)
             except NotFoundError:
                 return _error_page(request, 404, "Not found",
@@ -136,8 +139,14 @@ def _render(request: Request, name: str, context: dict[str, Any],
     return response
 
 
+def _well_formed_ws(request: Request) -> str | None:
+    """The path's workspace id if it is well formed: only such a one goes into a link."""
+    ws = request.path_params.get("ws")
+    return ws if is_workspace_id(ws) else None
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
-    ws = request.path_params.get("ws", "")
+    ws = _well_formed_ws(request)
     return _render(request, "error.html", {"title": title, "message": message,
                                            "page": page_path(ws) if ws else None}, status)
 
@@ -273,7 +282,7 @@ class Pages:
             await _wait_change(self.service)
 
 
-def pages(request: Request, ws: str, service: ServiceDep) -> Pages:
+def pages(request: Request, ws: WorkspaceId, service: ServiceDep) -> Pages:
     key: bytes = request.app.state.web_key
     return Pages(request, ws, service, key)
 
@@ -331,7 +340,7 @@ def settings_page(pages: PagesDep) -> HTMLResponse:
 
 
 @router.get(PAGE + "/destinations/{dest_id}", response_class=HTMLResponse)
-def detail(pages: PagesDep, dest_id: str) -> HTMLResponse:
+def detail(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
     service, ws = pages.service, pages.ws
     with pages.reading() as session:
         who = pages.signed(session)
@@ -348,7 +357,7 @@ def detail(pages: PagesDep, dest_id: str) -> HTMLResponse:
 
 
 @router.get(PAGE + "/destinations/{dest_id}/delete", response_class=HTMLResponse)
-def confirm_delete(pages: PagesDep, dest_id: str) -> HTMLResponse:
+def confirm_delete(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
     service, ws = pages.service, pages.ws
     with pages.reading() as session:
         who = pages.signed(session)
@@ -383,7 +392,7 @@ async def create(pages: PagesDep) -> Response:
 
 
 @router.post(PAGE + "/destinations/{dest_id}/{action}")
-async def change(pages: PagesDep, dest_id: str, action: str) -> Response:
+async def change(pages: PagesDep, dest_id: DestinationId, action: str) -> Response:
     if action not in ("enable", "disable", "delete", "rotate-secret", "test"):
         raise NotFoundError(f"no action {action}")
     await pages.checked_form()

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # Management API.
     api_port: int = Field(default=8080, ge=1, le=65535,
                           description="port of `auditrelay api` when --port is not given")
+    api_max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="largest request body the API reads; bigger ones are refused with 413",
+    )
 
     # Archive and retention (docs/archive.md).
     archive_batch_max_events: int = Field(

@@ -12,7 +12,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from auditrelay.api.deps import ServiceDep, Tx, Who, Ws, committed, forwarding_workspace
+from auditrelay.api.deps import (
+    DestinationId,
+    ServiceDep,
+    Tx,
+    Who,
+    WorkspaceId,
+    Ws,
+    committed,
+    forwarding_workspace,
+)
 from auditrelay.api.models import (
     DeliveryList,
     DestinationCreated,
@@ -43,25 +52,26 @@ def create_destination(ws: Ws, who: Who, body: DestinationIn, session: Tx,
 
 
 @router.get(BASE + "/{dest_id}", response_model=DestinationOut)
-def get_destination(ws: Ws, dest_id: str, session: Tx, service: ServiceDep) -> DestinationOut:
+def get_destination(ws: Ws, dest_id: DestinationId, session: Tx,
+                    service: ServiceDep) -> DestinationOut:
     return service.to_out(service.get_destination(session, ws, dest_id))
 
 
 @router.patch(BASE + "/{dest_id}", response_model=DestinationOut)
-def patch_destination(ws: Ws, who: Who, dest_id: str, body: DestinationPatch, session: Tx,
-                      service: ServiceDep) -> DestinationOut:
+def patch_destination(ws: Ws, who: Who, dest_id: DestinationId, body: DestinationPatch,
+                      session: Tx, service: ServiceDep) -> DestinationOut:
     return service.to_out(service.update_destination(session, ws, dest_id, body, who.actor))
 
 
 @router.delete(BASE + "/{dest_id}", status_code=204, response_class=Response)
-def delete_destination(ws: Ws, who: Who, dest_id: str, session: Tx,
+def delete_destination(ws: Ws, who: Who, dest_id: DestinationId, session: Tx,
                        service: ServiceDep) -> Response:
     service.delete_destination(session, ws, dest_id, who.actor)
     return Response(status_code=204)
 
 
 @router.get(BASE + "/{dest_id}/deliveries", response_model=DeliveryList)
-def list_deliveries(ws: Ws, dest_id: str, session: Tx, service: ServiceDep,
+def list_deliveries(ws: Ws, dest_id: DestinationId, session: Tx, service: ServiceDep,
                     limit: Annotated[int, Query(ge=1, le=50)] = 50) -> DeliveryList:
     """Recent delivery attempts of the destination, newest first (the last day)."""
     dest = service.get_destination(session, ws, dest_id)
@@ -69,14 +79,14 @@ def list_deliveries(ws: Ws, dest_id: str, session: Tx, service: ServiceDep,
 
 
 @router.post(BASE + "/{dest_id}/rotate-secret", response_model=SecretOut)
-def rotate_secret(ws: Ws, who: Who, dest_id: str, session: Tx,
+def rotate_secret(ws: Ws, who: Who, dest_id: DestinationId, session: Tx,
                   service: ServiceDep) -> SecretOut:
     return SecretOut(secret=service.rotate_secret(session, ws, dest_id, who.actor))
 
 
 @router.post(BASE + "/{dest_id}/test", response_model=TestResult)
-async def test_destination(ws: str, who: Who, dest_id: str, request: Request,
-                           service: ServiceDep) -> TestResult:
+async def test_destination(ws: WorkspaceId, who: Who, dest_id: DestinationId,
+                           request: Request, service: ServiceDep) -> TestResult:
     def prepare() -> tuple[str, bytes, dict[str, str]]:
         with committed(request.app) as session:
             found = forwarding_workspace(ws, who, session, service)

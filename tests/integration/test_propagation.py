@@ -30,7 +30,7 @@ from tests.support.polling import wait_until
 from tests.support.servers import serve
 from tests.support.settings import make_settings
 
-ADMIN = "admin-token-for-tests"
+ADMIN = "admin-token-for-tests-0123456789abcdef"
 PUBLIC = ipaddress.ip_address("93.184.216.34")
 
 

@@ -53,7 +53,8 @@ DB_KINDS = ["sqlite", "postgresql"]
 RECEIVER_HOST = "siem.receiver.example"
 #: Names the suite's resolver knows; everything else does not resolve.
 NAMES: dict[str, Sequence[str]] = {**SSRF_NAMES, RECEIVER_HOST: ["127.0.0.1"]}
-ADMIN_TOKEN = "admin-token-for-tests"
+# 32+ characters: the API refuses a shorter admin token (api/tokens.py).
+ADMIN_TOKEN = "admin-token-for-tests-0123456789abcdef"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 

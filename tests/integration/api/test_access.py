@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from auditrelay.store.db import Destination, Workspace
-from tests.integration.api.conftest import ApiServer, MakeApi, error_of
+from tests.integration.api.conftest import ADMIN_TOKEN, ApiServer, MakeApi, error_of
 from tests.support.servers import Receiver
 
 NEW_DESTINATION = {"name": "SIEM", "url": "https://siem.example.com/ingest"}
@@ -39,7 +39,7 @@ def all_endpoints(ws: str, dest: str) -> list[tuple[str, str, dict[str, Any] | N
 
 @pytest.mark.parametrize("authorization", [
     None, "", "Bearer", "Bearer  x y", "Basic YWRtaW46YWRtaW4=", "Bearer art_not-a-real-token",
-    "Token admin-token-for-tests", "admin-token-for-tests",
+    f"Token {ADMIN_TOKEN}", ADMIN_TOKEN,
 ])
 def test_missing_or_invalid_tokens_get_401(api: ApiServer, authorization: str | None) -> None:
     ws, token = api.create_workspace()

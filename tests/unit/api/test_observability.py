@@ -22,7 +22,7 @@ from auditrelay.store.engine import Store, make_engine, upgrade_database
 from auditrelay.wire.secrets import generate_key
 from tests.support.servers import serve
 
-ADMIN = "admin-token-of-the-metrics-test"
+ADMIN = "admin-token-of-the-metrics-test-0123456789"
 
 
 @pytest.fixture
