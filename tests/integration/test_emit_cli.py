@@ -32,8 +32,8 @@ def run(bootstrap: str, args: list[str], stdin: str | None = None) -> tuple[int,
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_emit_from_an_argument_with_count(kafka_bootstrap: str, make_topic: TopicFactory,
-                                          group_id: str) -> None:
+def test_emit_from_an_argument_with_count(kafka_bootstrap: str,
+                                          make_topic: TopicFactory) -> None:
     topic = make_topic(partitions=1)
     code, out, err = run(kafka_bootstrap, ["emit", json.dumps(EVENT), "--topic", topic,
                                            "--count", "3"])
@@ -41,22 +41,21 @@ def test_emit_from_an_argument_with_count(kafka_bootstrap: str, make_topic: Topi
     ids = out.split()
     assert len(ids) == 3
     assert "emitted 3 event(s)" in err
-    records = consume_all(kafka_bootstrap, topic, group_id, expected=3)
+    records = consume_all(kafka_bootstrap, topic, expected=3)
     events = [parse_event(msg.value()) for msg in records]
     assert [e.id for e in events] == ids
     assert {e.data.metadata["via"] for e in events} == {"cli"}
 
 
 def test_emit_reads_json_lines_from_stdin_at_a_rate(kafka_bootstrap: str,
-                                                    make_topic: TopicFactory,
-                                                    group_id: str) -> None:
+                                                    make_topic: TopicFactory) -> None:
     topic = make_topic(partitions=1)
     lines = "\n".join(json.dumps({**EVENT, "workspace_id": f"ws_in{i}"}) for i in range(4))
     code, out, err = run(kafka_bootstrap, ["emit", "--topic", topic, "--rate", "200", "-q"],
                          stdin=lines + "\n\n")
     assert code == 0, err
     assert out == ""
-    records = consume_all(kafka_bootstrap, topic, group_id, expected=4)
+    records = consume_all(kafka_bootstrap, topic, expected=4)
     assert sorted(msg.key() for msg in records) == [f"ws_in{i}".encode() for i in range(4)]
 
 

@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from auditrelay.kafka.topic_reader import read_to_end, read_topic, start_reading
 from auditrelay.schemas.errors import TopicError
 from tests.integration.conftest import TopicFactory
+from tests.support.polling import wait_until
 
 
 @pytest.fixture
@@ -63,6 +64,14 @@ def test_a_transaction_marker_at_the_end_does_not_hold_the_reader(
     producer.begin_transaction()
     producer.produce(topic, key=b"k", value=b"v")
     producer.commit_transaction(30)
+    # The coordinator writes the commit marker after it answered the commit: until then a
+    # read_committed reader (librdkafka's default) sees an end of 0, the stable offset.
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"probe-{uuid.uuid4()}"})
+    try:
+        wait_until(lambda: probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1]
+                   == 2, 30, "the commit marker was never written")
+    finally:
+        probe.close()
     read = read_topic(kafka_bootstrap, topic, timeout=10)
     assert [m.value() for m in read] == [b"v"]
 
