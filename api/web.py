@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from auditrelay.api import web_support as support
 from auditrelay.api.deps import DestinationId, ServiceDep, WorkspaceId, committed
-from auditrelay.api.models import DestinationPatch
+from auditrelay.api.models import DestinationOut, DestinationPatch
 from auditrelay.api.service import Service, workspace_actor
 from auditrelay.schemas.errors import (
     AuthenticationError,
@@ -197,6 +197,14 @@ class Pages:
         self.service.require_forwarding(workspace)
         return Signed(workspace, token, support.csrf_token(self.key, self.ws, token))
 
+    def signed_destination(self, dest_id: str) -> tuple[Signed, DestinationOut]:
+        """The signed-in session and one of its workspace's destinations, as shown."""
+        with self.reading() as session:
+            who = self.signed(session)
+            dest = self.service.to_out(
+                self.service.get_destination(session, who.workspace, dest_id))
+        return who, dest
+
     async def checked_form(self) -> dict[str, str]:
         """The form of a POST from a signed-in page; refuses forged requests."""
         request = self.request
@@ -341,13 +349,11 @@ def settings_page(pages: PagesDep) -> HTMLResponse:
 
 @router.get(PAGE + "/destinations/{dest_id}", response_class=HTMLResponse)
 def detail(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
-    service, ws = pages.service, pages.ws
-    with pages.reading() as session:
-        who = pages.signed(session)
-        dest = service.to_out(service.get_destination(session, who.workspace, dest_id))
+    ws = pages.ws
+    who, dest = pages.signed_destination(dest_id)
     now = datetime.now(UTC)
     attempts = [(a, support.relative_time(a.at, now))
-                for a in service.recent_attempts(dest.id, RECENT_ATTEMPTS)]
+                for a in pages.service.recent_attempts(dest.id, RECENT_ATTEMPTS)]
     response = _render(pages.request, "detail.html", {
         "ws": ws, "dest": dest, "status": support.row_status(dest, now),
         "attempts": attempts, "csrf": who.csrf, "page": page_path(ws),
@@ -358,10 +364,8 @@ def detail(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
 
 @router.get(PAGE + "/destinations/{dest_id}/delete", response_class=HTMLResponse)
 def confirm_delete(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
-    service, ws = pages.service, pages.ws
-    with pages.reading() as session:
-        who = pages.signed(session)
-        dest = service.to_out(service.get_destination(session, who.workspace, dest_id))
+    ws = pages.ws
+    who, dest = pages.signed_destination(dest_id)
     return _render(pages.request, "confirm_delete.html", {
         "ws": ws, "dest": dest, "csrf": who.csrf, "page": page_path(ws)})
 
