@@ -23,7 +23,7 @@ from ulid import ULID
 
 from auditrelay.api.deliveries import DeliveryView
 from auditrelay.api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
-from auditrelay.api.tokens import hash_token, new_token
+from auditrelay.api.tokens import hash_token, new_token, new_token_id, token_prefix
 from auditrelay.schemas.builder import EncodedEvent, EventBuilder
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.errors import EntitlementError, InvalidInputError, NotFoundError
@@ -32,7 +32,7 @@ from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DeliveryAttempt
 from auditrelay.schemas.topics import destination_topic_spec
 from auditrelay.store import outbox
-from auditrelay.store.db import Destination, Workspace, utcnow
+from auditrelay.store.db import Destination, Workspace, WorkspaceToken, utcnow
 from auditrelay.store.mutations import (
     config_of,
     enqueue_audit,
@@ -98,20 +98,37 @@ class Service:
             known = ", ".join(sorted(self.settings.plans))
             raise InvalidInputError(f"plan: unknown plan {plan!r}; known plans: {known}",
                                     field="plan")
-        token = new_token()
-        workspace = Workspace(id=new_workspace_id(), name=name, plan=plan,
-                              token_hash=hash_token(token), created_at=utcnow())
+        workspace = Workspace(id=new_workspace_id(), name=name, plan=plan, created_at=utcnow())
         session.add(workspace)
         # Without a relationship() SQLAlchemy does not order this insert before
-        # a destination's, so write it now (the FK needs it first).
+        # a destination's or a token's, so write it now (the FK needs it first).
         session.flush()
+        _, token = self.create_token(session, workspace, "initial")
         self._audit(session, workspace.id, "workspace", "created", ADMIN_ACTOR,
                     {"type": "workspace", "id": workspace.id}, {"plan": plan})
         return workspace, token
 
     @staticmethod
-    def workspace_for_token(session: Session, token: str) -> Workspace | None:
-        return session.scalar(select(Workspace).where(Workspace.token_hash == hash_token(token)))
+    def create_token(session: Session, workspace: Workspace,
+                     name: str) -> tuple[WorkspaceToken, str]:
+        """A new token of ``workspace``: its row, and the token itself (shown once)."""
+        token = new_token()
+        row = WorkspaceToken(id=new_token_id(), workspace_id=workspace.id, name=name,
+                             prefix=token_prefix(token), token_hash=hash_token(token),
+                             created_at=utcnow())
+        session.add(row)
+        session.flush()
+        return row, token
+
+    @staticmethod
+    def token_row(session: Session, token: str) -> WorkspaceToken | None:
+        return session.scalar(select(WorkspaceToken)
+                              .where(WorkspaceToken.token_hash == hash_token(token)))
+
+    @classmethod
+    def workspace_for_token(cls, session: Session, token: str) -> Workspace | None:
+        row = cls.token_row(session, token)
+        return session.get(Workspace, row.workspace_id) if row is not None else None
 
     def require_forwarding(self, workspace: Workspace) -> None:
         plan = self.settings.plans.get(workspace.plan)

@@ -9,6 +9,8 @@ import hashlib
 import hmac
 import secrets
 
+from ulid import ULID
+
 from auditrelay.schemas.errors import ConfigurationError
 
 TOKEN_PREFIX = "art_"  # noqa: S105 - a prefix, not a secret
@@ -24,6 +26,19 @@ _HOW = ("set a random one of at least 32 characters, e.g. "
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+#: Characters of a token kept in clear, to tell a workspace's tokens apart in lists:
+#: the fixed prefix and 8 random characters (48 bits, of the token's 256).
+TOKEN_PREFIX_LENGTH = len(TOKEN_PREFIX) + 8
+
+
+def token_prefix(token: str) -> str:
+    return token[:TOKEN_PREFIX_LENGTH]
+
+
+def new_token_id() -> str:
+    return f"tok_{str(ULID()).lower()}"
 
 
 def hash_token(token: str) -> str:

@@ -3,7 +3,7 @@
 SQLAlchemy 2 typed models; Alembic migrations under ``schemas/migrations`` create
 them (``migrate``). SQLite is the embedded default, PostgreSQL the production
 store. Secrets (signing secrets, custom header values) are stored only as
-ciphertext; workspace tokens only as SHA-256 hashes.
+ciphertext; workspace tokens and page sessions only as SHA-256 hashes.
 """
 
 from __future__ import annotations
@@ -70,10 +70,45 @@ class Workspace(Base):
     id: Mapped[str] = mapped_column(String(43), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     plan: Mapped[str] = mapped_column(String(50))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     #: An Enterprise workspace's extended retention; None means the plan's.
     retention_days: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkspaceToken(Base):
+    """One of a workspace's API tokens: several at once, so that one is rotated
+    without downtime (create the new one, switch, revoke the old)."""
+
+    __tablename__ = "workspace_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: The token's first characters, to tell tokens apart; None for tokens older than
+    #: this table (only their hash was ever stored).
+    prefix: Mapped[str | None] = mapped_column(String(16), default=None)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class PageSession(Base):
+    """A signed-in session of the settings page, opened with one workspace token.
+
+    The browser holds a random id; the row holds its hash. Revoking the token
+    deletes its sessions (ON DELETE CASCADE).
+    """
+
+    __tablename__ = "page_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    token_id: Mapped[str] = mapped_column(
+        ForeignKey("workspace_tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Destination(Base):

@@ -10,6 +10,8 @@ on a schema that is not at the code's head revision.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,13 +85,48 @@ def upgrade(engine: Engine, revision: str = "head") -> Upgrade:
     a second upgrade waits for the first to commit, then reads its revision and has
     nothing left to do.
     """
-    with _MIGRATING, engine.begin() as connection:
+    with (_MIGRATING, engine.connect() as connection, _sqlite_cascades_off(connection),
+          connection.begin()):
         _lock(connection)
         before = _revision_of(connection)
         if before is not None and before not in _known_revisions():
             raise _unknown(before, head_revision())
         command.upgrade(alembic_config(connection), revision)
+        _check_references(connection)
         return Upgrade(before, _revision_of(connection))
+
+
+@contextmanager
+def _sqlite_cascades_off(connection: Connection) -> Iterator[None]:
+    """On SQLite, foreign keys off while migrations run; elsewhere nothing.
+
+    SQLite alters a table by copying it and dropping the original (Alembic's batch
+    mode), and dropping a table deletes its rows first, with ON DELETE CASCADE: with
+    foreign keys on, altering ``workspaces`` would empty every table that refers to
+    it. The pragma is ignored inside a transaction, so it is set around it;
+    :func:`_check_references` proves before the commit that nothing was left dangling.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.rollback()
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
+
+
+def _check_references(connection: Connection) -> None:
+    if connection.dialect.name != "sqlite":
+        return  # PostgreSQL checks every reference as the DDL runs
+    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if dangling:
+        tables = sorted({str(row[0]) for row in dangling})
+        raise ConfigurationError(f"the upgrade would leave rows of {', '.join(tables)} "
+                                 "referring to rows that do not exist; nothing was changed")
 
 
 def ensure_current(engine: Engine) -> None:

@@ -80,8 +80,8 @@ def test_secrets_appear_only_where_shown_once(
         row = conn.execute(text(
             "SELECT secret_encrypted, previous_secret_encrypted, headers_encrypted "
             "FROM destinations WHERE id = :id"), {"id": dest}).one()
-        token_hash = conn.execute(text("SELECT token_hash FROM workspaces WHERE id = :id"),
-                                  {"id": ws}).scalar_one()
+        token_hash = conn.execute(text("SELECT token_hash FROM workspace_tokens "
+                                       "WHERE workspace_id = :id"), {"id": ws}).scalar_one()
     for stored in row:
         assert stored.startswith("v1:")
     stored_all = "".join(row)

@@ -36,7 +36,7 @@ def seed_workspaces(engine: Engine) -> None:
         for ws, (plan, days, _) in WORKSPACES.items():
             if plan is not None:
                 connection.execute(Workspace.__table__.insert().values(
-                    id=ws, name=ws, plan=plan, token_hash=ws.ljust(64, "0"),
+                    id=ws, name=ws, plan=plan,
                     retention_days=days, created_at=NOW))
 
 

@@ -28,7 +28,7 @@ def store(settings: Settings) -> Iterator[Store]:
     upgrade_database(settings.database_url)
     store = Store(make_engine(settings.database_url))
     with store.transaction() as session:
-        session.add(Workspace(id="ws_one", name="one", plan="enterprise", token_hash="h" * 64))
+        session.add(Workspace(id="ws_one", name="one", plan="enterprise"))
         session.flush()
         session.add(Destination(id="dst_1", workspace_id="ws_one", name="siem",
                                 url="https://siem.example", secret_encrypted="v1:s",
