@@ -33,7 +33,7 @@ from auditrelay.wire.client import DeliveryClient, DeliveryResult
 from auditrelay.wire.outcomes import Decision, attempt_record, decide, next_status, refusal
 from auditrelay.wire.retry_schedule import RetrySchedule
 from auditrelay.wire.secrets import SecretBox
-from auditrelay.wire.signing import Decrypter, request_headers
+from auditrelay.wire.signing import Decrypter, destination_url, request_headers
 
 __all__ = [
     "BatchProcessor",
@@ -73,7 +73,7 @@ class DecryptedCache:
     """``SecretBox.decrypt`` remembered per ciphertext (at most ``keep`` of them).
 
     Decrypting a Fernet token costs tens of microseconds and a destination's
-    secret and headers are the same ciphertext for every batch; a changed
+    URL, secret and headers are the same ciphertext for every batch; a changed
     secret or header set is a new ciphertext, decrypted afresh. Failures are
     not remembered.
     """
@@ -104,6 +104,7 @@ class Dispatcher:
     async def send(self, config: DestinationConfig, body: bytes, meta: BatchMeta,
                    now: datetime) -> DeliveryResult:
         try:
+            url = destination_url(config, self._box)
             headers = request_headers(config, self._box, meta.batch_id, body, now,
                                       self._version)
         except (AuditRelayError, ValueError) as exc:
@@ -112,7 +113,7 @@ class Dispatcher:
             return DeliveryResult(ok=False, status_code=None, latency_ms=0,
                                   error=f"cannot sign the request: {exc}",
                                   retry_after_seconds=None, gone=False)
-        return await self._client.post_batch(config.url, body, headers)
+        return await self._client.post_batch(url, body, headers)
 
 
 def malformed_headers(headers: Sequence[tuple[str, bytes]], detail: str,

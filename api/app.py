@@ -25,8 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from auditrelay.api.deliveries import DeliveryView
 from auditrelay.api.limits import BodyLimit
 from auditrelay.api.models import ErrorOut
-from auditrelay.api.observability import install_metrics
-from auditrelay.api.routes import destinations, events, health, workspaces
+from auditrelay.api.observability import MetricsListener, install_metrics, metrics_app
+from auditrelay.api.ratelimit import ApiLimits, retry_after_header
+from auditrelay.api.routes import destinations, events, health, tokens, workspaces
 from auditrelay.api.service import VERSION, Service
 from auditrelay.api.tokens import check_admin_token
 from auditrelay.api.web import install_web
@@ -37,10 +38,13 @@ from auditrelay.schemas.errors import (
     AuthenticationError,
     ConflictError,
     EntitlementError,
+    InvalidCursorError,
     InvalidInputError,
     KafkaError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitedError,
 )
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.engine import Store, checked_engine
@@ -52,17 +56,35 @@ from auditrelay.wire.ssrf import Resolver, system_resolver
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[AuditRelayError], int, str]] = [
+    # Before InvalidInputError, its base: a bad page cursor gets its own status and code.
+    (InvalidCursorError, 400, "invalid_cursor"),
     (InvalidInputError, 422, "invalid_request"),
     (AuthenticationError, 401, "unauthorized"),
     (PermissionDeniedError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
     (EntitlementError, 402, "plan_required"),
+    # Before ConflictError, its base: a quota gets its own code.
+    (QuotaExceededError, 409, "quota_exceeded"),
     (ConflictError, 409, "conflict"),
+    (RateLimitedError, 429, "rate_limited"),
     (KafkaError, 503, "kafka_unavailable"),
 ]
 
+#: The error answers of the OpenAPI document (every operation's), with their codes.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (401, 402, 403, 404, 422)
+    status: {"model": ErrorOut, "description": description} for status, description in (
+        (400, "`invalid_cursor`: a page cursor this API did not return; "
+              "`invalid_request`: a malformed Content-Length"),
+        (401, "`unauthorized`: no or unknown bearer token"),
+        (402, "`plan_required`: the workspace's plan lacks the feature"),
+        (403, "`forbidden`: the token may not do this"),
+        (404, "`not_found`: no such object, or not this token's"),
+        (409, "`quota_exceeded`: a per-workspace limit is reached; "
+              "`conflict`: the request clashes with the current state"),
+        (413, "`payload_too_large`: the body is larger than the API reads"),
+        (422, "`invalid_request`: a parameter or body field is wrong; the message names it"),
+        (429, "`rate_limited`: too many requests; wait the seconds of Retry-After"),
+    )
 }
 
 
@@ -86,6 +108,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         for kind, status, code in _STATUS:
             if isinstance(exc, kind):
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                if isinstance(exc, RateLimitedError):
+                    headers = {"Retry-After": retry_after_header(exc.retry_after)}
                 return error_response(status, code, str(exc), headers)
         log.error("unhandled %s: %s", type(exc).__name__, exc)
         return error_response(500, "internal", "internal error")
@@ -123,6 +147,11 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
         store, ProducerConfig.from_settings(settings, client_id="auditrelay-api").kafka_config(),
         admin_client(settings.kafka_bootstrap)) if publish else None
 
+    # /metrics on a listener of its own, off the port that may face tenants (docs/metrics.md).
+    metrics_port = settings.api_metrics_port
+    listener = MetricsListener(metrics_app(store), settings.api_metrics_address,
+                               metrics_port) if metrics_port else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with DeliveryClient(DeliveryConfig.from_settings(settings), resolver=resolver,
@@ -132,25 +161,32 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver,
                 publisher.start()
             if view is not None:
                 view.start()
+            if listener is not None:
+                listener.start()
             try:
                 yield
             finally:
+                if listener is not None:
+                    await run_in_threadpool(listener.stop)
                 if view is not None:
                     await view.stop()
                 if publisher is not None:
                     await run_in_threadpool(publisher.stop)
                 store.dispose()
 
+    # Without the document FastAPI serves neither /docs nor /redoc: all three are 404.
     app = FastAPI(title="auditrelay management API", version=VERSION,
-                  lifespan=lifespan, responses=ERRORS)
+                  lifespan=lifespan, responses=ERRORS,
+                  openapi_url="/openapi.json" if settings.api_docs else None)
     app.state.service = service
     app.state.store = store
     app.state.publisher = publisher
+    app.state.limits = ApiLimits.from_settings(settings)  # this process's, docs/api.md
     _install_error_handlers(app)
     # Before the metrics, which then wrap it and count its refusals too.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    install_metrics(app, store)
-    for resource in (health, workspaces, events, destinations):
+    install_metrics(app, store, endpoint=metrics_port is None)
+    for resource in (health, workspaces, events, destinations, tokens):
         app.include_router(resource.router)
     install_web(app, settings)
     return app

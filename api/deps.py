@@ -4,9 +4,9 @@
 ``store``, ``publisher``); the routers reach them only through this module, as
 FastAPI dependencies (``Tx``, ``Who``, ``Ws``, ``Readable``, ``ServiceDep``) or,
 where a route opens its own transaction (a test send, the settings page), through
-``committed``. Path ids go through ``WorkspaceId`` and ``DestinationId`` first: one
-that is not well formed is a 404 before anything uses it (a cookie path, a header,
-a query, a log line).
+``committed``. Path ids go through ``WorkspaceId``, ``DestinationId`` and ``TokenId``
+first: one that is not well formed is a 404 before anything uses it (a cookie path, a
+header, a query, a log line).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
+from auditrelay.api.ratelimit import ApiLimits, client_address
 from auditrelay.api.service import ADMIN_ACTOR, Actor, Service, storable, workspace_actor
 from auditrelay.api.tokens import same_secret
 from auditrelay.schemas.errors import AuthenticationError, NotFoundError
-from auditrelay.schemas.ids import is_destination_id, is_workspace_id
+from auditrelay.schemas.ids import is_destination_id, is_token_id, is_workspace_id
 from auditrelay.store.db import Workspace
 from auditrelay.store.engine import Store
 from auditrelay.store.outbox import OutboxPublisher
@@ -33,6 +34,7 @@ __all__ = [
     "Principal",
     "Readable",
     "ServiceDep",
+    "TokenId",
     "Tx",
     "Who",
     "WorkspaceId",
@@ -42,6 +44,7 @@ __all__ = [
     "forwarding_workspace",
     "get_service",
     "principal",
+    "token_id",
     "transaction",
     "visible_workspace",
     "workspace_id",
@@ -93,11 +96,20 @@ Tx = Annotated[Session, Depends(transaction, scope="function")]
 
 def principal(request: Request,
               authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """The caller of ``Authorization: Bearer <token>``: the admin or a workspace."""
+    """The caller of ``Authorization: Bearer <token>``: the admin or a workspace.
+
+    Refused tokens are counted per client address and per path workspace; past the limit
+    the caller gets 429 before its token is checked (``auditrelay.api.ratelimit``).
+    """
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("missing bearer token: send Authorization: Bearer <token>")
     token = token.strip()
+    # A caller that failed too often is refused before its token is even looked at.
+    limits: ApiLimits = request.app.state.limits
+    address, ws = client_address(request), request.path_params.get("ws")
+    ws = ws if isinstance(ws, str) and is_workspace_id(ws) else None
+    limits.check_authentication(address, ws)
     service = get_service(request)
     admin = service.settings.admin_token
     if admin is not None and same_secret(token, admin.get_secret_value()):
@@ -106,6 +118,7 @@ def principal(request: Request,
     with store.transaction() as session:
         workspace = service.workspace_for_token(session, token)
     if workspace is None:
+        limits.failed_authentication(address, ws, via="bearer")
         raise AuthenticationError("invalid bearer token")
     return Principal(admin=False, workspace_id=workspace.id)
 
@@ -128,8 +141,16 @@ def destination_id(dest_id: str) -> str:
     return dest_id
 
 
+def token_id(token_id: str) -> str:
+    """The path's ``token_id`` if it is a well-formed token id (``tok_...``)."""
+    if not is_token_id(token_id):
+        raise NotFoundError("no such token")
+    return token_id
+
+
 WorkspaceId = Annotated[str, Depends(workspace_id)]
 DestinationId = Annotated[str, Depends(destination_id)]
+TokenId = Annotated[str, Depends(token_id)]
 
 
 def visible_workspace(ws: WorkspaceId, who: Who, session: Tx) -> Workspace:
@@ -151,5 +172,6 @@ def forwarding_workspace(ws: str, who: Who, session: Tx, service: ServiceDep) ->
 
 
 Ws = Annotated[Workspace, Depends(forwarding_workspace)]
-# Every plan may read its own audit log: no forwarding check (docs/archive.md).
+# Every plan may read its own audit log and manage its own tokens: no forwarding check
+# (docs/archive.md, docs/api.md).
 Readable = Annotated[Workspace, Depends(visible_workspace)]

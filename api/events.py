@@ -20,12 +20,14 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from auditrelay.api.models import EVENT_TYPE_GLOB, EventPage
-from auditrelay.schemas.errors import InvalidInputError
+from auditrelay.schemas.errors import InvalidCursorError, InvalidInputError
 from auditrelay.schemas.ids import REFERENCE_ID_RE
 from auditrelay.store.db import ArchivedEvent
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
+#: Ten times the longest cursor this API returns (a time and an event id, ~100 characters).
+MAX_CURSOR_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,15 @@ class Cursor:
 
     @classmethod
     def decode(cls, token: str) -> Cursor:
-        """The position of a cursor this API returned; anything else is refused (422)."""
+        """The position of a cursor this API returned; anything else is refused (400).
+
+        ``InvalidCursorError`` for every form of bad cursor (too long, not base64url,
+        not JSON, not ``[time, id]``, a time without offset or out of range, an id
+        that is not a reference id), so that clients see one answer, never a 500.
+        """
+        if len(token) > MAX_CURSOR_LENGTH:
+            raise InvalidCursorError(f"cursor is longer than {MAX_CURSOR_LENGTH} characters: "
+                                     "not one this API returned", field="cursor")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             time_text, event_id = json.loads(raw)
@@ -50,11 +60,11 @@ class Cursor:
             # (0001-01-01T00:00:00+14:00): OverflowError, which was a 500.
             utc = moment.astimezone(UTC) if moment.tzinfo is not None else None
         except (binascii.Error, ValueError, TypeError, OverflowError, RecursionError) as exc:
-            raise InvalidInputError("cursor is not one this API returned",
-                                    field="cursor") from exc
+            raise InvalidCursorError("cursor is not one this API returned",
+                                     field="cursor") from exc
         # The id goes into a query: no NUL (PostgreSQL refuses it) nor other control bytes.
         if utc is None or not isinstance(event_id, str) or not REFERENCE_ID_RE.fullmatch(event_id):
-            raise InvalidInputError("cursor is not one this API returned", field="cursor")
+            raise InvalidCursorError("cursor is not one this API returned", field="cursor")
         return cls(utc, event_id)
 
 

@@ -69,6 +69,36 @@ class WorkspaceCreated(BaseModel):
     token: str
 
 
+class TokenIn(_Body):
+    name: Name
+
+
+class TokenOut(BaseModel):
+    """One of a workspace's API tokens as listed: never the token nor its hash."""
+
+    id: str
+    name: str
+    #: The token's first 12 characters (``art_`` and 8 more); null for a token issued
+    #: before tokens were listed, of which only the hash was kept.
+    prefix: str | None
+    created_at: datetime
+    #: Updated at most once a minute.
+    last_used_at: datetime | None
+
+
+class TokenCreated(BaseModel):
+    id: str
+    name: str
+    prefix: str | None
+    created_at: datetime
+    #: Shown this once; only its hash is stored.
+    token: str
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
 class DestinationIn(_Body):
     name: Name
     url: Url
@@ -95,6 +125,8 @@ class DestinationOut(BaseModel):
     id: str
     workspace_id: str
     name: str
+    #: The URL masked (``https://hooks.slack.com/…``): it may be the credential, so it
+    #: is write-only, like the secret; PATCH replaces it.
     url: str
     description: str | None
     enabled: bool

@@ -17,16 +17,23 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from ulid import ULID
 
+from auditrelay.api import page_sessions
 from auditrelay.api.deliveries import DeliveryView
 from auditrelay.api.models import MASK, DestinationIn, DestinationOut, DestinationPatch
 from auditrelay.api.tokens import hash_token, new_token, new_token_id, token_prefix
 from auditrelay.schemas.builder import EncodedEvent, EventBuilder
-from auditrelay.schemas.destinations import DestinationConfig
-from auditrelay.schemas.errors import EntitlementError, InvalidInputError, NotFoundError
+from auditrelay.schemas.destinations import DestinationConfig, url_hint
+from auditrelay.schemas.errors import (
+    ConflictError,
+    EntitlementError,
+    InvalidInputError,
+    NotFoundError,
+    QuotaExceededError,
+)
 from auditrelay.schemas.ids import new_workspace_id
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DeliveryAttempt
@@ -43,12 +50,23 @@ from auditrelay.store.mutations import (
 from auditrelay.wire.client import DeliveryClient, DeliveryResult
 from auditrelay.wire.headers import validate_custom_headers
 from auditrelay.wire.secrets import SecretBox
-from auditrelay.wire.signing import custom_headers, generate_secret, new_batch_id, request_headers
+from auditrelay.wire.signing import (
+    custom_headers,
+    destination_url,
+    generate_secret,
+    new_batch_id,
+    request_headers,
+)
 from auditrelay.wire.ssrf import Resolver, validate_destination_url
 
 log = logging.getLogger(__name__)
 
 ROTATION_OVERLAP = timedelta(hours=24)
+#: Tokens one workspace may hold: enough to rotate several integrations at once, and a
+#: bound on what a leaked token can mint.
+MAX_TOKENS_PER_WORKSPACE = 20
+#: ``last_used_at`` is written at most this often per token, not on every request.
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 VERSION = version("auditrelay")
 
 def storable(text: str) -> bool:
@@ -58,6 +76,22 @@ def storable(text: str) -> bool:
 
 def new_destination_id() -> str:
     return f"dst_{str(ULID()).lower()}"
+
+
+def lock_workspace(session: Session, workspace_id: str) -> None:
+    """Lock the workspace's row until the transaction ends: changes counted against
+    its limits (destinations, tokens, the last token) then run one after the other.
+
+    pysqlite opens its transaction at the first write, so a SELECT (FOR UPDATE or not)
+    locks nothing there: a write that changes nothing takes SQLite's one write lock now.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Workspace).where(Workspace.id == workspace_id)
+                        .values(plan=Workspace.plan)
+                        .execution_options(synchronize_session=False))
+    else:
+        session.execute(select(Workspace.id).where(Workspace.id == workspace_id)
+                        .with_for_update())
 
 
 @dataclass(frozen=True)
@@ -126,9 +160,76 @@ class Service:
                               .where(WorkspaceToken.token_hash == hash_token(token)))
 
     @classmethod
-    def workspace_for_token(cls, session: Session, token: str) -> Workspace | None:
+    def authenticate(cls, session: Session, token: str) -> WorkspaceToken | None:
+        """The row of ``token`` if it is a workspace token, its use noted.
+
+        Nothing is cached: a token revoked by a committed request fails the next one.
+        """
         row = cls.token_row(session, token)
+        if row is not None:
+            cls.note_token_use(row, utcnow())
+        return row
+
+    @classmethod
+    def workspace_for_token(cls, session: Session, token: str) -> Workspace | None:
+        row = cls.authenticate(session, token)
         return session.get(Workspace, row.workspace_id) if row is not None else None
+
+    @staticmethod
+    def note_token_use(row: WorkspaceToken, now: datetime) -> None:
+        """Move ``last_used_at`` to ``now`` unless it is less than a minute old."""
+        if row.last_used_at is None or now - row.last_used_at >= TOKEN_USE_RESOLUTION:
+            row.last_used_at = now
+
+    @staticmethod
+    def list_tokens(session: Session, workspace: Workspace) -> list[WorkspaceToken]:
+        query = (select(WorkspaceToken).where(WorkspaceToken.workspace_id == workspace.id)
+                 .order_by(WorkspaceToken.created_at, WorkspaceToken.id))
+        return list(session.scalars(query))
+
+    def issue_token(self, session: Session, workspace: Workspace, name: str,
+                    actor: Actor) -> tuple[WorkspaceToken, str]:
+        """Another token of ``workspace`` (at most ``MAX_TOKENS_PER_WORKSPACE``), audited."""
+        count = self._lock_tokens(session, workspace)
+        if count >= MAX_TOKENS_PER_WORKSPACE:
+            raise QuotaExceededError(
+                f"workspace {workspace.id} already holds {MAX_TOKENS_PER_WORKSPACE} tokens, "
+                "the most it may; revoke one first")
+        row, token = self.create_token(session, workspace, name)
+        self._audit(session, workspace.id, "auth", "api_key_created", actor,
+                    {"type": "api_key", "id": row.id}, {"name": row.name})
+        return row, token
+
+    def revoke_token(self, session: Session, workspace: Workspace, token_id: str,
+                     actor: Actor, *, may_revoke_last: bool) -> None:
+        """Delete a token of ``workspace`` and the page sessions it opened, audited.
+
+        The workspace's last token is refused (409) unless ``may_revoke_last`` (the admin,
+        who can still reach the workspace and create a new one): a workspace must not
+        lock itself out by mistake.
+        """
+        count = self._lock_tokens(session, workspace)
+        row = session.get(WorkspaceToken, token_id) if storable(token_id) else None
+        if row is None or row.workspace_id != workspace.id:
+            raise NotFoundError(f"no token {token_id} in workspace {workspace.id}")
+        if count <= 1 and not may_revoke_last:
+            raise ConflictError(
+                f"{token_id} is the last token of workspace {workspace.id}: create another "
+                "one first, then revoke this one")
+        self._audit(session, workspace.id, "auth", "api_key_revoked", actor,
+                    {"type": "api_key", "id": row.id}, {"name": row.name})
+        page_sessions.close_for_token(session, row.id)
+        session.delete(row)
+        session.flush()
+
+    @staticmethod
+    def _lock_tokens(session: Session, workspace: Workspace) -> int:
+        """Lock the workspace until the transaction ends, so that concurrent creations
+        cannot pass the cap together, nor concurrent revocations the last-token rule;
+        then its token count."""
+        lock_workspace(session, workspace.id)
+        return int(session.scalar(select(func.count()).select_from(WorkspaceToken)
+                                  .where(WorkspaceToken.workspace_id == workspace.id)) or 0)
 
     def require_forwarding(self, workspace: Workspace) -> None:
         plan = self.settings.plans.get(workspace.plan)
@@ -156,10 +257,12 @@ class Service:
                            actor: Actor) -> tuple[Destination, str]:
         url = self._validated_url(body.url)
         headers = validate_custom_headers(body.headers)
+        self._check_destination_quota(session, workspace)
         secret = generate_secret()
         now = utcnow()
         dest = Destination(
-            id=new_destination_id(), workspace_id=workspace.id, name=body.name, url=url,
+            id=new_destination_id(), workspace_id=workspace.id, name=body.name,
+            url_encrypted=self.box.encrypt(url), url_hint=url_hint(url),
             description=body.description, enabled=body.enabled,
             disabled_reason=None if body.enabled else "manual",
             event_types=list(body.event_types), headers_encrypted=self._seal_headers(headers),
@@ -171,6 +274,22 @@ class Service:
         self._audit_destination(session, dest, "created", actor)
         return dest, secret
 
+    def _check_destination_quota(self, session: Session, workspace: Workspace) -> None:
+        """Refuse one destination more than the plan's ``max_destinations`` (409).
+
+        The workspace is locked first, until the transaction ends, so that concurrent
+        creations are counted one after the other and cannot pass the limit together.
+        """
+        lock_workspace(session, workspace.id)
+        plan = self.settings.plans.get(workspace.plan)
+        limit = plan.max_destinations if plan is not None else 0
+        count = int(session.scalar(select(func.count()).select_from(Destination)
+                                   .where(Destination.workspace_id == workspace.id)) or 0)
+        if count >= limit:
+            raise QuotaExceededError(
+                f"the {workspace.plan} plan allows at most {limit} destinations per workspace "
+                f"and workspace {workspace.id} has {count}; delete one before adding another")
+
     def update_destination(self, session: Session, workspace: Workspace, dest_id: str,
                            patch: DestinationPatch, actor: Actor) -> Destination:
         dest = self.get_destination(session, workspace, dest_id)
@@ -178,7 +297,8 @@ class Service:
         if "name" in given and patch.name is not None:
             dest.name = patch.name
         if "url" in given and patch.url is not None:
-            dest.url = self._validated_url(patch.url)
+            url = self._validated_url(patch.url)
+            dest.url_encrypted, dest.url_hint = self.box.encrypt(url), url_hint(url)
         if "description" in given:
             dest.description = patch.description
         if "event_types" in given and patch.event_types is not None:
@@ -223,7 +343,7 @@ class Service:
     def to_out(self, dest: Destination) -> DestinationOut:
         status = self.view.status(dest.id) if self.view is not None else None
         return DestinationOut(
-            id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url,
+            id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url_hint,
             description=dest.description, enabled=dest.enabled,
             event_types=list(dest.event_types),
             headers=dict.fromkeys(self.custom_headers(dest), MASK),
@@ -246,7 +366,7 @@ class Service:
         config = self.config_of(session.get(Workspace, dest.workspace_id), dest)
         headers = request_headers(config, self.box, new_batch_id(), body, datetime.now(UTC),
                                   VERSION)
-        return config.url, body, headers
+        return destination_url(config, self.box), body, headers
 
     async def send_test(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         if self.client is None:
@@ -256,8 +376,9 @@ class Service:
     # -- internals -------------------------------------------------------------------------
 
     def _validated_url(self, url: str) -> str:
-        return validate_destination_url(url, resolver=self.resolver,
-                                        allow_private_cidrs=self.settings.allow_private_cidrs).url
+        return validate_destination_url(
+            url, resolver=self.resolver, allow_private_cidrs=self.settings.allow_private_cidrs,
+            allowed_ports=self.settings.allowed_destination_ports).url
 
     def _seal_headers(self, headers: Mapping[str, str]) -> str | None:
         return self.box.encrypt(json.dumps(dict(headers))) if headers else None

@@ -2,17 +2,20 @@
 
 ``install_web(app, settings)`` adds ``router``: ``/workspaces/{ws}/settings/webhooks``
 (the page, a sign-in page, a destination's detail and delete-confirmation pages,
-form POSTs, and a Server-Sent Events stream of live status), and the page's local
+form POSTs, the workspace's API tokens (listed, created and shown once, revoked), and
+a Server-Sent Events stream of live status), and the page's local
 assets under ``/static/web/``. Everything is server-rendered; the script only
 applies the live status pushes. Each handler gets a ``Pages`` (the dependency
 ``PagesDep``): the request, its workspace, the API's service and the page's key.
 
-Auth: the sign-in form takes the workspace token and stores it in an HttpOnly,
-SameSite=Strict cookie scoped to the workspace's page path (Secure over https).
-Each request checks it exactly like a bearer token: unknown or missing → the
-sign-in page, another workspace's → 404, a plan without forwarding → 402. Every
-POST also carries a CSRF token, an HMAC of the session (``auditrelay.api.web_support``),
-and is refused (403) without it or from another origin. Changes answer with a
+Auth: the sign-in form takes a workspace token and opens a server-side session
+(``auditrelay.api.page_sessions``): the HttpOnly, SameSite=Strict cookie scoped to
+the workspace's page path (Secure over https) holds the session's random id, never
+the token. Each request looks the session up: unknown, expired (idle longer than
+``page_session_idle_seconds``), signed out or of a revoked token → the sign-in page,
+another workspace's → 404, a plan without forwarding → 402. Every POST also carries a
+CSRF token, an HMAC of the session id (``auditrelay.api.web_support``), and is
+refused (403) without it or from another origin. Changes answer with a
 redirect (POST-redirect-GET) and a signed flash cookie; creating a destination
 and rotating its secret instead render the new secret once, with
 ``Cache-Control: no-store``.
@@ -27,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,22 +40,28 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from auditrelay.api import page_sessions
 from auditrelay.api import web_support as support
-from auditrelay.api.deps import DestinationId, ServiceDep, WorkspaceId, committed
-from auditrelay.api.models import DestinationOut, DestinationPatch
+from auditrelay.api.deps import DestinationId, ServiceDep, TokenId, WorkspaceId, committed
+from auditrelay.api.models import DestinationOut, DestinationPatch, TokenOut
+from auditrelay.api.ratelimit import ApiLimits, client_address, retry_after_header
 from auditrelay.api.service import Service, workspace_actor
 from auditrelay.schemas.errors import (
     AuthenticationError,
+    ConflictError,
     EntitlementError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitedError,
 )
 from auditrelay.schemas.ids import is_workspace_id
 from auditrelay.schemas.settings import Settings
-from auditrelay.store.db import Workspace
+from auditrelay.store.db import Workspace, WorkspaceToken, utcnow
 from auditrelay.store.engine import Store
 from auditrelay.wire.secrets import load_or_create_dev_key
 
@@ -70,6 +79,9 @@ HEARTBEAT_SECONDS = 15.0
 #: Streams end after this long and the browser reconnects: no stream outlives a
 #: deploy for long, and a server shutting down never waits on one for ever.
 STREAM_LIFETIME_SECONDS = 300.0
+#: How often a stream checks that its session still exists: signing out or revoking
+#: the token ends it within this long.
+SESSION_CHECK_SECONDS = 2.0
 RECENT_ATTEMPTS = 20
 
 _HERE = Path(__file__).parent
@@ -90,7 +102,8 @@ class Signed:
     """A request whose session cookie opened its workspace."""
 
     workspace: Workspace
-    token: str
+    session_id: str
+    token_id: str
     csrf: str
 
 
@@ -116,6 +129,10 @@ class PageRoute(APIRoute):
                                    str(exc))
             except PermissionDeniedError as exc:
                 return _error_page(request, 403, "Refused", str(exc))
+            except RateLimitedError as exc:
+                page = _error_page(request, 429, "Too many requests", str(exc))
+                page.headers["Retry-After"] = retry_after_header(exc.retry_after)
+                return page
 
         return handle
 
@@ -183,19 +200,47 @@ class Pages:
         """A transaction whose commit wakes the outbox publisher."""
         return committed(self.request.app)
 
-    def signed(self, session: Session) -> Signed:
-        """The session of the request for ``ws``, checked like a bearer token."""
-        token = self.request.cookies.get(SESSION_COOKIE)
-        if not token:
-            raise AuthenticationError("not signed in")
-        workspace = self.service.workspace_for_token(session, token)
-        if workspace is None:
-            raise AuthenticationError("the session's token is not valid")
-        if workspace.id != self.ws:
+    def signed(self, session: Session, *, active: bool = True) -> Signed:
+        """The session of the request for ``ws``; ``active=False`` for the live-status
+        stream, which the browser keeps open by itself and so keeps no session alive."""
+        session_id = self.request.cookies.get(SESSION_COOKIE, "")
+        found = self.live_session(session_id, active=active)
+        if found is None:
+            raise AuthenticationError("not signed in, or the session ended")
+        if found.workspace_id != self.ws:
             # 404, not 403: another tenant's workspace must look like no workspace.
             raise NotFoundError(f"no workspace {self.ws}")
+        workspace = session.get(Workspace, self.ws)
+        if workspace is None:
+            raise AuthenticationError("the session's workspace is gone")
         self.service.require_forwarding(workspace)
-        return Signed(workspace, token, support.csrf_token(self.key, self.ws, token))
+        return Signed(workspace, session_id, found.token_id,
+                      support.csrf_token(self.key, self.ws, session_id))
+
+    def live_session(self, session_id: str, *, active: bool) -> page_sessions.Found | None:
+        """The session of ``session_id`` if it is live, in a transaction of its own: an
+        expired session's deletion is committed even though the request then fails."""
+        if not session_id:
+            return None
+        store: Store = self.request.app.state.store
+        now = utcnow()
+        with store.transaction() as db:
+            found = page_sessions.find(db, session_id, idle=self.idle, now=now, active=active)
+            if found is not None and found.refreshed:
+                # A person using the page uses its token: "last used" must say so.
+                token = db.get(WorkspaceToken, found.token_id)
+                if token is not None:
+                    self.service.note_token_use(token, now)
+            return found
+
+    def still_signed(self) -> bool:
+        """Whether the request's session still opens ``ws`` (no use noted)."""
+        found = self.live_session(self.request.cookies.get(SESSION_COOKIE, ""), active=False)
+        return found is not None and found.workspace_id == self.ws
+
+    @property
+    def idle(self) -> timedelta:
+        return timedelta(seconds=self.service.settings.page_session_idle_seconds)
 
     def signed_destination(self, dest_id: str) -> tuple[Signed, DestinationOut]:
         """The signed-in session and one of its workspace's destinations, as shown."""
@@ -212,8 +257,9 @@ class Pages:
         if not support.same_origin(request.headers.get("origin"), origin):
             raise PermissionDeniedError("this form was sent from another site")
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-        token = request.cookies.get(SESSION_COOKIE, "")
-        if not token or not support.csrf_ok(self.key, self.ws, token, form.get("csrf")):
+        session_id = request.cookies.get(SESSION_COOKIE, "")
+        if not session_id or not support.csrf_ok(self.key, self.ws, session_id,
+                                                 form.get("csrf")):
             # Unknown sessions go to the sign-in page rather than a refusal.
             with self.reading() as session:
                 self.signed(session)
@@ -244,12 +290,16 @@ class Pages:
             who = self.signed(session)
             dests = [self.service.to_out(d)
                      for d in self.service.list_destinations(session, who.workspace)]
+            tokens = [TokenOut(id=t.id, name=t.name, prefix=t.prefix, created_at=t.created_at,
+                               last_used_at=t.last_used_at)
+                      for t in self.service.list_tokens(session, who.workspace)]
         now = datetime.now(UTC)
         rows = [(d, support.row_status(d, now)) for d in dests]
+        token_rows = [support.token_row(t, now, current=t.id == who.token_id) for t in tokens]
         response = _render(self.request, "page.html", {
             "ws": self.ws, "workspace": who.workspace, "csrf": who.csrf, "rows": rows,
-            "form": form or {}, "errors": errors or {}, "flash": self.flash(),
-            "page": page_path(self.ws)}, status)
+            "tokens": token_rows, "form": form or {}, "errors": errors or {},
+            "flash": self.flash(), "page": page_path(self.ws)}, status)
         self.take_flash(response)
         return response
 
@@ -271,7 +321,7 @@ class Pages:
 
     def statuses(self) -> list[dict[str, object]]:
         with self.reading() as session:
-            who = self.signed(session)
+            who = self.signed(session, active=False)
             dests = [self.service.to_out(d)
                      for d in self.service.list_destinations(session, who.workspace)]
         now = datetime.now(UTC)
@@ -287,7 +337,18 @@ class Pages:
                 return  # signed out or token revoked: the browser's reconnect gets a redirect
             data = json.dumps({"destinations": rows})
             yield f"event: status\ndata: {data}\n\n".encode()
-            await _wait_change(self.service)
+            if not await self._wait_signed(min(ends, time.monotonic() + HEARTBEAT_SECONDS)):
+                return
+
+    async def _wait_signed(self, until: float) -> bool:
+        """Until a status changes or ``until`` (True), checking every few seconds that the
+        session still exists: False as soon as it does not (signed out, expired, revoked)."""
+        while (left := until - time.monotonic()) > 0:
+            if await _wait_change(self.service, min(left, SESSION_CHECK_SECONDS)):
+                return True
+            if not await run_in_threadpool(self.still_signed):
+                return False
+        return True
 
 
 def pages(request: Request, ws: WorkspaceId, service: ServiceDep) -> Pages:
@@ -315,17 +376,38 @@ async def login(pages: PagesDep) -> Response:
     if not nonce or not support.csrf_ok(pages.key, ws, nonce, form.get("csrf")):
         return pages.login_page("The sign-in form expired; please try again.", 403)
     token = form.get("token", "").strip()
+    previous = request.cookies.get(SESSION_COOKIE, "")
+    # Refused before the token is looked at, as the API's bearer tokens are.
+    limits: ApiLimits = request.app.state.limits
+    address = client_address(request)
+    try:
+        limits.check_authentication(address, ws)
+    except RateLimitedError as exc:
+        refused = pages.login_page(f"Sign-in refused: {exc}.", 429)
+        refused.headers["Retry-After"] = retry_after_header(exc.retry_after)
+        return refused
 
-    def lookup() -> Workspace | None:
-        with pages.reading() as session:
-            return pages.service.workspace_for_token(session, token) if token else None
+    def open_session() -> str | None:
+        """A new session of ``token`` if it opens ``ws``; the browser's previous one ends."""
+        now = utcnow()
+        with pages.changing() as session:
+            row = pages.service.token_row(session, token) if token else None
+            if row is None or row.workspace_id != ws:
+                return None
+            pages.service.note_token_use(row, now)
+            page_sessions.close(session, previous)
+            page_sessions.purge_expired(session, idle=pages.idle, now=now)
+            return page_sessions.open_session(session, row, now)
 
-    workspace = await run_in_threadpool(lookup)
-    if workspace is None or workspace.id != ws:
+    session_id = await run_in_threadpool(open_session)
+    if session_id is None:
+        if token:
+            limits.failed_authentication(address, ws, via="sign_in")
         # One message for both: a token of another workspace reveals nothing.
         return pages.login_page("This token does not open this workspace.", 401)
     response = RedirectResponse(page_path(ws), status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, path=page_path(ws), httponly=True,
+    # A fresh id at every sign-in: a cookie planted before it (fixation) opens nothing.
+    response.set_cookie(SESSION_COOKIE, session_id, path=page_path(ws), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
     response.delete_cookie(LOGIN_COOKIE, path=login_path(ws))
     return response
@@ -334,6 +416,14 @@ async def login(pages: PagesDep) -> Response:
 @router.post(PAGE + "/logout")
 async def logout(pages: PagesDep) -> Response:
     await pages.checked_form()
+    session_id = pages.request.cookies.get(SESSION_COOKIE, "")
+
+    def close() -> None:
+        with pages.changing() as session:
+            page_sessions.close(session, session_id)
+
+    # Deleted on the server: a copy of the cookie kept anywhere opens nothing any more.
+    await run_in_threadpool(close)
     response = RedirectResponse(login_path(pages.ws), status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=page_path(pages.ws))
     return response
@@ -388,6 +478,8 @@ async def create(pages: PagesDep) -> Response:
 
     try:
         dest_id, name, secret = await run_in_threadpool(run)
+    except QuotaExceededError as exc:
+        return pages.redirect(f"The destination was not added: {exc}.", "error")
     except InvalidInputError as exc:
         errors = {support.form_field(exc): str(exc)}
         return await run_in_threadpool(lambda: pages.page(form=kept, errors=errors,
@@ -397,11 +489,13 @@ async def create(pages: PagesDep) -> Response:
 
 @router.post(PAGE + "/destinations/{dest_id}/{action}")
 async def change(pages: PagesDep, dest_id: DestinationId, action: str) -> Response:
-    if action not in ("enable", "disable", "delete", "rotate-secret", "test"):
+    if action not in ("enable", "disable", "delete", "rotate-secret", "test", "url"):
         raise NotFoundError(f"no action {action}")
-    await pages.checked_form()
+    form = await pages.checked_form()
     if action == "test":
         return await _send_test(pages, dest_id)
+    if action == "url":
+        return await _replace_url(pages, dest_id, form.get("url", "").strip())
     service = pages.service
 
     def run() -> tuple[str, str | None]:
@@ -426,6 +520,76 @@ async def change(pages: PagesDep, dest_id: DestinationId, action: str) -> Respon
     return pages.redirect(f"{name} {done}.")
 
 
+async def _replace_url(pages: Pages, dest_id: str, url: str) -> Response:
+    """The detail page's form: a new URL, checked as the API's PATCH checks it. The
+    answer names the URL's host at most (it may be the credential)."""
+    service = pages.service
+
+    def run() -> str:
+        with pages.changing() as session:
+            who = pages.signed(session)
+            try:
+                patch = DestinationPatch(url=url)
+            except ValidationError as exc:
+                raise InvalidInputError(f"url: {exc.errors()[0]['msg']}", field="url") from exc
+            return service.update_destination(session, who.workspace, dest_id, patch,
+                                              workspace_actor(pages.ws)).name
+
+    try:
+        name = await run_in_threadpool(run)
+    except InvalidInputError as exc:
+        return pages.redirect(f"The URL was not replaced: {exc}", "error")
+    return pages.redirect(f"{name}: URL replaced.")
+
+
+@router.post(PAGE + "/tokens")
+async def create_token(pages: PagesDep) -> Response:
+    form = await pages.checked_form()
+
+    def run() -> tuple[str, str | None, str]:
+        with pages.changing() as session:
+            who = pages.signed(session)
+            body = support.token_from_form(form)
+            row, token = pages.service.issue_token(session, who.workspace, body.name,
+                                                   workspace_actor(pages.ws))
+            return row.name, row.prefix, token
+
+    try:
+        name, prefix, token = await run_in_threadpool(run)
+    except (InvalidInputError, ConflictError) as exc:
+        return pages.redirect(f"The token was not created: {exc}", "error")
+    return _render(pages.request, "token.html", {
+        "ws": pages.ws, "name": name, "prefix": prefix, "token": token,
+        "page": page_path(pages.ws)}, 201)
+
+
+@router.post(PAGE + "/tokens/{token_id}/revoke")
+async def revoke_token(pages: PagesDep, token_id: TokenId) -> Response:
+    await pages.checked_form()
+
+    def run() -> tuple[str, bool]:
+        with pages.changing() as session:
+            who = pages.signed(session)
+            name = next((t.name for t in pages.service.list_tokens(session, who.workspace)
+                         if t.id == token_id), token_id)
+            # Like a workspace token on the API: never its last token (409), so that a
+            # workspace cannot lock itself out from its own settings page.
+            pages.service.revoke_token(session, who.workspace, token_id,
+                                       workspace_actor(pages.ws), may_revoke_last=False)
+            return name, token_id == who.token_id
+
+    try:
+        name, own = await run_in_threadpool(run)
+    except ConflictError as exc:
+        return pages.redirect(str(exc), "error")
+    if own:
+        # This session went with its token: back to the sign-in page.
+        response = RedirectResponse(login_path(pages.ws), status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=page_path(pages.ws))
+        return response
+    return pages.redirect(f"Token {name} revoked.")
+
+
 async def _send_test(pages: Pages, dest_id: str) -> Response:
     service = pages.service
 
@@ -433,11 +597,16 @@ async def _send_test(pages: Pages, dest_id: str) -> Response:
         with pages.changing() as session:
             who = pages.signed(session)
             dest = service.get_destination(session, who.workspace, dest_id)
+            limits: ApiLimits = pages.request.app.state.limits
+            limits.take_test_send(who.workspace.id, dest.id)
             url, body, headers = service.prepare_test(session, dest,
                                                       workspace_actor(pages.ws))
             return url, body, headers, dest.name
 
-    url, body, headers, name = await run_in_threadpool(prepare)
+    try:
+        url, body, headers, name = await run_in_threadpool(prepare)
+    except RateLimitedError as exc:
+        return pages.redirect(f"The test was not sent: {exc}.", "error")
     result = await service.send_test(url, body, headers)
     text = support.test_outcome_text(result.ok, result.status_code, result.latency_ms,
                                      result.error)
@@ -450,15 +619,15 @@ async def _send_test(pages: Pages, dest_id: str) -> Response:
 @router.get(PAGE + "/stream")
 def stream(pages: PagesDep) -> StreamingResponse:
     with pages.reading() as session:
-        pages.signed(session)
+        pages.signed(session, active=False)
     response = StreamingResponse(pages.events(), media_type="text/event-stream")
     response.headers.update({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     return response
 
 
-async def _wait_change(service: Service) -> None:
-    """Until a status changes, or the heartbeat is due."""
+async def _wait_change(service: Service, timeout: float) -> bool:
+    """Until a status changes (True), or for ``timeout`` seconds (False)."""
     if service.view is None:
-        await asyncio.sleep(HEARTBEAT_SECONDS)  # no Kafka view: heartbeat only
-        return
-    await service.view.board.wait_change(HEARTBEAT_SECONDS)
+        await asyncio.sleep(timeout)  # no Kafka view: heartbeats only
+        return False
+    return await service.view.board.wait_change(timeout)

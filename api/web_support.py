@@ -1,5 +1,6 @@
 """Pure helpers of the settings page (``auditrelay.api.web``): relative times, status texts,
-CSRF tokens, signed flash messages and the parsing of the add-destination form.
+the rows of the token list, CSRF tokens, signed flash messages and the parsing of the
+add-destination and create-token forms.
 
 Nothing here does I/O, so every rule of the page's wording and of its request
 forgery protection is unit-tested without a server.
@@ -18,7 +19,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from auditrelay.api.models import DestinationIn, DestinationOut
+from auditrelay.api.models import DestinationIn, DestinationOut, TokenIn, TokenOut
 from auditrelay.schemas.errors import InvalidInputError
 
 #: Below this age a delivery reads "just now": the live push and the page load
@@ -72,6 +73,35 @@ def row_status(dest: DestinationOut, now: datetime) -> RowStatus:
         reason=None if dest.status == "active" else (dest.disabled_reason or "manual"))
 
 
+@dataclass(frozen=True)
+class TokenRow:
+    """One row of the page's token list: never the token, only its first characters."""
+
+    id: str
+    name: str
+    prefix: str | None
+    created: str
+    last_used: str
+    #: The token that opened this session: revoking it signs this page out.
+    current: bool
+
+
+def token_row(token: TokenOut, now: datetime, *, current: bool) -> TokenRow:
+    last_used = "Never" if token.last_used_at is None else relative_time(token.last_used_at, now)
+    return TokenRow(id=token.id, name=token.name, prefix=token.prefix,
+                    created=relative_time(token.created_at, now), last_used=last_used,
+                    current=current)
+
+
+def token_from_form(form: Mapping[str, str]) -> TokenIn:
+    """The API body of the create-token form; ``InvalidInputError`` says what is wrong."""
+    try:
+        return TokenIn(name=form.get("token_name", "").strip())
+    except ValidationError as exc:
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise InvalidInputError(f"token name: {message}", field="token_name") from exc
+
+
 def test_outcome_text(delivered: bool, status_code: int | None, latency_ms: int,
                       error: str | None) -> str:
     """``Test delivered (200, 123 ms)`` or ``Test failed: HTTP 500 (500, 12 ms)``."""
@@ -89,13 +119,14 @@ def web_key(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode(), b"auditrelay web page v1", hashlib.sha256).digest()
 
 
-def csrf_token(key: bytes, workspace_id: str, session_token: str) -> str:
-    """The form token of one signed-in session: an HMAC of the session, not stored.
+def csrf_token(key: bytes, workspace_id: str, session_id: str) -> str:
+    """The form token of one signed-in session: an HMAC of the session id, not stored.
 
-    It binds the form to this workspace and this token: a page of another site
-    cannot read it, and it changes when the token does.
+    It binds the form to this workspace and this session (the random id of the page's
+    server-side session, or the sign-in form's nonce): a page of another site cannot
+    read it, another session of the same token has another, and it dies with the session.
     """
-    session = hashlib.sha256(session_token.encode()).hexdigest()
+    session = hashlib.sha256(session_id.encode()).hexdigest()
     mac = hmac.new(key, f"csrf|{workspace_id}|{session}".encode(), hashlib.sha256)
     return mac.hexdigest()
 
@@ -105,11 +136,11 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
-def csrf_ok(key: bytes, workspace_id: str, session_token: str, given: str | None) -> bool:
+def csrf_ok(key: bytes, workspace_id: str, session_id: str, given: str | None) -> bool:
     if not given:
         return False
     return hmac.compare_digest(given.encode(), csrf_token(key, workspace_id,
-                                                          session_token).encode())
+                                                          session_id).encode())
 
 
 def same_origin(origin: str | None, expected: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from typing import Any
 
 import click
@@ -23,10 +25,24 @@ def api(settings: Settings, host: str, port: int | None) -> None:
     from auditrelay.observability.logs import configure_logging
 
     configure_logging(settings)
+    port = port or settings.api_port
+    if settings.api_metrics_port is None and not _is_loopback(host):
+        # The default keeps /metrics where scrapers found it; say so where it may face tenants.
+        logging.getLogger(__name__).warning(
+            "GET /metrics is served without authentication on %s:%d, the API's own port; set "
+            "AUDITRELAY_API_METRICS_PORT to serve it on a listener of its own "
+            "(docs/metrics.md)", host, port)
     # JSON: uvicorn installs no handlers of its own, so its lines reach the JSON root handler.
     extra: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
-    uvicorn.run(create_app(settings), host=host, port=port or settings.api_port,
+    uvicorn.run(create_app(settings), host=host, port=port,
                 log_level=settings.log_level.lower(), **extra)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @click.group()

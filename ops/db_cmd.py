@@ -9,10 +9,15 @@ children); two at once serialise on the database's own lock.
 from __future__ import annotations
 
 import sys
+import typing
 
 import click
 
 from auditrelay.schemas.settings import Settings
+
+if typing.TYPE_CHECKING:
+    from auditrelay.store.migrations import Upgrade
+    from auditrelay.wire.secrets import SecretBox
 
 
 @click.group()
@@ -24,9 +29,31 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(settings: Settings) -> None:
     """Bring the schema to the head revision; safe to run twice, or twice at once."""
-    from auditrelay.store.engine import upgrade_database
+    click.echo(upgrade(settings).describe())
 
-    click.echo(upgrade_database(settings.database_url).describe())
+
+def upgrade(settings: Settings) -> Upgrade:
+    """The upgrade step (``auditrelay run`` too): with the key of secrets at rest when
+    there is one (revision 0005 encrypts the destinations' URLs with it), and the
+    destinations' configs re-published when a revision re-encrypted them."""
+    from auditrelay.store.engine import upgrade_database
+    from auditrelay.store.mutations import republish_after_upgrade
+
+    return upgrade_database(settings.database_url, box=_existing_box(settings),
+                            after=republish_after_upgrade(settings))
+
+
+def _existing_box(settings: Settings) -> SecretBox | None:
+    """The box of ``AUDITRELAY_SECRET_KEY``, or of the development key if one was made.
+
+    Never a new key: URLs encrypted under a key that the worker and the API do not have
+    would be lost. Without one, an upgrade that must encrypt is refused, naming the variable.
+    """
+    from auditrelay.wire.secrets import DEV_KEY_FILENAME, box_from_settings
+
+    if settings.secret_key is None and not (settings.var_dir / DEV_KEY_FILENAME).exists():
+        return None
+    return box_from_settings(settings)
 
 
 @db.command("status")

@@ -142,8 +142,7 @@ def _one_secret_key(settings: Settings,
 
 
 def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
-    from auditrelay.ops import kafka_local, topics
-    from auditrelay.store.engine import upgrade_database
+    from auditrelay.ops import db_cmd, kafka_local, topics
 
     env: dict[str, str] | None = None
     if demo:
@@ -162,7 +161,7 @@ def run_all(settings: Settings, *, demo: bool, demo_port: int = 8090) -> None:
         for line in topics.ensure_topics(settings).lines():
             click.echo(f"[run] topic {line}", err=True)
         # The children only check the schema: the upgrade step runs here, once.
-        click.echo(f"[run] {upgrade_database(settings.database_url).describe()}", err=True)
+        click.echo(f"[run] {db_cmd.upgrade(settings).describe()}", err=True)
         if demo:
             from auditrelay.ops import demo as demo_mod
 

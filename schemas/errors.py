@@ -7,7 +7,8 @@ translated into these at the boundary that calls the library, always with
     AuditRelayError
     ├── ConfigurationError        a setting is missing or invalid
     ├── InvalidInputError         caller input refused; ``field`` names what is wrong
-    │   └── InvalidEventError     an audit event that breaks the envelope contract
+    │   ├── InvalidEventError     an audit event that breaks the envelope contract
+    │   └── InvalidCursorError    a page cursor this API did not return (HTTP 400)
     ├── KafkaError                talking to Kafka failed
     │   ├── BrokerUnavailableError   no broker answered within the deadline
     │   ├── TopicError               a topic could not be created or is misconfigured
@@ -19,7 +20,9 @@ translated into these at the boundary that calls the library, always with
     ├── PermissionDeniedError     a valid token, not allowed here (HTTP 403)
     ├── NotFoundError             no such object, or not visible to this token (HTTP 404)
     ├── EntitlementError          the workspace's plan does not include this (HTTP 402)
-    └── ConflictError             the request clashes with the current state (HTTP 409)
+    ├── ConflictError             the request clashes with the current state (HTTP 409)
+    │   └── QuotaExceededError       a per-workspace limit is reached (HTTP 409, quota_exceeded)
+    └── RateLimitedError          too many requests; ``retry_after`` seconds (HTTP 429)
 
 Messages never contain secrets: an error names the field or setting, never its
 value when that value may be a token, a key or a signing secret.
@@ -46,6 +49,10 @@ class InvalidInputError(AuditRelayError):
 
 class InvalidEventError(InvalidInputError):
     """An audit event does not satisfy the envelope contract."""
+
+
+class InvalidCursorError(InvalidInputError):
+    """A page cursor that does not decode into a position of the list it pages."""
 
 
 class KafkaError(AuditRelayError):
@@ -97,3 +104,15 @@ class EntitlementError(AuditRelayError):
 
 class ConflictError(AuditRelayError):
     """The request clashes with the current state of the object."""
+
+
+class QuotaExceededError(ConflictError):
+    """A per-workspace limit (tokens, destinations, ...) is reached; the message names it."""
+
+
+class RateLimitedError(AuditRelayError):
+    """Too many requests of one kind from one caller; ``retry_after`` says how long to wait."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

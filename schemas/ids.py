@@ -21,6 +21,10 @@ Formats (each one a regular expression, documented in docs/events.md):
     lower-cased ULID. They name topics (``audit.dest.{id}``) and URLs, hence the
     same narrow alphabet as workspace ids.
 
+``token id``
+    ``tok_`` + 1 to 40 lower-case ASCII letters or digits: the id of one of a
+    workspace's API tokens (never the token itself), in URLs of the management API.
+
 ``reference id`` (actor and target ids)
     1 to 256 printable characters (no control characters); these name objects
     of the emitting service, whose formats auditrelay does not own.
@@ -42,11 +46,13 @@ WORKSPACE_ID_PREFIX: Final = "ws_"
 EVENT_ID_PATTERN: Final = r"^aud_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 WORKSPACE_ID_PATTERN: Final = r"^ws_[a-z0-9]{1,40}$"
 DESTINATION_ID_PATTERN: Final = r"^dst_[a-z0-9]{1,40}$"
+TOKEN_ID_PATTERN: Final = r"^tok_[a-z0-9]{1,40}$"  # noqa: S105 - an id format, no secret
 REFERENCE_ID_PATTERN: Final = r"^[^\x00-\x1f\x7f]{1,256}$"
 
 EVENT_ID_RE: Final = re.compile(EVENT_ID_PATTERN)
 WORKSPACE_ID_RE: Final = re.compile(WORKSPACE_ID_PATTERN)
 DESTINATION_ID_RE: Final = re.compile(DESTINATION_ID_PATTERN)
+TOKEN_ID_RE: Final = re.compile(TOKEN_ID_PATTERN)
 REFERENCE_ID_RE: Final = re.compile(REFERENCE_ID_PATTERN)
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -66,6 +72,10 @@ def is_workspace_id(value: object) -> bool:
 
 def is_destination_id(value: object) -> bool:
     return isinstance(value, str) and DESTINATION_ID_RE.fullmatch(value) is not None
+
+
+def is_token_id(value: object) -> bool:
+    return isinstance(value, str) and TOKEN_ID_RE.fullmatch(value) is not None
 
 
 def _encode_bits(value: int, pairs: int) -> str:

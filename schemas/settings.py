@@ -28,6 +28,9 @@ class Plan(BaseModel):
     retention_days: int = Field(ge=1, le=3650, description="days archived events are kept")
     #: Enterprise workspaces may be given a longer retention of their own.
     extended_retention: bool = False
+    #: Only plans with forwarding have destinations; the API refuses one more (409).
+    max_destinations: int = Field(default=25, ge=0, le=10_000,
+                                  description="most destinations a workspace may have")
 
 
 DEFAULT_PLANS: dict[str, Plan] = {
@@ -36,6 +39,11 @@ DEFAULT_PLANS: dict[str, Plan] = {
     "business": Plan(forwarding=False, retention_days=90),
     "enterprise": Plan(forwarding=True, retention_days=365, extended_retention=True),
 }
+
+#: Ports a destination URL may name unless ``allowed_destination_ports`` says otherwise:
+#: HTTPS, and the unprivileged ports, where no mail, SSH or database server listens by
+#: convention. Inclusive ``(low, high)`` ranges.
+DEFAULT_DESTINATION_PORTS: tuple[tuple[int, int], ...] = ((443, 443), (1024, 65535))
 
 #: The stages a worker can run, in the order it starts them.
 WORKER_STAGES: tuple[str, ...] = ("router", "archive", "delivery", "retention")
@@ -99,9 +107,49 @@ class Settings(BaseSettings):
     # Management API.
     api_port: int = Field(default=8080, ge=1, le=65535,
                           description="port of `auditrelay api` when --port is not given")
+    # Operator endpoints, off the tenant-facing port when configured (docs/api.md, metrics.md).
+    api_docs: bool = Field(
+        default=True, description="serve the OpenAPI document and its pages (/openapi.json, "
+        "/docs, /redoc); false answers them 404",
+    )
+    api_metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="port of the API's own Prometheus listener /metrics; unset: GET /metrics "
+        "on the API's port; 0: not served at all",
+    )
+    api_metrics_address: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="interface the API's own metrics listener listens on",
+    )
     api_max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, le=64 * 1024 * 1024,
         description="largest request body the API reads; bigger ones are refused with 413",
+    )
+    page_session_idle_seconds: int = Field(
+        default=12 * 3600, ge=60, le=30 * 86400,
+        description="a settings page session unused for this long is signed out",
+    )
+
+    # Quotas and rate limits of the API (docs/api.md); each API process counts its own.
+    test_send_interval_seconds: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="least time between two test sends to one destination; 0 turns it off",
+    )
+    test_send_workspace_per_minute: int = Field(
+        default=30, ge=1, le=10_000, description="most test sends of one workspace a minute",
+    )
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1, le=10_000,
+        description="failed authentications of one client address (or one workspace) a "
+        "minute before its attempts are refused with 429, for twice as long each time",
+    )
+    auth_lockout_max_seconds: float = Field(
+        default=900.0, ge=1, le=86_400, description="longest refusal after failed "
+        "authentications",
+    )
+    allowed_destination_ports: Annotated[tuple[tuple[int, int], ...], NoDecode] = Field(
+        default=DEFAULT_DESTINATION_PORTS,
+        description="ports destination URLs may name: comma-separated ports and ranges",
     )
 
     # Archive and retention (docs/archive.md).
@@ -199,6 +247,31 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(ipaddress.ip_network(part.strip(), strict=False)
                          for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_destination_ports", mode="before")
+    @classmethod
+    def _split_ports(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        ranges = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            low, _, high = part.partition("-")
+            if not (low.strip().isdigit() and (not high or high.strip().isdigit())):
+                raise ValueError(f"{part!r} is not a port or a range such as 1024-65535")
+            ranges.append((int(low), int(high or low)))
+        return tuple(ranges)
+
+    @field_validator("allowed_destination_ports")
+    @classmethod
+    def _valid_ports(cls, value: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        if not value:
+            raise ValueError("needs at least one port")
+        for low, high in value:
+            if not 1 <= low <= high <= 65535:
+                raise ValueError(f"{low}-{high} is not a range of ports within 1-65535")
         return value
 
     @field_validator("admin_token", "secret_key", mode="before")

@@ -2,7 +2,8 @@
 
 Every route needs a plan with forwarding (``Ws``). A test send holds no
 transaction while it waits on the receiver: it commits its self-audit event
-first (``committed``), then sends.
+first (``committed``), then sends. Test sends are rate-limited per destination and
+per workspace (429, ``auditrelay.api.ratelimit``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from auditrelay.api.models import (
     SecretOut,
     TestResult,
 )
+from auditrelay.api.ratelimit import ApiLimits
 
 BASE = "/v1/workspaces/{ws}/destinations"
 
@@ -91,6 +93,9 @@ async def test_destination(ws: WorkspaceId, who: Who, dest_id: DestinationId,
         with committed(request.app) as session:
             found = forwarding_workspace(ws, who, session, service)
             dest = service.get_destination(session, found, dest_id)
+            # Only once the caller may test it: nobody spends another tenant's allowance.
+            limits: ApiLimits = request.app.state.limits
+            limits.take_test_send(found.id, dest.id)
             return service.prepare_test(session, dest, who.actor)
 
     url, body, headers = await run_in_threadpool(prepare)

@@ -25,7 +25,9 @@ def list_events(
     since: Annotated[datetime | None, Query(description="RFC 3339, inclusive")] = None,
     until: Annotated[datetime | None, Query(description="RFC 3339, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=events.MAX_LIMIT)] = events.DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    # No max_length here: a long cursor is a bad cursor, 400 invalid_cursor (events.Cursor).
+    cursor: Annotated[str | None, Query(description="the next_cursor of the previous page; "
+                                        "anything else is 400 invalid_cursor")] = None,
 ) -> EventPage:
     query = events.EventQuery(type=event_type, actor=actor, target=target, since=since,
                               until=until, limit=limit, cursor=cursor)

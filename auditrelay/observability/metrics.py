@@ -35,9 +35,11 @@ __all__ = [
     "API_REGISTRY",
     "WORKER_REGISTRY",
     "count_api_request",
+    "count_auth_failure",
     "count_dead_letter",
     "count_decision",
     "count_produced",
+    "count_rate_limited",
     "count_round",
 ]
 
@@ -118,6 +120,16 @@ OUTBOX_BACKLOG: Final = Gauge(
     "auditrelay_outbox_backlog", "Outbox entries not yet published to Kafka (read at scrape "
     "time)", registry=API_REGISTRY)
 
+# Label values are fixed words, never an address or a workspace id: attackers choose those.
+AUTH_FAILURES: Final = Counter(
+    "auditrelay_api_auth_failures", "Refused credentials, by where they were presented: "
+    "bearer (an API call's token) or sign_in (the settings page's sign-in form)", ["via"],
+    registry=API_REGISTRY)
+RATE_LIMITED: Final = Counter(
+    "auditrelay_api_rate_limited", "Requests refused with 429, by limit: auth_address, "
+    "auth_workspace, test_send_destination, test_send_workspace", ["limit"],
+    registry=API_REGISTRY)
+
 M = TypeVar("M", Counter, Gauge, Histogram)
 
 
@@ -147,6 +159,8 @@ _deliveries = _Children(DELIVERIES)
 _dead_lettered = _Children(DEAD_LETTERED)
 _api_requests = _Children(API_REQUESTS)
 _api_durations = _Children(API_REQUEST_DURATION)
+_auth_failures = _Children(AUTH_FAILURES)
+_rate_limited = _Children(RATE_LIMITED)
 
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -199,3 +213,13 @@ def count_api_request(method: str, route: str, status: int, seconds: float) -> N
     method = method if method in _METHODS else "OTHER"
     _api_requests.get(method, route, str(status)).inc()
     _api_durations.get(method, route).observe(seconds)
+
+
+def count_auth_failure(via: str) -> None:
+    """A token refused; ``via`` is ``bearer`` or ``sign_in``."""
+    _auth_failures.get(via).inc()
+
+
+def count_rate_limited(limit: str) -> None:
+    """A request refused with 429 by ``limit`` (a name of ``auditrelay.api.ratelimit``)."""
+    _rate_limited.get(limit).inc()

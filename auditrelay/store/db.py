@@ -2,8 +2,8 @@
 
 SQLAlchemy 2 typed models; Alembic migrations under ``schemas/migrations`` create
 them (``migrate``). SQLite is the embedded default, PostgreSQL the production
-store. Secrets (signing secrets, custom header values) are stored only as
-ciphertext; workspace tokens and page sessions only as SHA-256 hashes.
+store. Secrets (destination URLs, signing secrets, custom header values) are stored
+only as ciphertext; workspace tokens and page sessions only as SHA-256 hashes.
 """
 
 from __future__ import annotations
@@ -118,7 +118,10 @@ class Destination(Base):
     workspace_id: Mapped[str] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    url: Mapped[str] = mapped_column(Text)
+    #: The URL, encrypted: for some receivers (Slack, Sumo Logic) it is the credential.
+    url_encrypted: Mapped[str] = mapped_column(Text)
+    #: What reads show of the URL (``https://hooks.slack.com/…``, schemas.destinations).
+    url_hint: Mapped[str] = mapped_column(String(2048))
     description: Mapped[str | None] = mapped_column(Text, default=None)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(String(50), default=None)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from auditrelay.store.migrations import Upgrade, ensure_current, upgrade
+from auditrelay.store.migrations import AfterUpgrade, Encrypter, Upgrade, ensure_current, upgrade
 
 #: How long a SQLite connection waits for another's lock (the driver's busy timeout).
 _SQLITE_BUSY_SECONDS = 30.0
@@ -57,11 +57,16 @@ def check_database(url: str) -> None:
     checked_engine(url).dispose()
 
 
-def upgrade_database(url: str) -> Upgrade:
-    """Bring the database at ``url`` to the head revision (the upgrade step)."""
+def upgrade_database(url: str, *, box: Encrypter | None = None,
+                     after: AfterUpgrade | None = None) -> Upgrade:
+    """Bring the database at ``url`` to the head revision (the upgrade step).
+
+    ``box`` (the box of secrets at rest) is needed when there are destination URLs to
+    encrypt; ``after`` runs in the upgrade's transaction (see ``migrations.upgrade``).
+    """
     engine = make_engine(url)
     try:
-        return upgrade(engine)
+        return upgrade(engine, box=box, after=after)
     finally:
         engine.dispose()
 

@@ -7,7 +7,9 @@ row and, in the same transaction, enqueues what it causes: the new config on
 version bump, config, event. The API's service makes every change through
 these functions; the worker makes one, ``disable_destination`` (410 Gone:
 ``webhook.disabled``; 72 hours of failures: ``webhook.auto_disabled``). Each
-process's ``OutboxPublisher`` publishes what they enqueue.
+process's ``OutboxPublisher`` publishes what they enqueue. ``republish_after_upgrade``
+is the upgrade step's: once revision 0005 encrypted the URLs, every destination's
+config goes out again, so that the compacted topic's latest records hold no plaintext URL.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from auditrelay.schemas.builder import EventBuilder
@@ -25,6 +28,7 @@ from auditrelay.schemas.settings import Settings
 from auditrelay.store import outbox
 from auditrelay.store.db import Destination, Workspace
 from auditrelay.store.engine import Store
+from auditrelay.store.migrations import AfterUpgrade, Upgrade, head_revision
 
 __all__ = [
     "FAILING",
@@ -38,6 +42,7 @@ __all__ = [
     "event_builder",
     "forwarding",
     "publish_change",
+    "republish_after_upgrade",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ GONE: Final = "gone"
 FAILING: Final = "failing"
 _ACTIONS: Final = {GONE: "disabled", FAILING: "auto_disabled"}
 SYSTEM_ACTOR: Final = {"type": "system", "id": "auditrelay"}
+#: The revision that encrypted destination URLs (audit.destinations held them in clear).
+URLS_ENCRYPTED: Final = "0005"
 
 
 def disable_destination(store: Store, settings: Settings, dest_id: str, reason: str,
@@ -84,6 +91,28 @@ def publish_change(session: Session, settings: Settings, workspace: Workspace | 
     enqueue_config(session, settings, workspace, dest)
     enqueue_audit(session, settings, dest, action, actor, metadata=metadata, now=moment,
                   builder=builder)
+
+
+def republish_after_upgrade(settings: Settings) -> AfterUpgrade:
+    """What ``auditrelay db upgrade`` runs in the upgrade's transaction: when it encrypted
+    the destinations' URLs, each destination's config, version bumped, through the outbox.
+
+    The bump makes consumers take the new record over the plaintext one they hold;
+    compaction then drops the plaintext records from ``audit.destinations``. Only an
+    upgrade to the head revision does it: the ORM describes that schema.
+    """
+    def after(connection: Connection, done: Upgrade) -> None:
+        if not done.crossed(URLS_ENCRYPTED) or done.after != head_revision():
+            return
+        now = datetime.now(UTC)
+        # Joins the upgrade's transaction; commits nothing of its own.
+        with Session(bind=connection) as session:
+            for dest in session.scalars(select(Destination).order_by(Destination.id)):
+                bump_version(dest, now)
+                enqueue_config(session, settings, session.get(Workspace, dest.workspace_id),
+                               dest)
+            session.flush()
+    return after
 
 
 def bump_version(dest: Destination, now: datetime) -> None:
@@ -135,8 +164,9 @@ def config_of(dest: Destination, *, forwarding: bool) -> DestinationConfig:
     function, so the two never disagree on what a config holds.
     """
     return DestinationConfig(
-        id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url,
-        enabled=dest.enabled, disabled_reason=dest.disabled_reason,
+        id=dest.id, workspace_id=dest.workspace_id, name=dest.name,
+        url_encrypted=dest.url_encrypted, url_hint=dest.url_hint, enabled=dest.enabled,
+        disabled_reason=dest.disabled_reason,
         event_types=tuple(dest.event_types), forwarding=forwarding,
         headers_encrypted=dest.headers_encrypted, secret_encrypted=dest.secret_encrypted,
         previous_secret_encrypted=dest.previous_secret_encrypted,

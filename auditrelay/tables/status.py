@@ -67,11 +67,12 @@ class StatusBoard:
         if self._statuses.pop(destination_id, None) is not None:
             self._notify()
 
-    async def wait_change(self, timeout: float | None) -> None:
-        """Return when any status changes, or after ``timeout`` seconds."""
+    async def wait_change(self, timeout: float | None) -> bool:
+        """Return when any status changes (True), or after ``timeout`` seconds (False)."""
         changed = self._changed
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
+        return changed.is_set()
 
     def _notify(self) -> None:
         # Waiters hold the old event; a fresh one serves the next change.

@@ -5,8 +5,8 @@ attempt:
 
 - is checked by ``auditrelay.wire.ssrf`` before any socket exists: the URL is parsed
   and re-serialised, and at connect time the host name is resolved again with
-  the injected resolver, every address is checked, and the TCP connection goes
-  to a checked address. TLS still sends SNI for, and verifies the certificate
+  the injected resolver, every address and the port are checked, and the TCP
+  connection goes to a checked address. TLS still sends SNI for, and verifies the certificate
   against, the host name, because httpcore takes ``server_hostname`` from the
   URL, not from the address connected to. DNS rebinding between validation and
   delivery therefore ends in a refusal, never in a connection;
@@ -17,7 +17,8 @@ attempt:
 - ignores proxy variables and never keeps cookies between attempts.
 
 ``post_batch`` never raises for network failures: they come back as
-``DeliveryResult.error``, a short text that holds no URL, header or secret.
+``DeliveryResult.error``, a short text that holds no header, secret, or URL path or
+query (the URL may be the credential: errors name ``scheme://host[:port]`` at most).
 
 httpx 0.28 has no public way to hand httpcore a network backend, so
 ``_PinnedTransport`` replaces the connection pool that ``AsyncHTTPTransport``
@@ -42,12 +43,15 @@ from datetime import UTC, datetime
 import httpcore
 import httpx
 
+from auditrelay.schemas.destinations import url_hint
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.ssrf import (
+    DEFAULT_DESTINATION_PORTS,
     IPAddress,
     IPNetwork,
     Resolver,
     check_addresses,
+    check_port,
     parse_destination_url,
     system_resolver,
 )
@@ -78,6 +82,7 @@ class DeliveryConfig:
     request_timeout_seconds: float = 15.0
     response_body_cap_bytes: int = 64 * 1024
     allow_private_cidrs: tuple[IPNetwork, ...] = ()
+    allowed_ports: tuple[tuple[int, int], ...] = DEFAULT_DESTINATION_PORTS
     max_connections: int = 100
     max_keepalive_connections: int = 20
     keepalive_expiry_seconds: float = 30.0
@@ -89,6 +94,7 @@ class DeliveryConfig:
             request_timeout_seconds=settings.delivery_request_timeout_seconds,
             response_body_cap_bytes=settings.delivery_response_body_cap_bytes,
             allow_private_cidrs=tuple(settings.allow_private_cidrs),
+            allowed_ports=tuple(settings.allowed_destination_ports),
         )
 
 
@@ -135,11 +141,13 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         allow: Sequence[IPNetwork],
         *,
         require_allowed: bool,
+        ports: Sequence[tuple[int, int]] = DEFAULT_DESTINATION_PORTS,
     ) -> None:
         self._inner = inner
         self._resolver = resolver
         self._allow = tuple(allow)
         self._require_allowed = require_allowed
+        self._ports = tuple(ports)
 
     async def connect_tcp(
         self,
@@ -149,6 +157,9 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        # A config record may carry a URL stored before the port rule, or written by hand:
+        # the rule holds where the connection is made. Raises InvalidInputError.
+        check_port(port, self._ports)
         literal: IPAddress | None
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
@@ -248,7 +259,8 @@ class DeliveryClient:
         )
 
         def transport(*, plain: bool) -> _PinnedTransport:
-            backend = _PinnedBackend(inner, resolver, allow, require_allowed=plain)
+            backend = _PinnedBackend(inner, resolver, allow, require_allowed=plain,
+                                     ports=self._config.allowed_ports)
             return _PinnedTransport(ssl_context=context, limits=limits, backend=backend)
 
         self._client = httpx.AsyncClient(
@@ -362,7 +374,12 @@ def _status_error(status: int) -> str | None:
 def _describe(exc: BaseException, urls: Sequence[str], *, fallback: str) -> str:
     detail = str(exc).strip()
     for url in urls:
-        # A URL may carry a token in its query; the error must not.
-        detail = detail.replace(url, "<url>")
+        # A URL's path or query may be the credential (Slack, Sumo Logic): an error, which
+        # ends up in logs, statuses and attempt records, names its origin at most.
+        detail = detail.replace(url, url_hint(url))
+        path = url.partition("://")[2].lstrip("/")
+        path = path[next((i for i, c in enumerate(path) if c in "/?"), len(path)):]
+        if path not in ("", "/"):
+            detail = detail.replace(path, "/\u2026")
     text = f"{type(exc).__name__}: {detail}" if detail else f"{type(exc).__name__}: {fallback}"
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."

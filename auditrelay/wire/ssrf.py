@@ -12,7 +12,9 @@ a private or reserved range``. It never names the address a name resolved to (th
 would tell a tenant what internal names resolve to); that is logged at DEBUG.
 Addresses inside ``allow_private_cidrs`` (operators' setting
 ``AUDITRELAY_ALLOW_PRIVATE_CIDRS``) are exempt; plain ``http://`` is accepted only
-when every address is inside one of those networks.
+when every address is inside one of those networks. The port must be in
+``allowed_ports`` (``AUDITRELAY_ALLOWED_DESTINATION_PORTS``; 443 and 1024-65535 by
+default), whatever the address: port 22, 25 or 6379 of a public host is no SIEM.
 
 The parser is deliberately stricter than any URL parser it might be compared
 with: whatever it accepts, it re-serialises (``ValidatedUrl.url``), so the HTTP
@@ -32,15 +34,19 @@ from dataclasses import dataclass
 import idna
 
 from auditrelay.schemas.errors import InvalidInputError
+from auditrelay.schemas.settings import DEFAULT_DESTINATION_PORTS
 
 __all__ = [
+    "DEFAULT_DESTINATION_PORTS",
     "IPAddress",
     "IPNetwork",
     "ParsedUrl",
+    "PortRanges",
     "Resolver",
     "ValidatedUrl",
     "blocked_reason",
     "check_addresses",
+    "check_port",
     "parse_destination_url",
     "system_resolver",
     "validate_destination_url",
@@ -51,6 +57,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: ``(host, port) -> addresses``; raises ``OSError`` when the name does not resolve.
 Resolver = Callable[[str, int], Sequence[IPAddress]]
+#: Inclusive ``(low, high)`` ranges of ports.
+PortRanges = Sequence[tuple[int, int]]
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +247,13 @@ def check_addresses(
     return checked
 
 
+def check_port(port: int, allowed: PortRanges = DEFAULT_DESTINATION_PORTS) -> None:
+    """Refuse ``port`` unless it is inside one of the ``allowed`` ranges."""
+    if not any(low <= port <= high for low, high in allowed):
+        ranges = ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in allowed)
+        raise _refuse(f"port {port} is not allowed; destinations may use ports {ranges}")
+
+
 def _log_refusal(host: str | None, address: IPAddress, reason: str) -> None:
     """What a name resolved to, for operators only: in a refusal it would tell a tenant
     what internal names resolve to (an oracle of internal DNS)."""
@@ -389,6 +404,7 @@ def validate_destination_url(
     *,
     resolver: Resolver = system_resolver,
     allow_private_cidrs: Sequence[IPNetwork] = (),
+    allowed_ports: PortRanges = DEFAULT_DESTINATION_PORTS,
 ) -> ValidatedUrl:
     """Check ``url`` against contract section 3, resolving its host once; blocking."""
     parsed = parse_destination_url(url, allow_private_cidrs=allow_private_cidrs)
@@ -401,6 +417,9 @@ def validate_destination_url(
             host=parsed.host,
             require_allowed=parsed.scheme == "http",
         )
+    # After the address: a refused address is the more useful message (plain http's port
+    # 80, say, is refused for being plain http first).
+    check_port(parsed.port, allowed_ports)
     return ValidatedUrl(
         scheme=parsed.scheme,
         host=parsed.host,
@@ -415,8 +434,10 @@ async def validate_destination_url_async(
     *,
     resolver: Resolver = system_resolver,
     allow_private_cidrs: Sequence[IPNetwork] = (),
+    allowed_ports: PortRanges = DEFAULT_DESTINATION_PORTS,
 ) -> ValidatedUrl:
     """``validate_destination_url`` in a worker thread, so DNS never blocks the loop."""
     return await asyncio.to_thread(
-        validate_destination_url, url, resolver=resolver, allow_private_cidrs=allow_private_cidrs
+        validate_destination_url, url, resolver=resolver, allow_private_cidrs=allow_private_cidrs,
+        allowed_ports=allowed_ports,
     )

@@ -32,6 +32,7 @@ from auditrelay.schemas.batches import (
     BatchMeta,
     batch_body,
 )
+from auditrelay.schemas.destinations import url_hint
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
 from auditrelay.schemas.topics import destination_topic_spec
@@ -71,7 +72,8 @@ class Env:
             if session.get(Workspace, WORKSPACE) is None:
                 session.add(Workspace(id=WORKSPACE, name="w", plan="enterprise"))
                 session.flush()
-            row = Destination(id=dest_id, workspace_id=WORKSPACE, name="siem", url=url,
+            row = Destination(id=dest_id, workspace_id=WORKSPACE, name="siem",
+                              url_encrypted=self.box.encrypt(url), url_hint=url_hint(url),
                               secret_encrypted=self.box.encrypt(secret), version=1,
                               created_at=now, updated_at=now, enabled=True, event_types=[])
             session.add(row)

@@ -3,8 +3,9 @@
 ``GET /v1/workspaces/{ws}/events`` decodes its ``cursor`` (base64url of JSON
 ``[time, id]``). A time valid as written but out of range in UTC
 (``0001-01-01T00:00:00+14:00``) raised ``OverflowError``: a 500. Every cursor that
-does not decode into a valid position answers as the module always answered a bad
-cursor (docs/archive.md): 422 ``invalid_request``, naming the cursor.
+does not decode into a valid position (too long, not base64, not JSON, wrong shape
+or types, a time out of range or without offset, a bad id) answers one way
+(docs/archive.md): 400 ``invalid_cursor``, naming the cursor.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ BAD_CURSORS = {
     "NUL in the id": _cursor(["2026-11-25T10:30:00+00:00", "aud_\x00"]),
     "empty id": _cursor(["2026-11-25T10:30:00+00:00", ""]),
     "deep nesting": _b64(b"[" * 300 + b"]" * 300),
+    "not ascii": "WyIyMDI2LTExLTI1VDEwOjMwOjAwKzAwOjAwIiwiYXVkX3giXQ\u00e9",
+    "too long": _cursor(["2026-11-25T10:30:00+00:00", "aud_" + "x" * 1000]),
+    "too long, not base64": "!" * 5000,
 }
 
 
@@ -52,9 +56,9 @@ def test_a_cursor_that_is_no_position_is_refused(shared_api: ApiServer, cursor: 
     ws, token = shared_api.create_workspace()
     response = shared_api.call("GET", f"/v1/workspaces/{ws}/events", token,
                                params={"cursor": cursor})
-    assert response.status_code == 422, response.text
+    assert response.status_code == 400, response.text
     error = error_of(response)
-    assert error["code"] == "invalid_request"
+    assert error["code"] == "invalid_cursor"
     assert "cursor" in error["message"]
 
 

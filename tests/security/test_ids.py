@@ -2,8 +2,8 @@
 
 The settings page put the path's workspace segment, unescaped, into its cookies'
 ``Path``: ``x%3B%20Domain%3Dexample.com`` added a ``Domain`` attribute, CR/LF dropped
-the connection and a non-Latin-1 character was a 500. Now every route with a ``ws``
-or ``dest_id`` refuses a value that is not a well-formed id
+the connection and a non-Latin-1 character was a 500. Now every route with a ``ws``,
+``dest_id`` or ``token_id`` refuses a value that is not a well-formed id
 (``auditrelay.schemas.ids``) with a 404 before anything reads it: the JSON error of
 the API, the page's own 404 page on the settings page.
 """
@@ -77,34 +77,40 @@ def test_a_malformed_workspace_is_the_pages_404(shared_api: ApiServer, ws: str,
 def test_a_malformed_workspace_is_the_apis_404(shared_api: ApiServer, ws: str) -> None:
     _, token = shared_api.create_workspace()
     for path in (f"/v1/workspaces/{ws}/destinations", f"/v1/workspaces/{ws}/events",
-                 f"/v1/workspaces/{ws}/destinations/dst_a"):
+                 f"/v1/workspaces/{ws}/destinations/dst_a", f"/v1/workspaces/{ws}/tokens"):
         for who in (token, shared_api.admin_token):
             _assert_api_404(shared_api.call("GET", path, who))
 
 
+#: The path parameters that are ids.
+IDS = ["ws", "dest_id", "token_id"]
+
+
 def _templates() -> list[tuple[str, str]]:
-    """Every (method, path template) that takes a ``ws`` or a ``dest_id``: the routers of
-    every module of ``auditrelay.api.routes``, and the settings page's."""
+    """Every (method, path template) that takes a ``ws``, a ``dest_id`` or a ``token_id``:
+    the routers of every module of ``auditrelay.api.routes``, and the settings page's."""
     routers = [web.router]
     for module in pkgutil.iter_modules(api_routes.__path__):
         routers.append(importlib.import_module(f"{api_routes.__name__}.{module.name}").router)
     found = [(method, route.path) for router in routers for route in router.routes
              if isinstance(route, APIRoute) for method in sorted(route.methods or ())
-             if "{ws}" in route.path or "{dest_id}" in route.path]
+             if any(f"{{{name}}}" in route.path for name in IDS)]
     assert len(found) > 15  # the API's destination and events routes, and the page's
     return found
 
 
-@pytest.mark.parametrize("bad", ["ws", "dest_id"])
+@pytest.mark.parametrize("bad", IDS)
 def test_every_route_refuses_malformed_ids(shared_api: ApiServer, bad: str) -> None:
     """Each route of the app, API and page alike, whatever its method."""
     ws, token = shared_api.create_workspace()
     dest = shared_api.create_destination(ws, token)["id"]
+    tokens = shared_api.call("GET", f"/v1/workspaces/{ws}/tokens", token).json()["items"]
     for method, template in _templates():
         if "{" + bad + "}" not in template:
             continue
         for value in MALFORMED:
-            ids = {"ws": ws, "dest_id": dest, "action": "enable", bad: value}
+            ids = {"ws": ws, "dest_id": dest, "token_id": tokens[0]["id"], "action": "enable",
+                   bad: value}
             path = template
             for name, given in ids.items():
                 path = path.replace("{" + name + "}", given)

@@ -93,10 +93,13 @@ class WorkerProcess:
 
     READY = "Worker ready"
 
-    def __init__(self, settings: Settings, log_path: Path, *, grace: float = 20.0) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, grace: float = 20.0,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
         self.grace = grace
+        #: Set over ``worker_env``'s (a test that reads the worker's metrics gives a port).
+        self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -112,7 +115,8 @@ class WorkerProcess:
         self._log.write(f"==== worker started at {time.strftime('%X')} ====\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen([sys.executable, "-m", "auditrelay.ops", "worker"],
-                                     env=worker_env(self.settings), stdout=self._log,
+                                     env={**worker_env(self.settings), **self.extra_env},
+                                     stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     @property
@@ -208,9 +212,10 @@ def create_destinations(settings: Settings, workspaces: int,
     from auditrelay.api.service import ADMIN_ACTOR, Service
     from auditrelay.wire.secrets import box_from_settings
 
-    upgrade_database(settings.database_url)
+    box = box_from_settings(settings)
+    upgrade_database(settings.database_url, box=box)
     store = Store(make_engine(settings.database_url))
-    service = Service(settings, box_from_settings(settings), resolver=resolver)
+    service = Service(settings, box, resolver=resolver)
     try:
         with store.transaction() as session:
             rows = [service.create_workspace(session, f"ws{n}", "enterprise")[0]

@@ -5,15 +5,20 @@ docker-compose, the start of ``auditrelay run``): :func:`upgrade` holds the data
 own lock while it runs, so two upgrades at once serialise and the second finds nothing
 to do. The worker and the API only check (:func:`ensure_current`) and refuse to start
 on a schema that is not at the code's head revision.
+
+Some revisions move secrets: 0005 encrypts destination URLs, so :func:`upgrade` takes
+the box of secrets at rest (``box``), which a revision finds in
+``context.config.attributes["box"]``. A database with nothing to encrypt needs none.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from alembic import command
 from alembic.config import Config
@@ -38,6 +43,12 @@ _MIGRATING = threading.Lock()
 _ADVISORY_LOCK_KEY = 0x6175_6469_746D_6967
 
 
+class Encrypter(Protocol):
+    """What a data migration needs of ``auditrelay.wire.secrets.SecretBox``."""
+
+    def encrypt(self, plaintext: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class Upgrade:
     """What :func:`upgrade` did: the revision before (``None``: no schema) and after."""
@@ -49,18 +60,29 @@ class Upgrade:
     def changed(self) -> bool:
         return self.before != self.after
 
+    def crossed(self, revision: str) -> bool:
+        """Whether this upgrade applied ``revision`` (revisions are numbered in order)."""
+        return (self.before is None or self.before < revision) and \
+            self.after is not None and self.after >= revision
+
     def describe(self) -> str:
         if not self.changed:
             return f"database already current (revision {self.after})"
         return f"database at revision {self.after} (was: {self.before or 'none'})"
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+#: Called at the end of an upgrade, in its transaction, with what it did.
+AfterUpgrade = Callable[[Connection, Upgrade], None]
+
+
+def alembic_config(connection: Connection | None = None,
+                   box: Encrypter | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(HERE))
     # The connection travels as an attribute, not as a URL option: URLs may hold
     # passwords and '%' characters that configparser would mangle or log.
     config.attributes["connection"] = connection
+    config.attributes["box"] = box
     return config
 
 
@@ -78,12 +100,15 @@ def current_revision(engine: Engine) -> str | None:
         return _revision_of(connection)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> Upgrade:
+def upgrade(engine: Engine, revision: str = "head", *, box: Encrypter | None = None,
+            after: AfterUpgrade | None = None) -> Upgrade:
     """Bring the database to ``revision`` (the newest by default), one process at a time.
 
     The lock, the reading of the current revision and the DDL share one transaction:
     a second upgrade waits for the first to commit, then reads its revision and has
-    nothing left to do.
+    nothing left to do. ``box`` encrypts what a revision moves to ciphertext; ``after``
+    runs last in the same transaction (``auditrelay.store.mutations`` re-publishes the
+    destinations' configs with it).
     """
     with (_MIGRATING, engine.connect() as connection, _sqlite_cascades_off(connection),
           connection.begin()):
@@ -91,9 +116,12 @@ def upgrade(engine: Engine, revision: str = "head") -> Upgrade:
         before = _revision_of(connection)
         if before is not None and before not in _known_revisions():
             raise _unknown(before, head_revision())
-        command.upgrade(alembic_config(connection), revision)
+        command.upgrade(alembic_config(connection, box), revision)
         _check_references(connection)
-        return Upgrade(before, _revision_of(connection))
+        done = Upgrade(before, _revision_of(connection))
+        if after is not None:
+            after(connection, done)
+        return done
 
 
 @contextmanager

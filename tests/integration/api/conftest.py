@@ -43,6 +43,7 @@ from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicNames, static_topic_specs
 from auditrelay.store.db import Destination, OutboxEntry
 from auditrelay.store.engine import Store, upgrade_database
+from auditrelay.wire.secrets import box_from_settings
 from tests.support.cleanup import topics_cleaned_up
 from tests.support.servers import Receiver, serve
 from tests.support.settings import make_settings
@@ -190,7 +191,7 @@ def running_api(database_url: str, tmp: Path, *, kafka: tuple[str, str] | None =
         tmp, kafka[0] if kafka else "127.0.0.1:9092",
         kafka[1] if kafka else f"test.unpublished.{uuid.uuid4().hex[:8]}.",
         database_url=database_url, admin_token=admin_token, **settings_overrides)
-    upgrade_database(database_url)
+    upgrade_database(database_url, box=box_from_settings(settings))
     app = create_app(settings, resolver=resolver, publish=kafka is not None, **options)
     with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30.0) as client:
         yield ApiServer(base_url=base_url, settings=settings, app=app, resolver=resolver,

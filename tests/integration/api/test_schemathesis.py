@@ -2,8 +2,10 @@
 
 schemathesis generates valid (positive) and invalid (negative) requests for every
 operation, authenticated with the right token and aimed at a real workspace and
-destination, so that they reach the business logic rather than stopping at 401
-or 404. ``/test`` is left out: it connects to the destination's URL, and the
+destination (and, for the token endpoints, a token other than the one the
+requests use), so that they reach the business logic rather than stopping at 401
+or 404. Operations join as the API grows: every one the document lists is
+fuzzed. ``/test`` is left out: it connects to the destination's URL, and the
 generated URLs are not ours to call (it has tests of its own).
 """
 
@@ -36,6 +38,20 @@ def _destination(api: ApiServer, ws: str, token: str) -> str:
     return str(api.create_destination(ws, token)["id"])
 
 
+def _other_token(api: ApiServer, ws: str, token: str) -> str:
+    """The id of a token of ``ws`` that is not ``token`` (generated DELETEs revoke them)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    listed = api.http.get(f"/v1/workspaces/{ws}/tokens", headers=headers)
+    assert listed.status_code == 200, listed.text
+    for item in listed.json()["items"]:
+        if item["prefix"] is not None and not token.startswith(item["prefix"]):
+            return str(item["id"])
+    created = api.http.post(f"/v1/workspaces/{ws}/tokens", headers=headers,
+                            json={"name": "fuzzed"})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
 def _fuzz(api: ApiServer, operation: Operation, mode: GenerationMode, *, auth: str,
           ws: str, token: str) -> None:
     @settings(max_examples=EXAMPLES[mode], deadline=None, database=None,
@@ -46,6 +62,8 @@ def _fuzz(api: ApiServer, operation: Operation, mode: GenerationMode, *, auth: s
             case.path_parameters["ws"] = ws
         if "dest_id" in (case.path_parameters or {}):
             case.path_parameters["dest_id"] = _destination(api, ws, token)
+        if "token_id" in (case.path_parameters or {}):
+            case.path_parameters["token_id"] = _other_token(api, ws, token)
         case.headers["Authorization"] = f"Bearer {auth}"  # the generated one, replaced
         case.call_and_validate(base_url=api.base_url, checks=[not_a_server_error])
 
@@ -67,12 +85,15 @@ def test_generated_requests_never_get_a_server_error(make_api: MakeApi) -> None:
         tested.append(f"{operation.method.upper()} {operation.path}")
         auth = api.admin_token if operation.path == "/v1/workspaces" else token
         _fuzz(api, operation, GenerationMode.POSITIVE, auth=auth, ws=ws, token=token)
-        if len(operation.body):
-            # Invalid bodies; operations without one have nothing that can be invalid
-            # once the path and the token are set (hypothesis finds no negative case).
+        if len(operation.body) or len(operation.query):
+            # Invalid bodies and query strings; operations with neither have nothing that
+            # can be invalid once the path and the token are set (no negative case).
             _fuzz(api, operation, GenerationMode.NEGATIVE, auth=auth, ws=ws, token=token)
     destinations = "/v1/workspaces/{ws}/destinations"
     assert {"POST /v1/workspaces", f"GET {destinations}", f"POST {destinations}",
             f"GET {destinations}/{{dest_id}}", f"PATCH {destinations}/{{dest_id}}",
             f"DELETE {destinations}/{{dest_id}}",
-            f"POST {destinations}/{{dest_id}}/rotate-secret"} <= set(tested), tested
+            f"POST {destinations}/{{dest_id}}/rotate-secret",
+            "GET /v1/workspaces/{ws}/events", "GET /v1/workspaces/{ws}/tokens",
+            "POST /v1/workspaces/{ws}/tokens",
+            "DELETE /v1/workspaces/{ws}/tokens/{token_id}"} <= set(tested), tested

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from auditrelay.api.service import Service
+from auditrelay.schemas.destinations import url_hint
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.ssrf import MAX_URL_LENGTH, validate_destination_url
 from tests.integration.api.conftest import ApiServer, error_of
@@ -84,6 +86,7 @@ def test_refused_on_patch(shared_api: ApiServer, url: str, expected: str) -> Non
     assert expected in error["message"]
     after = shared_api.call("GET", path, token).json()
     assert (after["url"], after["name"]) == (dest["url"], dest["name"])  # rolled back whole
+    assert stored_url(shared_api, dest["id"]) == "https://siem.example.com/ingest"
     assert after["updated_at"] == dest["updated_at"]
     assert shared_api.outbox_count() == outbox
 
@@ -92,14 +95,26 @@ def test_refused_on_patch(shared_api: ApiServer, url: str, expected: str) -> Non
 def test_public_destinations_are_accepted(shared_api: ApiServer, url: str, stored: str) -> None:
     ws, token = shared_api.create_workspace()
     dest = shared_api.create_destination(ws, token, url=url)
-    assert dest["url"] == stored  # the re-serialised URL, never the input
+    # The re-serialised URL is stored (encrypted), never the input; reads show it masked.
+    assert stored_url(shared_api, dest["id"]) == stored
+    assert dest["url"] == url_hint(stored)
     # Also on PATCH, back and forth.
     path = f"/v1/workspaces/{ws}/destinations/{dest['id']}"
     response = shared_api.call("PATCH", path, token, json={"url": "https://siem.example.com/b"})
     assert response.status_code == 200, response.text
-    assert response.json()["url"] == "https://siem.example.com/b"
+    assert response.json()["url"] == "https://siem.example.com/\u2026"
+    assert stored_url(shared_api, dest["id"]) == "https://siem.example.com/b"
     response = shared_api.call("PATCH", path, token, json={"url": url})
-    assert response.json()["url"] == stored
+    assert response.json()["url"] == url_hint(stored)
+    assert stored_url(shared_api, dest["id"]) == stored
+
+
+def stored_url(api: ApiServer, dest_id: str) -> str:
+    """The URL a destination's row holds, decrypted with the API's own box."""
+    row = api.destination_row(dest_id)
+    assert row is not None
+    service: Service = api.app.state.service
+    return service.box.decrypt(row.url_encrypted)
 
 
 def test_names_are_resolved_by_the_injected_resolver(shared_api: ApiServer) -> None:

@@ -44,6 +44,13 @@ class WebUser:
     def get(self, path: str = "") -> httpx.Response:
         return self.http.get(self.page + path)
 
+    @property
+    def session_id(self) -> str:
+        """The value of this browser's session cookie (a random id, not the token)."""
+        value = self.http.cookies.get("ar_session")
+        assert value, "not signed in"
+        return value
+
     def csrf(self) -> str:
         response = self.get()
         assert response.status_code == 200, response.text

@@ -85,7 +85,7 @@ def test_another_workspace_is_not_found(user: WebUser) -> None:
     other_ws, other_token = user.api.create_workspace(name="Other")
     theirs = user.api.create_destination(other_ws, other_token)
     # Our session cookie, sent to the other workspace's pages on purpose.
-    cookie = {"ar_session": user.token}
+    cookie = {"ar_session": user.session_id}
     with anonymous(user.api) as client:
         client.cookies.update(cookie)
         for path in ("", "/stream", f"/destinations/{theirs['id']}"):
@@ -272,3 +272,65 @@ def test_the_stream_pushes_each_destinations_status(user: WebUser) -> None:
     assert json.loads(data.removeprefix("data: ")) == {"destinations": [
         {"id": dest, "delivery": "No deliveries yet", "failed": False, "badge": "Active",
          "reason": None}]}
+
+
+# -- API tokens --------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"art_[A-Za-z0-9_-]{43}")
+
+
+def _token_ids(html: str) -> list[str]:
+    return re.findall(r'<tr id="token-(tok_[a-z0-9]+)"', html)
+
+
+def test_the_page_lists_creates_and_revokes_tokens(user: WebUser) -> None:
+    page = user.get().text
+    assert "API tokens" in page
+    [initial] = _token_ids(page)
+    assert user.token[:12] in page
+    assert user.token not in page
+
+    created = user.post("/tokens", {"token_name": "CI"})
+    assert created.status_code == 201
+    assert created.headers["cache-control"] == "no-store"
+    [token] = _TOKEN.findall(created.text)
+    api = f"/v1/workspaces/{user.ws}/destinations"
+    assert user.api.call("GET", api, token).status_code == 200
+
+    page = user.get().text
+    assert token not in page
+    assert token[:12] in page
+    [_, new] = _token_ids(page)
+    assert _token_ids(page) == [initial, new]
+    assert user.post(f"/tokens/{new}/revoke", csrf="0" * 64).status_code == 403
+    assert user.api.call("GET", api, token).status_code == 200
+
+    revoked = user.post(f"/tokens/{new}/revoke")
+    assert revoked.status_code == 303
+    assert "Token CI revoked." in user.get().text
+    assert user.api.call("GET", api, token).status_code == 401
+    assert _token_ids(user.get().text) == [initial]
+
+
+def test_the_page_never_revokes_the_last_token(user: WebUser) -> None:
+    [only] = _token_ids(user.get().text)
+    refused = user.post(f"/tokens/{only}/revoke")
+    assert refused.status_code == 303
+    assert "last token" in user.get().text
+    assert _token_ids(user.get().text) == [only]
+
+
+def test_revoking_the_sessions_own_token_signs_the_page_out(user: WebUser) -> None:
+    [own] = _token_ids(user.get().text)
+    assert user.post("/tokens", {"token_name": "spare"}).status_code == 201
+    done = user.post(f"/tokens/{own}/revoke")
+    assert done.status_code == 303
+    assert done.headers["location"] == user.page + "/login"
+    assert user.get().status_code == 303
+
+
+def test_a_bad_token_name_is_refused_with_a_message(user: WebUser) -> None:
+    refused = user.post("/tokens", {"token_name": "  "})
+    assert refused.status_code == 303
+    assert "The token was not created" in user.get().text
+    assert len(_token_ids(user.get().text)) == 1

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from auditrelay.api import web_support as support
-from auditrelay.api.models import DestinationOut
+from auditrelay.api.models import DestinationOut, TokenOut
 from auditrelay.api.web import templates
 from auditrelay.schemas.errors import InvalidInputError
 
@@ -161,3 +161,26 @@ def test_the_table_renders_each_state() -> None:
 
 def test_an_empty_table_says_so() -> None:
     assert "No destinations yet" in _render_rows()
+
+
+def test_a_token_row_shows_ages_and_never_used() -> None:
+    token = TokenOut(id="tok_1", name="CI", prefix="art_abcdefgh",
+                     created_at=NOW - timedelta(days=3), last_used_at=None)
+    row = support.token_row(token, NOW, current=True)
+    assert (row.created, row.last_used, row.prefix, row.current) == (
+        "3d ago", "Never", "art_abcdefgh", True)
+    used = token.model_copy(update={"last_used_at": NOW - timedelta(minutes=5)})
+    assert support.token_row(used, NOW, current=False).last_used == "5m ago"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a\tb", "x" * 201])
+def test_a_bad_token_name_names_the_field(name: str) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        support.token_from_form({"token_name": name})
+    assert refused.value.field == "token_name"
+    assert str(refused.value).startswith("token name: ")
+
+
+def test_a_token_name_is_trimmed() -> None:
+    assert support.token_from_form({"token_name": "  CI  "}).name == "CI"
+

@@ -31,7 +31,8 @@ def store(settings: Settings) -> Iterator[Store]:
         session.add(Workspace(id="ws_one", name="one", plan="enterprise"))
         session.flush()
         session.add(Destination(id="dst_1", workspace_id="ws_one", name="siem",
-                                url="https://siem.example", secret_encrypted="v1:s",
+                                url_encrypted="v1:u", url_hint="https://siem.example",
+                                secret_encrypted="v1:s",
                                 version=3, created_at=BEFORE, updated_at=BEFORE))
     yield store
     store.dispose()

@@ -1,13 +1,15 @@
-"""Which delivery statuses may be coalesced (``auditrelay.tables.status.same_but_timestamps``)."""
+"""Which delivery statuses may be coalesced (``auditrelay.tables.status.same_but_timestamps``),
+and what a wait on the status board tells (``StatusBoard.wait_change``)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from auditrelay.schemas.status import DestinationStatus
-from auditrelay.tables.status import same_but_timestamps
+from auditrelay.tables.status import StatusBoard, same_but_timestamps
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -55,3 +57,15 @@ def test_a_first_delivery_time_is_news() -> None:
     assert not same_but_timestamps(never, ok(T0 + timedelta(seconds=1)))
     assert same_but_timestamps(never, never.model_copy(
         update={"updated_at": T0 + timedelta(seconds=1)}))
+
+
+def test_a_wait_tells_a_change_from_a_timeout() -> None:
+    async def run() -> tuple[bool, bool]:
+        board = StatusBoard()
+        timed_out = await board.wait_change(0.01)
+        waiting = asyncio.create_task(board.wait_change(30.0))
+        await asyncio.sleep(0)  # let the waiter take the board's current event
+        board.update(ok())
+        return timed_out, await asyncio.wait_for(waiting, 5.0)
+
+    assert asyncio.run(run()) == (False, True)
