@@ -26,11 +26,13 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_STORED,
     Consumer,
+    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
 
+from auditrelay.kafka.backoff import Backoff
 from auditrelay.schemas.errors import TopicError
 
 __all__ = ["CatchUp", "note_positions", "read_to_end", "read_topic", "start_reading"]
@@ -91,9 +93,10 @@ def start_reading(consumer: Consumer, topic: str, *, timeout: float,
         partitions = sorted(meta.partitions)
         starts: dict[int, int] = {}
         ends: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
         for partition in partitions:
-            starts[partition], ends[partition] = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout)
+            starts[partition], ends[partition] = _watermarks(
+                consumer, TopicPartition(topic, partition), deadline)
         if from_committed:
             committed = consumer.committed([TopicPartition(topic, p) for p in partitions],
                                            timeout=timeout)
@@ -105,6 +108,30 @@ def start_reading(consumer: Consumer, topic: str, *, timeout: float,
     except KafkaException as exc:
         raise TopicError(f"cannot read {topic}: {exc}") from exc
     return CatchUp.between(topic, starts, ends)
+
+
+#: Answers of a partition whose leader is not ready yet: a topic just created, or a
+#: leader moving. They pass within moments, so they are asked again until the deadline.
+_LEADER_NOT_READY = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION,
+                               KafkaError.LEADER_NOT_AVAILABLE,
+                               KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition,
+                deadline: float) -> tuple[int, int]:
+    """The partition's low and high offsets, asked again while its leader is not ready."""
+    delay = Backoff(first=0.05, most=1.0)
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=max(remaining, 0.1))
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _LEADER_NOT_READY or remaining <= 0:
+                raise
+        time.sleep(min(delay.next(), max(remaining, 0.0)))  # a thread's wait, not the loop's
 
 
 def note_positions(consumer: Consumer, progress: CatchUp) -> None:
