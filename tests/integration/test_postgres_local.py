@@ -8,6 +8,7 @@ and both kinds of checkout must reach a working database.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from auditrelay.ops.postgres_local import SHARED_ROOT, LocalPostgres
+from auditrelay.ops.postgres_local import SHARED_ROOT, LocalPostgres, shared_folder_name
 from auditrelay.schemas.settings import Settings
 from tests.support.servers import free_port
 
@@ -59,8 +60,11 @@ def test_a_checkout_in_a_private_directory_gets_a_working_database(
     server = provision_and_query(private_checkout)
     # The postgres user could not have entered the checkout: the cluster lived outside it.
     assert server.home.parent == SHARED_ROOT
-    assert str((private_checkout / "var").resolve().parent).strip("/").replace("/", "-")[-20:] \
-        in server.home.name
+    # Named after the checkout (by the same rule, so that names holding "_" match too).
+    assert server.home.name == shared_folder_name((private_checkout / "var" / "postgres")
+                                                  .resolve())
+    # Readable: the temporary folder's name, "_" and all, shows in it.
+    assert re.sub(r"[^A-Za-z0-9]+", "-", private_checkout.parent.name) in server.home.name
 
 
 def test_a_checkout_in_a_normal_directory_keeps_its_database_inside(open_checkout: Path) -> None:
