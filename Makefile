@@ -15,7 +15,7 @@ run: install
 	$(BIN)/auditrelay run --demo
 
 test: install system-deps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # Unit tests only: no broker, a few seconds.
 test-fast: install
