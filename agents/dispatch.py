@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -102,10 +102,12 @@ class Dispatcher:
         self._version = version
 
     async def send(self, config: DestinationConfig, body: bytes, meta: BatchMeta,
-                   now: datetime) -> DeliveryResult:
+                   now: Callable[[], datetime]) -> DeliveryResult:
+        """Sign and POST; ``now`` is asked again when the request is sent, so that a wait
+        for a connection slot does not age the signature's timestamp."""
         try:
             url = destination_url(config, self._box)
-            headers = request_headers(config, self._box, meta.batch_id, body, now,
+            headers = request_headers(config, self._box, meta.batch_id, body, now(),
                                       self._version)
         except (AuditRelayError, ValueError) as exc:
             # Our fault (a lost key, say), not the receiver's: retried like a failure,
@@ -113,7 +115,15 @@ class Dispatcher:
             return DeliveryResult(ok=False, status_code=None, latency_ms=0,
                                   error=f"cannot sign the request: {exc}",
                                   retry_after_seconds=None, gone=False)
-        return await self._client.post_batch(url, body, headers)
+
+        def signed_when_sent() -> Mapping[str, str]:
+            try:
+                return request_headers(config, self._box, meta.batch_id, body, now(),
+                                       self._version)
+            except (AuditRelayError, ValueError):
+                return headers  # it signed a moment ago; its signature is still valid
+
+        return await self._client.post_batch(url, body, signed_when_sent)
 
 
 def malformed_headers(headers: Sequence[tuple[str, bytes]], detail: str,
@@ -177,8 +187,8 @@ class BatchProcessor:
             decision = Decision("dead_letter", meta.evolve(reason=reason, detail=detail))
             await self.apply(decision, None, body, defer)
             return decision
-        now_ms = round(self.clock() * 1000)
-        result = await self.dispatcher.send(config, body, meta, _at(now_ms))
+        result = await self.dispatcher.send(config, body, meta,
+                                            lambda: _at(round(self.clock() * 1000)))
         decision = decide(result, meta, round(self.clock() * 1000), self.schedule, self.rng)
         await self.apply(decision, result, body, defer)
         return decision

@@ -17,6 +17,8 @@ No Faust import here: the API imports this module.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final, Generic, TypeVar
 
 from prometheus_client import (
@@ -41,6 +43,7 @@ __all__ = [
     "count_produced",
     "count_rate_limited",
     "count_round",
+    "waiting_for_slot",
 ]
 
 WORKER_REGISTRY: Final = CollectorRegistry()
@@ -79,6 +82,10 @@ DELIVERY_LATENCY: Final = Histogram(
 REQUEST_DURATION: Final = Histogram(
     "auditrelay_delivery_request_seconds", "Duration of one delivery HTTP request, whatever "
     "its outcome", buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+    registry=WORKER_REGISTRY)
+SLOT_WAITING: Final = Gauge(
+    "auditrelay_delivery_slot_waiting", "Delivery requests waiting for one of the client's "
+    "max_connections connection slots (the worker's own queue: not yet an attempt)",
     registry=WORKER_REGISTRY)
 
 # -- worker: gauges from Kafka offsets (auditrelay.observability.collector) ---------
@@ -206,6 +213,16 @@ def count_decision(kind: str, meta: BatchMeta, request_seconds: float | None,
         DELIVERY_LATENCY.observe(max(0.0, now - meta.first_event_ms / 1000))
     elif kind in ("dead_letter", "disabled"):
         count_dead_letter(meta.reason or kind)
+
+
+@contextmanager
+def waiting_for_slot() -> Iterator[None]:
+    """A delivery request waits for a connection slot (``auditrelay.wire.client``) meanwhile."""
+    SLOT_WAITING.inc()
+    try:
+        yield
+    finally:
+        SLOT_WAITING.dec()
 
 
 def count_api_request(method: str, route: str, status: int, seconds: float) -> None:

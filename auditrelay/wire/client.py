@@ -10,8 +10,15 @@ attempt:
   against, the host name, because httpcore takes ``server_hostname`` from the
   URL, not from the address connected to. DNS rebinding between validation and
   delivery therefore ends in a refusal, never in a connection;
-- has a connect timeout and a deadline for the whole attempt (httpx's own
-  timeouts are per operation, so a slow drip could otherwise last forever);
+- starts when the request is sent: it first waits for one of ``max_connections``
+  slots, the worker's own queue (back-pressure: the caller waits, nothing is
+  dropped, no deadline runs), and the connection pool is as large as that, so no
+  request ever waits inside it. The wait is never a failed attempt and is not in
+  the attempt's latency; a congested worker cannot fail, retry or disable a
+  healthy destination. Waiting requests are ``auditrelay_delivery_slot_waiting``;
+- has a connect timeout and a deadline for the whole attempt from the moment it
+  is sent: connect, send, answer (httpx's own timeouts are per operation, so a
+  slow drip could otherwise last forever);
 - never follows redirects (a 3xx is a failed attempt);
 - reads at most ``response_body_cap_bytes`` of the response, undecoded;
 - ignores proxy variables and never keeps cookies between attempts.
@@ -36,13 +43,15 @@ import logging
 import ssl
 import time
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpcore
 import httpx
 
+from auditrelay.observability import metrics
 from auditrelay.schemas.destinations import url_hint
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.ssrf import (
@@ -76,7 +85,11 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
-    """Knobs of the delivery client; ``from_settings`` maps the operator settings."""
+    """Knobs of the delivery client; ``from_settings`` maps the operator settings.
+
+    ``request_timeout_seconds`` runs from the moment a request is sent;
+    ``max_connections`` requests are in flight at most, the others wait for a slot.
+    """
 
     connect_timeout_seconds: float = 5.0
     request_timeout_seconds: float = 15.0
@@ -247,11 +260,14 @@ class DeliveryClient:
     ) -> None:
         self._config = config if config is not None else DeliveryConfig()
         self._parsed: dict[str, str] = {}
+        # One for both transports: the requests in flight never outnumber either pool.
+        self._slots = asyncio.Semaphore(self._config.max_connections)
         allow = self._config.allow_private_cidrs
         context = ssl_context if ssl_context is not None else httpx.create_ssl_context(
             trust_env=False
         )
         inner = network_backend if network_backend is not None else httpcore.AnyIOBackend()
+        # As large as the slots: a request holding a slot finds a free or idle connection.
         limits = httpx.Limits(
             max_connections=self._config.max_connections,
             max_keepalive_connections=self._config.max_keepalive_connections,
@@ -291,9 +307,14 @@ class DeliveryClient:
         await self._client.aclose()
 
     async def post_batch(
-        self, url: str, body: bytes, headers: Mapping[str, str]
+        self, url: str, body: bytes,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
     ) -> DeliveryResult:
-        """POST ``body`` to ``url`` once; never raises for a network or policy failure."""
+        """POST ``body`` to ``url`` once; never raises for a network or policy failure.
+
+        ``headers`` may be a function, called once a connection slot is free: a request
+        signed with a timestamp is then signed when it is sent, not before its wait.
+        """
         started = time.perf_counter()
 
         def result(
@@ -314,20 +335,24 @@ class DeliveryClient:
         except InvalidInputError as exc:
             return result(error=f"refused: {exc}")
         deadline = self._config.request_timeout_seconds
-        try:
-            async with asyncio.timeout(deadline):
-                async with self._client.stream(
-                    "POST", target, content=body, headers=headers
-                ) as response:
-                    await self._read_capped(response)
-        except TimeoutError:
-            return result(error=f"timed out: no complete answer within {deadline:g} s")
-        except InvalidInputError as exc:
-            return result(error=f"refused before connecting: {exc}")
-        except httpx.TimeoutException as exc:
-            return result(error=_describe(exc, (url, target), fallback="timed out"))
-        except (httpx.HTTPError, OSError) as exc:
-            return result(error=_describe(exc, (url, target), fallback="connection failed"))
+        async with self._slot():
+            # The attempt, its deadline and its latency start here, once it can be sent.
+            started = time.perf_counter()
+            sent_headers = headers() if callable(headers) else headers
+            try:
+                async with asyncio.timeout(deadline):
+                    async with self._client.stream(
+                        "POST", target, content=body, headers=sent_headers
+                    ) as response:
+                        await self._read_capped(response)
+            except TimeoutError:
+                return result(error=f"timed out: no complete answer within {deadline:g} s")
+            except InvalidInputError as exc:
+                return result(error=f"refused before connecting: {exc}")
+            except httpx.TimeoutException as exc:
+                return result(error=_describe(exc, (url, target), fallback="timed out"))
+            except (httpx.HTTPError, OSError) as exc:
+                return result(error=_describe(exc, (url, target), fallback="connection failed"))
         status = response.status_code
         retry_after = (
             parse_retry_after(response.headers.get("Retry-After"))
@@ -335,6 +360,17 @@ class DeliveryClient:
             else None
         )
         return result(status=status, error=_status_error(status), retry_after=retry_after)
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of ``max_connections`` slots, awaited without a deadline (back-pressure)."""
+        with metrics.waiting_for_slot():
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            # Released once the response is closed: its connection is back in the pool.
+            self._slots.release()
 
     def _checked_url(self, url: str) -> str:
         """``url`` re-serialised after every check that needs no DNS (remembered: pure)."""

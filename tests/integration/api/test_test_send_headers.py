@@ -58,7 +58,7 @@ def test_a_test_send_carries_the_headers_of_a_real_delivery(
             dispatcher = Dispatcher(client, box_from_settings(api.settings),
                                     version("auditrelay"))
             return await dispatcher.send(config_of(row, forwarding=True), body, meta,
-                                         datetime.now(UTC))
+                                         lambda: datetime.now(UTC))
 
     assert asyncio.run(deliver()).ok
 
