@@ -35,7 +35,7 @@ def run_worker(settings: Settings) -> None:
 
     from auditrelay.agents.app import create_app, default_registrars
     from auditrelay.observability.collector import serve_worker_metrics
-    from auditrelay.observability.logs import install_repeat_filter, logging_config
+    from auditrelay.observability.logs import install_log_filters, logging_config
 
     class Worker(FaustWorker):  # the log lines name the class: keep "Worker"
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
@@ -44,7 +44,7 @@ def run_worker(settings: Settings) -> None:
             # (30 % of the worker's CPU at 20 000 events/s).
             self.spinner = None
             super().on_setup_root_logger(logger, level)
-            install_repeat_filter(logger)
+            install_log_filters(logger)
 
     app = create_app(settings, registrars=default_registrars(settings.worker_stages))
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,

@@ -11,18 +11,19 @@ attempt records, ``auditrelay.tables.status.StatusPublisher``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 
 from auditrelay.kafka.backoff import Backoff
 from auditrelay.schemas.errors import BrokerUnavailableError, ProduceError
 
-__all__ = ["RecordSink", "commit", "consumer", "fetch", "heartbeat_seconds", "start_consumer",
-           "started_through_cancellation"]
+__all__ = ["RebalanceSummary", "RecordSink", "commit", "consumer", "fetch", "heartbeat_seconds",
+           "rebalance_line", "start_consumer", "started_through_cancellation"]
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,54 @@ async def start_consumer(consumer: AIOKafkaConsumer, *, topics: Sequence[str] = 
         await started_through_cancellation(consumer.start())
     except AIOKafkaError as exc:
         raise BrokerUnavailableError(f"consumer could not connect: {exc}") from exc
+    group = getattr(consumer, "_group_id", None)  # aiokafka keeps it private
+    if group is not None:
+        listener = RebalanceSummary(group, listener)
     if pattern is not None:
         consumer.subscribe(pattern=pattern, listener=listener)
     elif topics:
         consumer.subscribe(topics=list(topics), listener=listener)
+
+
+def rebalance_line(group: str, before: Collection[TopicPartition],
+                   after: Collection[TopicPartition]) -> str:
+    """The one line a group member logs per rebalance: counts, never the partitions."""
+    topics = len({tp.topic for tp in after})
+    added, gone = len(set(after) - set(before)), len(set(before) - set(after))
+    return (f"group {group}: assigned {len(after)} partitions of {topics} topics "
+            f"(was {len(before)}; {added} new, {gone} gone)")
+
+
+class RebalanceSummary(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs :func:`rebalance_line` at each assignment, then calls ``inner``'s callbacks.
+
+    aiokafka's own INFO lines of a rebalance list every partition (a line of
+    tens of kilobytes, or a table of one row per topic once Faust formats it:
+    thousands of lines at every rebalance with thousands of destinations); the
+    worker demotes those to DEBUG (``auditrelay.observability.logs``) and says
+    this instead.
+    """
+
+    def __init__(self, group: str, inner: Any = None) -> None:
+        self._group = group
+        self._inner = inner
+        self._assigned: frozenset[TopicPartition] = frozenset()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self._inner is not None:
+            await _maybe_await(self._inner.on_partitions_revoked(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info(rebalance_line(self._group, self._assigned, assigned))
+        self._assigned = frozenset(assigned)
+        if self._inner is not None:
+            await _maybe_await(self._inner.on_partitions_assigned(assigned))
+
+
+async def _maybe_await(result: Any) -> None:
+    # aiokafka accepts plain and coroutine callbacks alike; so does the wrapper.
+    if inspect.isawaitable(result):
+        await result
 
 
 async def started_through_cancellation(start: Awaitable[None]) -> None:

@@ -9,6 +9,10 @@ destination can be followed through every stage. Only those names are copied
 from ``extra``: anything else a library attaches to a record stays out of the
 logs. Log calls never pass secrets, header values or bodies.
 
+Two filters keep the output small (``install_log_filters``): ``RebalanceFilter``
+demotes the Kafka libraries' per-partition rebalance lines to DEBUG (the consumer
+says one line of counts instead), and ``RepeatFilter`` holds back identical lines.
+
 Only entry points configure logging (``auditrelay.ops.runner`` for the worker, through
 Faust's ``logging_config``; ``auditrelay.ops.api_cmd`` for the API); library code only logs.
 """
@@ -19,20 +23,31 @@ import json
 import logging
 import logging.config
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Set
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from auditrelay.schemas.batches import BatchMeta
 from auditrelay.schemas.settings import Settings
 
-__all__ = ["FIELDS", "JsonFormatter", "RepeatFilter", "batch_ids", "configure_logging",
-           "install_repeat_filter", "logging_config"]
+__all__ = ["FIELDS", "JsonFormatter", "RebalanceFilter", "RepeatFilter", "batch_ids",
+           "configure_logging", "install_log_filters", "install_repeat_filter", "logging_config"]
 
 #: The ``extra=`` names that JSON lines carry.
 FIELDS: Final = ("event_id", "batch_id", "destination_id", "workspace_id", "outcome", "tier",
                  "attempt", "status_code")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HELD_BACK: Final = "%s (%d identical lines held back)"
+#: Where ``RepeatFilter`` notes its verdict on a record.
+_VERDICT: Final = "_auditrelay_repeat_verdict"
+#: Where ``RebalanceFilter`` notes that it demoted a record.
+_DEMOTED: Final = "_auditrelay_demoted"
+#: Loggers whose every INFO line is about a rebalance (joining, syncing, what was
+#: assigned and revoked, which topics the subscription matched).
+REBALANCE_LOGGERS: Final = ("aiokafka.consumer.group_coordinator",
+                            "aiokafka.consumer.subscription_state")
+#: Libraries whose INFO lines may carry whole partition or topic sets.
+_KAFKA_LIBRARIES: Final = ("aiokafka", "faust")
 
 
 class JsonFormatter(logging.Formatter):
@@ -76,7 +91,23 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, record.getMessage())
+        # One record reaches this filter once per handler that shares it: the first
+        # verdict stands, or the second handler would drop the line as a repeat.
+        verdict = record.__dict__.get(_VERDICT)
+        if isinstance(verdict, bool):
+            return verdict
+        verdict = self._judge(record)
+        record.__dict__[_VERDICT] = verdict
+        return verdict
+
+    def _judge(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            # Arguments that do not fit the message: the handler reports that as the
+            # stdlib does (``Handler.handleError``); raising here would fail the caller.
+            return True
+        key = (record.name, record.levelno, message)
         now = self._clock()
         first, held = self._seen.get(key, (-self._window - 1.0, 0))
         if now - first < self._window:
@@ -90,12 +121,56 @@ class RepeatFilter(logging.Filter):
                 self._seen.clear()
         self._seen[key] = (now, 0)
         if held:
-            record.msg = f"{record.getMessage()} ({held} identical lines held back)"
-            record.args = None
+            # The formatted message goes in as an argument, never into ``msg``: a ``%``
+            # in it stays literal, and formatters that apply ``msg % args`` whatever the
+            # args (mode's turns ``None`` into ``(None,)``) format it exactly once.
+            record.msg = _HELD_BACK
+            record.args = (message, held)
         return True
 
     def _forget_old(self, now: float) -> None:
         self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window}
+
+
+class RebalanceFilter(logging.Filter):
+    """Demotes the Kafka libraries' per-rebalance INFO lines to DEBUG.
+
+    aiokafka logs every assigned and revoked partition and every subscribed topic
+    at each rebalance, and Faust's log formatter turns such sets into tables of one
+    line per topic: with thousands of destination topics, a million lines in ten
+    minutes. Demoted are the INFO lines of ``REBALANCE_LOGGERS``, and any INFO line
+    of aiokafka or Faust whose arguments hold a collection or a multi-line text (a
+    table). ``auditrelay.kafka.clients.RebalanceSummary`` says the same in one line.
+    A demoted line still shows when its logger is enabled for DEBUG; warnings and
+    errors are never touched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.__dict__.get(_DEMOTED):
+            if record.levelno != logging.INFO or not _is_rebalance_chatter(record):
+                return True
+            # Noted on the record: a second handler must not take it for a DEBUG line
+            # of the library's own.
+            record.__dict__[_DEMOTED] = True
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _is_rebalance_chatter(record: logging.LogRecord) -> bool:
+    name = record.name
+    if any(name == logger or name.startswith(f"{logger}.") for logger in REBALANCE_LOGGERS):
+        return True
+    if not any(name == lib or name.startswith(f"{lib}.") for lib in _KAFKA_LIBRARIES):
+        return False
+    args = record.args
+    if isinstance(args, Mapping):
+        # The stdlib unpacks a lone mapping argument into ``args``: without ``%(name)s``
+        # keys in the message, the mapping is the argument (a partition map, say).
+        values: Iterable[object] = args.values() if "%(" in str(record.msg) else (args,)
+    else:  # a tuple, as the stdlib makes it; anything else is not looked into
+        values = args if isinstance(args, tuple) else ()
+    return any(isinstance(value, Set | Mapping | list) or (isinstance(value, str) and "\n" in value)
+               for value in values)
 
 
 def install_repeat_filter(logger: logging.Logger | None = None, window: float = 10.0) -> None:
@@ -105,6 +180,17 @@ def install_repeat_filter(logger: logging.Logger | None = None, window: float = 
     for handler in target.handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
             handler.addFilter(repeat)
+
+
+def install_log_filters(logger: logging.Logger | None = None, window: float = 10.0) -> None:
+    """``install_repeat_filter``, and a ``RebalanceFilter`` before it on the same handlers."""
+    target = logger or logging.getLogger()
+    demote = RebalanceFilter()
+    for handler in target.handlers:
+        if not any(isinstance(f, RebalanceFilter) for f in handler.filters):
+            # First: a line demoted away is not counted as a repeat.
+            handler.filters.insert(0, demote)
+    install_repeat_filter(target, window)
 
 
 def batch_ids(meta: BatchMeta) -> dict[str, str]:
@@ -136,4 +222,4 @@ def configure_logging(settings: Settings) -> None:
         logging.basicConfig(level=settings.log_level, format=TEXT_FORMAT)
     else:
         logging.config.dictConfig(config)
-    install_repeat_filter()
+    install_log_filters()

@@ -89,7 +89,8 @@ async def test_headers_given_as_a_function_are_made_when_the_request_is_sent() -
             asked_at = loop.time()
             first, second = await asyncio.gather(client.post_batch(rx.url, b"[1]", headers),
                                                  client.post_batch(rx.url, b"[2]", headers))
-    assert first.ok and second.ok
+    assert first.ok
+    assert second.ok
     assert len(made_at) == 2
     # The second request waited for the first's answer (0.5 s) before its headers were made.
     assert made_at[1] - asked_at >= 0.45

@@ -84,3 +84,38 @@ async def test_a_cancelled_start_that_hangs_is_cancelled_after_the_grace_period(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiter, timeout=5)
     assert hanging.cancelled()
+
+
+@pytest.mark.asyncio
+async def test_a_rebalance_is_one_line_of_counts_and_the_inner_listener_still_runs(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from aiokafka import TopicPartition
+
+    from auditrelay.kafka.clients import RebalanceSummary, rebalance_line
+
+    calls: list[tuple[str, int]] = []
+
+    class Inner:  # one plain and one coroutine callback: aiokafka accepts both
+        def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            calls.append(("revoked", len(revoked)))
+
+        async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            calls.append(("assigned", len(assigned)))
+
+    first = {TopicPartition(f"dest.d{n}", p) for n in range(1198) for p in (0,)}
+    second = (first - {TopicPartition("dest.d0", 0)}) | {
+        TopicPartition("dest.new", p) for p in range(3)}
+    summary = RebalanceSummary("delivery", Inner())
+    with caplog.at_level(logging.INFO, logger="auditrelay.kafka.clients"):
+        await summary.on_partitions_revoked(set())
+        await summary.on_partitions_assigned(first)
+        await summary.on_partitions_revoked(first)
+        await summary.on_partitions_assigned(second)
+    assert [r.getMessage() for r in caplog.records] == [
+        "group delivery: assigned 1198 partitions of 1198 topics (was 0; 1198 new, 0 gone)",
+        "group delivery: assigned 1200 partitions of 1198 topics (was 1198; 3 new, 1 gone)"]
+    assert calls == [("revoked", 0), ("assigned", 1198), ("revoked", 1198), ("assigned", 1200)]
+    assert rebalance_line("g", second, set()) == (
+        "group g: assigned 0 partitions of 0 topics (was 1200; 0 new, 1200 gone)")
