@@ -10,6 +10,9 @@ database and reports archived rows per second.
 
 ``bench pipeline`` (``auditrelay.ops.bench_pipeline``) runs the whole pipeline: producer,
 a real worker process and loopback receivers; events/s and latency end to end.
+
+``bench http`` (``auditrelay.ops.bench_http``) compares the HTTP clients the delivery wire
+could use: CPU per request as the number of requests in flight grows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import click
 
+from auditrelay.ops.bench_http import http
 from auditrelay.ops.bench_pipeline import pipeline
 from auditrelay.schemas.settings import Settings
 
@@ -38,6 +42,7 @@ def bench() -> None:
 
 
 bench.add_command(pipeline)  # ops/bench_pipeline.py: end to end through a real worker
+bench.add_command(http)  # ops/bench_http.py: CPU per request of each HTTP client
 
 
 def padded_metadata(builder: Any, actor: Any, size: int) -> dict[str, str]:
