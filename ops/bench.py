@@ -13,6 +13,9 @@ a real worker process and loopback receivers; events/s and latency end to end.
 
 ``bench http`` (``auditrelay.ops.bench_http``) compares the HTTP clients the delivery wire
 could use: CPU per request as the number of requests in flight grows.
+
+``bench create`` (``auditrelay.ops.bench_create``) creates destinations through a real API
+process with concurrent HTTP clients: destinations/s, latency, and the outbox's drain time.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 import click
 
+from auditrelay.ops.bench_create import create
 from auditrelay.ops.bench_http import http
 from auditrelay.ops.bench_pipeline import pipeline
 from auditrelay.schemas.settings import Settings
@@ -43,6 +47,7 @@ def bench() -> None:
 
 bench.add_command(pipeline)  # ops/bench_pipeline.py: end to end through a real worker
 bench.add_command(http)  # ops/bench_http.py: CPU per request of each HTTP client
+bench.add_command(create)  # ops/bench_create.py: destinations/s through the API
 
 
 def padded_metadata(builder: Any, actor: Any, size: int) -> dict[str, str]:

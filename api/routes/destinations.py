@@ -50,7 +50,12 @@ def list_destinations(ws: Ws, session: Tx, service: ServiceDep) -> DestinationLi
 def create_destination(ws: Ws, who: Who, body: DestinationIn, session: Tx,
                        service: ServiceDep) -> DestinationCreated:
     dest, secret = service.create_destination(session, ws, body, who.actor)
-    return DestinationCreated(**service.to_out(dest).model_dump(), secret=secret)
+    created = DestinationCreated(**service.to_out(dest).model_dump(), secret=secret)
+    # Commit in this thread: the workspace lock (on SQLite, the one write lock) is then
+    # held for the creation alone, not across the hops through the event loop to the
+    # thread running Tx's exit, which finds the transaction done and wakes the outbox.
+    session.commit()
+    return created
 
 
 @router.get(BASE + "/{dest_id}", response_model=DestinationOut)

@@ -150,29 +150,31 @@ class OutboxPublisher:
         with self._store.transaction() as session:
             rows = session.scalars(select(OutboxEntry).order_by(OutboxEntry.id).limit(_BATCH))
             pending = [_Pending(r.id, r.kind, r.topic, r.key, r.value, r.headers) for r in rows]
-        done_upto: int | None = None
+        done: list[int] = []
         try:
-            for run in _runs(pending):
-                self._perform(run)
-                done_upto = run[-1].id
+            for step in steps(pending):
+                self._perform(step)
+                done.extend(entry.id for entry in step)
         finally:
-            if done_upto is not None:
+            if done:
+                # By id, not "up to the last id": on PostgreSQL a transaction that took a
+                # lower id may commit after the SELECT above; its entries are still to do.
                 with self._store.transaction() as session:
-                    session.execute(delete(OutboxEntry).where(OutboxEntry.id <= done_upto))
+                    session.execute(delete(OutboxEntry).where(OutboxEntry.id.in_(done)))
         return len(pending)
 
-    def _perform(self, run: list[_Pending]) -> None:
-        head = run[0]
-        if head.kind == CREATE_TOPIC:
-            config = {k: str(v) for k, v in _pairs(head.headers)}
-            partitions = int((head.key or b"1").decode())
-            create_topics(self._admin, [TopicSpec(head.topic, partitions, config)])
-        elif head.kind == DELETE_TOPIC:
-            delete_topics(self._admin, [head.topic])
-        else:
-            self._produce(run)
+    def _perform(self, step: list[_Pending]) -> None:
+        """One step of :func:`steps`: its deletions, or its creations then its records."""
+        deletions = [e.topic for e in step if e.kind == DELETE_TOPIC]
+        if deletions:
+            delete_topics(self._admin, deletions)
+            return
+        create_topics(self._admin, [_spec(e) for e in step if e.kind == CREATE_TOPIC])
+        records = [e for e in step if e.kind == RECORD]
+        if records:
+            self._produce(records)
 
-    def _produce(self, run: list[_Pending]) -> None:
+    def _produce(self, records: list[_Pending]) -> None:
         failures: list[str] = []
 
         def on_delivery(err: Any, _msg: Any) -> None:
@@ -180,7 +182,7 @@ class OutboxPublisher:
                 failures.append(str(err))
 
         try:
-            for entry in run:
+            for entry in records:
                 self._producer.produce(entry.topic, key=entry.key, value=entry.value,
                                        headers=_pairs(entry.headers),
                                        on_delivery=on_delivery)
@@ -192,15 +194,31 @@ class OutboxPublisher:
                                f"{failures[0] if failures else 'flush timed out'}")
 
 
-def _runs(pending: Sequence[_Pending]) -> list[list[_Pending]]:
-    """Consecutive records form one run (produced together); admin entries stand alone."""
-    runs: list[list[_Pending]] = []
+def steps(pending: Sequence[_Pending]) -> list[list[_Pending]]:
+    """The entries cut into steps, each performed with one call per kind, in order.
+
+    A step is either consecutive topic deletions (one admin call), or a stretch without
+    deletions whose topic creations are made first (one admin call) and whose records
+    are then produced together (one flush, in their order). Making a topic before records
+    that precede it in the outbox changes nothing anyone sees (a config record still
+    follows its topic) and a thousand creations cost a few calls instead of a thousand
+    round trips; a creation never moves across a deletion, which may be of its topic.
+    """
+    out: list[list[_Pending]] = []
     for entry in pending:
-        if entry.kind == RECORD and runs and runs[-1][0].kind == RECORD:
-            runs[-1].append(entry)
+        deleting = entry.kind == DELETE_TOPIC
+        if out and (out[-1][0].kind == DELETE_TOPIC) == deleting:
+            out[-1].append(entry)
         else:
-            runs.append([entry])
-    return runs
+            out.append([entry])
+    return out
+
+
+def _spec(entry: _Pending) -> TopicSpec:
+    """The topic an ``enqueue_topic`` entry creates (partitions in its key, configs in its
+    headers)."""
+    config = {k: str(v) for k, v in _pairs(entry.headers)}
+    return TopicSpec(entry.topic, int((entry.key or b"1").decode()), config)
 
 
 def _pairs(stored: list[list[str]] | None) -> list[tuple[str, str | bytes | None]]:
