@@ -17,6 +17,7 @@ from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
 from auditrelay.schemas.topics import TopicNames, TopicSpec
 from auditrelay.tables.status import StatusBoard, StatusPublisher
 from tests.support.cleanup import topics_cleaned_up
+from tests.support.clock import ManualClock
 from tests.support.pipeline import read_records
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -43,12 +44,6 @@ def status(seconds: float, state: str = "ok") -> DestinationStatus:
         next_attempt_at=at + timedelta(seconds=10) if failing else None, updated_at=at)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.asyncio
@@ -57,7 +52,7 @@ async def test_statuses_are_coalesced_only_when_nothing_but_time_changed(
     sink = RecordSink(kafka_bootstrap)
     await sink.start()
     board = StatusBoard()
-    clock = Clock()
+    clock = ManualClock()
     # A long interval that only the injected clock ends: nothing depends on timing.
     publisher = StatusPublisher(sink, names, board, coalesce_seconds=60, clock=clock)
     publisher.start()

@@ -23,20 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from auditrelay.api.ratelimit import ApiLimits
 from tests.integration.api.conftest import LOOPBACK, ApiServer, MakeApi, error_of
 from tests.integration.web.conftest import PAGE, csrf_of, sign_in
+from tests.support.clock import ManualClock
 from tests.support.servers import Receiver
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def api(make_api: MakeApi, clock: Clock) -> ApiServer:
+def api(make_api: MakeApi, clock: ManualClock) -> ApiServer:
     server = make_api(settings={"allow_private_cidrs": LOOPBACK})
     server.app.state.limits = ApiLimits.from_settings(server.settings, clock=clock)
     return server
@@ -79,7 +72,7 @@ def _refused(response: httpx.Response, wait: int) -> str:
 
 
 def test_a_second_test_send_within_5_s_is_refused(api: ApiServer, receiver: Receiver,
-                                                  clock: Clock) -> None:
+                                                  clock: ManualClock) -> None:
     ws, token = api.create_workspace()
     dest = api.create_destination(ws, token, url=receiver.url)["id"]
     other = api.create_destination(ws, token, url=receiver.url)["id"]
@@ -96,7 +89,7 @@ def test_a_second_test_send_within_5_s_is_refused(api: ApiServer, receiver: Rece
 
 
 def test_the_31st_test_send_of_a_workspace_in_a_minute_is_refused(
-        api: ApiServer, receiver: Receiver, clock: Clock) -> None:
+        api: ApiServer, receiver: Receiver, clock: ManualClock) -> None:
     ws, token = api.create_workspace()
     dests = [api.create_destination(ws, token, url=receiver.url)["id"] for _ in range(6)]
     for n in range(30):  # each destination every 6 s: never the per-destination limit
@@ -123,7 +116,7 @@ def test_refusals_of_test_sends_are_counted(api: ApiServer, receiver: Receiver) 
 
 
 def test_the_page_shows_a_refused_test_send_as_a_message(api: ApiServer, receiver: Receiver,
-                                                         clock: Clock) -> None:
+                                                         clock: ManualClock) -> None:
     ws, token = api.create_workspace()
     dest = api.create_destination(ws, token, url=receiver.url)["id"]
     page = PAGE.format(ws=ws)
@@ -148,7 +141,7 @@ def _from(api: ApiServer, address: str) -> httpx.Client:
 
 
 def test_the_11th_bad_token_in_a_minute_is_refused_even_when_right(api: ApiServer,
-                                                                    clock: Clock) -> None:
+                                                                    clock: ManualClock) -> None:
     ws, token = api.create_workspace()
     path = f"/v1/workspaces/{ws}/destinations"
     failures = _metric(api, "auditrelay_api_auth_failures_total", via="bearer")
@@ -179,7 +172,7 @@ def test_the_11th_bad_token_in_a_minute_is_refused_even_when_right(api: ApiServe
 
 
 def test_guessing_a_workspace_from_many_addresses_is_held_back(api: ApiServer,
-                                                               clock: Clock) -> None:
+                                                               clock: ManualClock) -> None:
     ws, token = api.create_workspace()
     path = f"/v1/workspaces/{ws}/destinations"
     for n in range(10):
@@ -194,7 +187,7 @@ def test_guessing_a_workspace_from_many_addresses_is_held_back(api: ApiServer,
 
 
 def test_the_sign_in_page_refuses_the_11th_attempt_in_a_minute(api: ApiServer,
-                                                               clock: Clock) -> None:
+                                                               clock: ManualClock) -> None:
     ws, token = api.create_workspace()
     login = PAGE.format(ws=ws) + "/login"
     failures = _metric(api, "auditrelay_api_auth_failures_total", via="sign_in")

@@ -12,22 +12,15 @@ from auditrelay.api.ratelimit import (
 )
 from auditrelay.schemas.errors import RateLimitedError
 from auditrelay.schemas.settings import Settings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import ManualClock
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
-def test_a_window_allows_its_limit_then_says_how_long_to_wait(clock: Clock) -> None:
+def test_a_window_allows_its_limit_then_says_how_long_to_wait(clock: ManualClock) -> None:
     window = SlidingWindow(3, 60.0, clock=clock)
     for _ in range(3):
         assert window.wait("k") == 0
@@ -39,7 +32,7 @@ def test_a_window_allows_its_limit_then_says_how_long_to_wait(clock: Clock) -> N
     assert window.wait("k") == 0
 
 
-def test_a_window_of_one_spaces_events(clock: Clock) -> None:
+def test_a_window_of_one_spaces_events(clock: ManualClock) -> None:
     window = SlidingWindow(1, 5.0, clock=clock)
     window.hit("d")
     clock.now += 4.5
@@ -48,14 +41,14 @@ def test_a_window_of_one_spaces_events(clock: Clock) -> None:
     assert window.wait("d") == 0
 
 
-def test_a_window_of_zero_seconds_never_waits(clock: Clock) -> None:
+def test_a_window_of_zero_seconds_never_waits(clock: ManualClock) -> None:
     window = SlidingWindow(1, 0.0, clock=clock)
     window.hit("d")
     window.hit("d")
     assert window.wait("d") == 0
 
 
-def test_a_window_forgets_the_least_recently_used_key_beyond_its_bound(clock: Clock) -> None:
+def test_a_window_forgets_the_least_recently_used_key_beyond_its_bound(clock: ManualClock) -> None:
     window = SlidingWindow(1, 60.0, clock=clock, max_keys=3)
     for key in ("a", "b", "c"):
         window.hit(key)
@@ -66,7 +59,7 @@ def test_a_window_forgets_the_least_recently_used_key_beyond_its_bound(clock: Cl
     assert window.wait("a") == 0  # evicted: memory stayed bounded
 
 
-def test_backoff_refuses_after_the_threshold_then_doubles_up_to_the_cap(clock: Clock) -> None:
+def test_backoff_refuses_after_the_threshold_then_doubles_up_to_the_cap(clock: ManualClock) -> None:
     backoff = FailureBackoff(10, 60.0, base=60.0, cap=900.0, clock=clock)
     for _ in range(9):
         assert backoff.failure("ip") == 0
@@ -82,7 +75,7 @@ def test_backoff_refuses_after_the_threshold_then_doubles_up_to_the_cap(clock: C
     assert waits == [120.0, 240.0, 480.0, 900.0, 900.0, 900.0]
 
 
-def test_backoff_forgets_a_key_quiet_for_the_cap_after_its_refusal(clock: Clock) -> None:
+def test_backoff_forgets_a_key_quiet_for_the_cap_after_its_refusal(clock: ManualClock) -> None:
     backoff = FailureBackoff(2, 60.0, base=60.0, cap=900.0, clock=clock)
     backoff.failure("ip")
     assert backoff.failure("ip") == 60.0
@@ -95,7 +88,7 @@ def test_backoff_forgets_a_key_quiet_for_the_cap_after_its_refusal(clock: Clock)
     assert backoff.failure("ip") == 0  # afresh
 
 
-def test_failures_spread_over_more_than_the_window_are_never_refused(clock: Clock) -> None:
+def test_failures_spread_over_more_than_the_window_are_never_refused(clock: ManualClock) -> None:
     backoff = FailureBackoff(10, 60.0, base=60.0, cap=900.0, clock=clock)
     for _ in range(100):
         assert backoff.failure("ip") == 0
@@ -103,7 +96,7 @@ def test_failures_spread_over_more_than_the_window_are_never_refused(clock: Cloc
     assert not backoff.suspect("other")
 
 
-def test_backoff_memory_is_bounded(clock: Clock) -> None:
+def test_backoff_memory_is_bounded(clock: ManualClock) -> None:
     backoff = FailureBackoff(10, 60.0, base=60.0, cap=900.0, clock=clock, max_keys=100)
     for n in range(10_000):
         backoff.failure(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
@@ -116,11 +109,11 @@ def test_retry_after_is_whole_seconds_rounded_up(seconds: float, header: str) ->
     assert retry_after_header(seconds) == header
 
 
-def _limits(clock: Clock, **settings: object) -> ApiLimits:
+def _limits(clock: ManualClock, **settings: object) -> ApiLimits:
     return ApiLimits.from_settings(Settings(**settings), clock=clock)  # type: ignore[arg-type]
 
 
-def test_test_sends_are_limited_per_destination_and_per_workspace(clock: Clock) -> None:
+def test_test_sends_are_limited_per_destination_and_per_workspace(clock: ManualClock) -> None:
     limits = _limits(clock)
     limits.take_test_send("ws_a", "dst_1")
     with pytest.raises(RateLimitedError) as refused:
@@ -136,7 +129,7 @@ def test_test_sends_are_limited_per_destination_and_per_workspace(clock: Clock) 
     limits.take_test_send("ws_a", "dst_31")  # a refused send used no allowance
 
 
-def test_a_refused_attempt_is_not_counted_against_the_destination(clock: Clock) -> None:
+def test_a_refused_attempt_is_not_counted_against_the_destination(clock: ManualClock) -> None:
     limits = _limits(clock, test_send_workspace_per_minute=1)
     limits.take_test_send("ws_a", "dst_1")
     clock.now += 6
@@ -146,7 +139,7 @@ def test_a_refused_attempt_is_not_counted_against_the_destination(clock: Clock) 
     limits.take_test_send("ws_a", "dst_2")
 
 
-def test_a_workspace_lockout_holds_back_failing_addresses_only(clock: Clock) -> None:
+def test_a_workspace_lockout_holds_back_failing_addresses_only(clock: ManualClock) -> None:
     limits = _limits(clock)
     for n in range(10):  # a distributed guesser: ten addresses, one failure each
         limits.check_authentication(f"198.51.100.{n}", "ws_a")
@@ -159,7 +152,7 @@ def test_a_workspace_lockout_holds_back_failing_addresses_only(clock: Clock) -> 
     limits.check_authentication("198.51.100.3", None)
 
 
-def test_an_address_lockout_applies_to_every_workspace(clock: Clock) -> None:
+def test_an_address_lockout_applies_to_every_workspace(clock: ManualClock) -> None:
     limits = _limits(clock)
     for n in range(10):
         limits.failed_authentication("198.51.100.1", f"ws_{n}", via="sign_in")
