@@ -15,7 +15,7 @@ leader through its consumer group for the leader-only crontab (retention).
 What it does not: it does not read ``audit.events`` record by record (the router
 and the archive read it in rounds, ``auditrelay.kafka.rounds``, and their Faust
 agents handle whole rounds), nor consume the delivery topics (delivery and retry
-run aiokafka consumers with a lane per partition, ``auditrelay.kafka.partitions``),
+run aiokafka consumers with a lane per destination, ``auditrelay.kafka.keyed``),
 and it keeps no tables (state from compacted topics is in ``auditrelay.tables``).
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ class Sink(Protocol):
 Disabler = Callable[[str, str, str], Awaitable[object]]
 
 #: ``defer(*confirmations)``: the caller counts the batch as done once they are
-#: (``auditrelay.kafka.partitions.Lane.confirm_after``).
+#: (``auditrelay.kafka.keyed.Lane.confirm_after``).
 Defer = Callable[..., None]
 
 

@@ -3,10 +3,12 @@
 ``DeliveryPipeline`` owns, per worker process, one HTTP client, one producer,
 the status board and its follower, the database store (to disable
 destinations) with an ``OutboxPublisher`` (so those changes reach Kafka), and
-two aiokafka consumers: ``auditrelay.agents.delivery`` over the destination topics and
-``auditrelay.agents.retry`` over the retry tiers. They are aiokafka, not Faust, consumers
-because Faust cannot subscribe to a topic pattern, and subscribing a Faust app
-to new topics at run time costs a long rebalance.
+two aiokafka consumers, each with a lane per destination
+(``auditrelay.kafka.keyed``): ``auditrelay.agents.delivery`` over ``audit.deliveries``
+and ``audit.parked``, ``auditrelay.agents.retry`` over the retry tiers. They are
+aiokafka, not Faust, consumers because a Faust stream hands its agent one record
+at a time in partition order: it has no key-level lanes, and commits past
+unfinished records with ``concurrency > 1`` (faust #606).
 
 ``register(app, settings)`` runs the pipeline inside the Faust worker as an app
 task: it starts once the app has started, after the shared destination
@@ -20,18 +22,22 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
 from importlib.metadata import version
+from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from auditrelay.agents import delivery, retry
 from auditrelay.agents.dispatch import BatchProcessor, ConfigLookup, Dispatcher
-from auditrelay.kafka.admin import admin_client
+from auditrelay.kafka.admin import admin_client, partitions_of
 from auditrelay.kafka.clients import RecordSink, consumer, start_consumer
-from auditrelay.kafka.partitions import Handler, PartitionRunner
+from auditrelay.kafka.keyed import KeyedRunner, lane_by_partition_and_key
+from auditrelay.kafka.scan import last_offsets_by_key
+from auditrelay.schemas.errors import TopicError
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.engine import Store, check_database, checked_engine
 from auditrelay.store.mutations import disable_destination
@@ -43,7 +49,7 @@ from auditrelay.wire.retry_schedule import RetrySchedule
 from auditrelay.wire.secrets import box_from_settings
 from auditrelay.wire.ssrf import Resolver, system_resolver
 
-__all__ = ["DeliveryPipeline", "register", "running_pipeline"]
+__all__ = ["DeliveryPipeline", "check_copartitioned", "register", "running_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,7 @@ class DeliveryPipeline:
             names=settings.topics, schedule=schedule, disable=self._disable,
             # Jitter spreads retries; it needs no cryptographic randomness.
             rng=rng or random.Random(), clock=time.time)  # noqa: S311
-        self._runners: list[tuple[AIOKafkaConsumer, PartitionRunner]] = []
+        self._runners: list[tuple[AIOKafkaConsumer, KeyedRunner]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._grace = delivery.circuit_grace(schedule.longest)
 
@@ -99,30 +105,46 @@ class DeliveryPipeline:
                         _CATCH_UP_SECONDS)
         if self._outbox is not None:
             self._outbox.start()
-        settings = self.settings
-        names = settings.topics
-        session = settings.consumer_session_timeout_seconds
-        delivery_consumer = consumer(
-            settings.kafka_bootstrap, group_id=names.delivery_group,
-            client_id="auditrelay-delivery", session_timeout=session,
-            # How soon a new destination's topic is seen by the pattern subscription.
-            metadata_max_age_ms=round(settings.destination_poll_seconds * 1000))
-        await self._run(delivery_consumer,
-                        delivery.DeliveryHandler(self.processor, self.board, self._grace),
-                        name="delivery", pattern=delivery.destination_pattern(
-                            names.destination_prefix))
-        retry_consumer = consumer(
-            settings.kafka_bootstrap, group_id=names.retry_group,
-            client_id="auditrelay-retry", session_timeout=session)
-        await self._run(retry_consumer, retry.RetryHandler(self.processor, time.time),
-                        name="retry", topics=retry.retry_topics(names))
+        await asyncio.to_thread(check_copartitioned, self.settings)
+        await self._start_delivery()
+        await self._start_retry()
 
-    async def _run(self, kafka: AIOKafkaConsumer, handler: Handler, *, name: str,
-                   pattern: str | None = None, topics: Sequence[str] = ()) -> None:
-        runner = PartitionRunner(kafka, handler, name=name)
-        await start_consumer(kafka, topics=topics, pattern=pattern, listener=runner)
+    async def _start_delivery(self) -> None:
+        settings, names = self.settings, self.settings.topics
+        kafka = consumer(
+            settings.kafka_bootstrap, group_id=names.delivery_group,
+            client_id="auditrelay-delivery",
+            session_timeout=settings.consumer_session_timeout_seconds,
+            # Partition p of audit.deliveries and of audit.parked to the same worker.
+            partition_assignment_strategy=(RangePartitionAssignor,))
+
+        async def park(record: Any) -> int:
+            return await self._sink.send_to(names.parked, record.partition, record.key,
+                                            record.value, list(record.headers or ()))
+
+        async def scan(parked: set[TopicPartition]) -> Mapping[tuple[int, bytes | None], int]:
+            return await last_offsets_by_key(kafka, settings.kafka_bootstrap, parked)
+
+        handler = delivery.DeliveryHandler(self.processor, self.board, self._grace, names,
+                                           park=park, scan=scan)
+        await self._run(kafka, KeyedRunner(
+            kafka, handler, name="delivery", lane_of=lane_by_partition_and_key,
+            diverter=handler, prepare=handler.prepare), [names.deliveries, names.parked])
+
+    async def _start_retry(self) -> None:
+        settings = self.settings
+        kafka = consumer(settings.kafka_bootstrap, group_id=settings.topics.retry_group,
+                         client_id="auditrelay-retry",
+                         session_timeout=settings.consumer_session_timeout_seconds)
+        await self._run(kafka, KeyedRunner(
+            kafka, retry.RetryHandler(self.processor, time.time), name="retry",
+            max_records=retry.MAX_WAITING), retry.retry_topics(settings.topics))
+
+    async def _run(self, kafka: AIOKafkaConsumer, runner: KeyedRunner,
+                   topics: Sequence[str]) -> None:
+        await start_consumer(kafka, topics=topics, listener=runner)
         self._runners.append((kafka, runner))
-        self._tasks.append(asyncio.create_task(runner.run(), name=f"{name}-fetch"))
+        self._tasks.append(asyncio.create_task(runner.run(), name=f"{runner.name}-fetch"))
 
     async def stop(self) -> None:
         for _, runner in self._runners:
@@ -152,6 +174,21 @@ class DeliveryPipeline:
         if self._outbox is not None:
             self._outbox.wake()
         return changed
+
+
+def check_copartitioned(settings: Settings) -> None:
+    """Refuse to start unless ``audit.deliveries`` and ``audit.parked`` exist with the
+    same partition count: a destination's parked batches must be in its partition."""
+    names = settings.topics
+    admin = admin_client(settings.kafka_bootstrap)
+    counts = {topic: len(partitions_of(admin, topic))
+              for topic in (names.deliveries, names.parked)}
+    if counts[names.deliveries] != counts[names.parked]:
+        raise TopicError(
+            f"{names.deliveries} has {counts[names.deliveries]} partitions and {names.parked} "
+            f"{counts[names.parked]}: they must have the same count (add partitions to the "
+            f"smaller one, or run `auditrelay topics ensure --fix` with "
+            f"AUDITRELAY_DELIVERY_PARTITIONS at the larger)")
 
 
 @contextlib.asynccontextmanager

@@ -1,11 +1,13 @@
 """Retry agent: consumes ``audit.retry.{tier}``; produces to the next tier,
 ``audit.dlq``, ``audit.delivery-attempts`` and ``audit.delivery-status``.
 
-Group ``TopicNames.retry_group``. A record waits until its ``ar_due_ms``: its lane
-holds it, which pauses that partition in the consumer while every other
-partition keeps flowing and the poll loop keeps polling (no sleep in the poll
-loop, no poll interval exceeded). Because a tier's records are written in
-roughly due order, the head of a partition is the next one due. Retries
+Group ``TopicNames.retry_group``. A record waits until its ``ar_due_ms`` in its
+destination's lane (``auditrelay.kafka.keyed``: a lane per topic, partition and
+key), so a destination's retries keep their order while every other
+destination's go on, and the poll loop keeps polling (no sleep in the poll
+loop, no poll interval exceeded). A tier's records are written in roughly due
+order, so what a partition holds in memory (at most ``MAX_WAITING`` records)
+is what is due next. Retries
 survive restarts: they are records in topics, and an offset is committed only
 after the record's outcome is confirmed.
 
@@ -22,10 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 from auditrelay.agents.dispatch import BatchProcessor
-from auditrelay.kafka.partitions import Lane
+from auditrelay.kafka.keyed import Lane
 from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
 
-__all__ = ["RetryHandler", "retry_topics", "seconds_until_due"]
+__all__ = ["MAX_WAITING", "RetryHandler", "retry_topics", "seconds_until_due"]
+
+#: Records of one retry partition read ahead and waiting for their due time.
+MAX_WAITING = 256
 
 
 def retry_topics(names: TopicNames) -> list[str]:

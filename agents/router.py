@@ -1,11 +1,13 @@
-"""Router: consumes audit.events, produces audit.dest.{id} and audit.dlq.
+"""Router: consumes audit.events, produces audit.deliveries and audit.dlq.
 
 For each event the router finds the enabled destinations of its workspace whose
 event-type globs match (destinations of workspaces without the forwarding
 entitlement are never matched), batches the events per destination (at most
 ``batch_max_events``, flushed at least every ``batch_window_seconds``) and
-produces each batch to its destination's topic, the event bytes untouched
-(:mod:`auditrelay.agents.routing` holds the logic, this module the Kafka side).
+produces each batch to ``audit.deliveries`` keyed by its destination id, the event
+bytes untouched (:mod:`auditrelay.agents.routing` holds the logic, this module the
+Kafka side). A destination deleted after its batch was routed is the delivery
+stage's to refuse (dead letter, reason ``destination_deleted``).
 
 Guarantees:
 
@@ -16,9 +18,8 @@ Guarantees:
   once :meth:`Router.handle` returned.
 - Nothing escapes :meth:`Router.handle` but cancellation: produce failures (broker
   down) are retried with backoff, resending only what was not confirmed, until
-  everything is. A batch whose destination topic no longer
-  exists goes to ``audit.dlq`` with reason ``destination_deleted``. Malformed input
-  goes to ``audit.dlq`` with reason ``malformed_event`` and the detail.
+  everything is. Malformed input goes to ``audit.dlq`` with reason
+  ``malformed_event`` and the detail.
 - One round at a time (``concurrency=1``), for per-destination order.
 """
 
@@ -26,29 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import faust
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from auditrelay.agents.routing import (
     OutRecord,
     RecordLike,
     RoundPlan,
-    dead_letter_batch,
     plan_round,
 )
-from auditrelay.kafka.admin import admin_client
 from auditrelay.kafka.backoff import Backoff
 from auditrelay.kafka.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
 from auditrelay.observability import metrics
-from auditrelay.observability.logs import batch_ids
-from auditrelay.schemas.batches import REASON_DELETED
-from auditrelay.schemas.errors import BrokerUnavailableError
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicNames
 from auditrelay.tables.registry import DestinationRegistry, RegistryFollower, SharedFollower
@@ -70,56 +63,19 @@ class Publisher(Protocol):
     async def send(self, record: OutRecord) -> Awaitable[Any]:
         """Hand a record to the producer; returns a future of the broker's confirmation."""
 
-    async def missing_topics(self, topics: Collection[str]) -> set[str]:
-        """Those of ``topics`` that do not exist; raises if the broker cannot say."""
-
-    def forget(self, topics: Iterable[str]) -> None:
-        """Drop remembered answers about ``topics`` (after a failure involving them)."""
-
 
 class FaustPublisher:
-    """Produces with the Faust app's producer; checks topics with a confluent admin client.
+    """Produces with the Faust app's producer (aiokafka: keys are partitioned with
+    murmur2, as Java clients do)."""
 
-    Topics known to exist are remembered for ``known_seconds``, so that the steady
-    state asks the broker nothing extra. The check matters because the app's
-    (aiokafka) producer does not fail fast on a missing topic: it waits for its
-    metadata, and retries a deleted one, for the whole producer request timeout.
-    """
-
-    def __init__(self, app: faust.App, bootstrap: str, *, known_seconds: float = 30.0) -> None:
+    def __init__(self, app: faust.App) -> None:
         self._app = app
-        self._bootstrap = bootstrap
-        self._known_seconds = known_seconds
-        self._known: dict[str, float] = {}
-        self._admin: AdminClient | None = None
 
     async def send(self, record: OutRecord) -> Awaitable[Any]:
         headers: Any = list(record.headers)  # aiokafka accepts str, bytes or None values
         future: Awaitable[Any] = await self._app.producer.send(
             record.topic, record.key, record.value, None, None, headers)
         return future
-
-    async def missing_topics(self, topics: Collection[str]) -> set[str]:
-        now = time.monotonic()
-        stale = {t for t in topics if now - self._known.get(t, -1e18) > self._known_seconds}
-        if not stale:
-            return set()
-        present = await asyncio.to_thread(self._list_topics)
-        for name in stale & present:
-            self._known[name] = now
-        return stale - present
-
-    def forget(self, topics: Iterable[str]) -> None:
-        for name in topics:
-            self._known.pop(name, None)
-
-    def _list_topics(self) -> set[str]:
-        if self._admin is None:
-            self._admin = admin_client(self._bootstrap)
-        try:
-            return set(self._admin.list_topics(timeout=10.0).topics)
-        except KafkaException as exc:
-            raise BrokerUnavailableError(f"cannot list topics: {exc}") from exc
 
 
 @dataclass
@@ -130,7 +86,6 @@ class RouterStats:
     routed: int = 0
     batches: int = 0
     malformed: int = 0
-    diverted: int = 0
     retries: int = 0
 
     def add(self, plan: RoundPlan) -> None:
@@ -142,14 +97,7 @@ class RouterStats:
     def line(self, seconds: float) -> str:
         return (f"router: {self.events} events in {seconds:.0f} s "
                 f"({self.events / seconds:.1f}/s), {self.routed} routed in {self.batches} "
-                f"batches, {self.malformed} malformed, {self.diverted} diverted to the DLQ, "
-                f"{self.retries} produce retries")
-
-
-def _swallow(future: asyncio.Future[Any]) -> None:
-    """Retrieve the outcome of a send we stopped waiting for, so asyncio does not log it."""
-    if not future.cancelled():
-        future.exception()
+                f"batches, {self.malformed} malformed, {self.retries} produce retries")
 
 
 class Router:
@@ -157,7 +105,7 @@ class Router:
 
     def __init__(self, registry: DestinationRegistry, topics: TopicNames, publisher: Publisher,
                  *, max_events: int = 100, backoff_seconds: tuple[float, float] = (0.5, 30.0),
-                 schedule_timeout: float = 30.0, check_seconds: float = 10.0) -> None:
+                 schedule_timeout: float = 30.0) -> None:
         self.registry = registry
         self.topics = topics
         self.publisher = publisher
@@ -165,7 +113,6 @@ class Router:
         self.stats = RouterStats()
         self._backoff_seconds = backoff_seconds
         self._schedule_timeout = schedule_timeout
-        self._check_seconds = check_seconds
 
     async def handle(self, records: Sequence[RecordLike]) -> RoundPlan:
         """Plan one round and publish it; returns once the broker confirmed every record.
@@ -205,26 +152,18 @@ class Router:
         while todo or inflight:
             problem: str | None = None
             if todo:
-                try:
-                    todo = await self._divert_deleted(todo)
-                except Exception as exc:
-                    problem = f"cannot check destination topics: {exc}"
-                else:
-                    todo, problem = await self._schedule(todo, inflight)
+                todo, problem = await self._schedule(todo, inflight)
             if inflight:
-                done, _ = await asyncio.wait(list(inflight), timeout=self._check_seconds)
+                done, _ = await asyncio.wait(list(inflight))
                 for future in done:
                     entry = inflight.pop(future)
                     error = (asyncio.CancelledError() if future.cancelled()
                              else future.exception())
                     if error is not None:
                         problem = f"{entry[1].topic}: {error!r}"
-                        self.publisher.forget([entry[1].topic])
                         todo.append(entry)
                     else:
                         metrics.count_produced(entry[1].meta)
-                if inflight and not done:
-                    await self._release_deleted(inflight, todo)
             if problem is not None and todo:
                 self.stats.retries += 1
                 log.warning("router: %d record(s) not confirmed (%s); retrying in %.1f s",
@@ -243,51 +182,9 @@ class Router:
                 future = await asyncio.wait_for(self.publisher.send(entry[1]),
                                                 self._schedule_timeout)
             except Exception as exc:
-                self.publisher.forget([entry[1].topic])
                 return todo[position:], f"{entry[1].topic}: {exc!r}"
             inflight[asyncio.ensure_future(future)] = entry
         return [], None
-
-    async def _divert_deleted(self, todo: list[tuple[int, OutRecord]],
-                              ) -> list[tuple[int, OutRecord]]:
-        """Batches whose destination topic does not exist become dead letters."""
-        dest_topics = {r.topic for _, r in todo if r.meta is not None and not r.meta.reason}
-        missing = await self.publisher.missing_topics(dest_topics) if dest_topics else set()
-        if not missing:
-            return todo
-        out = []
-        for index, record in todo:
-            if record.topic in missing:
-                log.warning("router: topic %s does not exist (destination deleted); batch "
-                            "of %s events goes to %s", record.topic,
-                            record.meta.events if record.meta else "?", self.topics.dlq,
-                            extra=batch_ids(record.meta) if record.meta else None)
-                record = dead_letter_batch(record, REASON_DELETED,
-                                           f"topic {record.topic} does not exist", self.topics)
-                self.stats.diverted += 1
-            out.append((index, record))
-        return out
-
-    async def _release_deleted(self, inflight: dict[asyncio.Future[Any], tuple[int, OutRecord]],
-                               todo: list[tuple[int, OutRecord]]) -> None:
-        """Nothing confirmed for a while: stop waiting for sends to topics that are gone.
-
-        The producer would retry those until its request timeout (minutes); their
-        batches are moved back to ``todo``, where they are dead-lettered.
-        """
-        topics = {r.topic for _, r in inflight.values() if r.meta is not None and not r.meta.reason}
-        self.publisher.forget(topics)
-        try:
-            missing = await self.publisher.missing_topics(topics) if topics else set()
-        except Exception as exc:
-            log.warning("router: sends unconfirmed for %.0f s; cannot check topics: %s",
-                        self._check_seconds, exc)
-            return
-        for future, entry in list(inflight.items()):
-            if entry[1].topic in missing:
-                del inflight[future]
-                future.add_done_callback(_swallow)
-                todo.append(entry)
 
 
 def register(app: faust.App, settings: Settings, destinations: SharedFollower, *,
@@ -305,7 +202,7 @@ def register(app: faust.App, settings: Settings, destinations: SharedFollower, *
         follower = destinations.get()
         registry = follower.registry
     router = Router(registry, settings.topics,
-                    publisher or FaustPublisher(app, settings.kafka_bootstrap),
+                    publisher or FaustPublisher(app),
                     max_events=settings.batch_max_events)
     rounds_channel: faust.ChannelT[Round] = app.channel()
 

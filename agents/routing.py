@@ -43,7 +43,6 @@ __all__ = [
     "RecordLike",
     "RoundPlan",
     "check_record",
-    "dead_letter_batch",
     "malformed_record",
     "plan_round",
 ]
@@ -228,15 +227,6 @@ def malformed_record(record: RecordLike, reason: str, topics: TopicNames) -> Out
                      malformed_record_headers(_header_pairs(record.headers), meta))
 
 
-def dead_letter_batch(batch: OutRecord, reason: str, detail: str,
-                      topics: TopicNames) -> OutRecord:
-    """A batch diverted to ``audit.dlq`` (e.g. its destination's topic is gone)."""
-    if batch.meta is None:
-        raise ValueError("only batches can be dead-lettered this way")
-    meta = batch.meta.evolve(reason=reason, detail=detail[:MAX_DETAIL_CHARS])
-    return OutRecord(topics.dlq, batch.key, batch.value, meta.headers(), meta)
-
-
 class _OpenBatch:
     """A batch being filled for one destination."""
 
@@ -253,7 +243,7 @@ class _OpenBatch:
         meta = BatchMeta(batch_id=new_batch_id(), destination_id=config.id,
                          workspace_id=config.workspace_id, events=len(self.events),
                          first_event_ms=self.first_ms)
-        return OutRecord(topics.destination(config.id), config.id.encode(),
+        return OutRecord(topics.deliveries, config.id.encode(),
                          batch_body(self.events), meta.headers(), meta)
 
 

@@ -1,8 +1,9 @@
 """What the management API does, apart from HTTP: workspaces and destinations.
 
-Every change writes its row and its outbox entries (topic, config record,
-self-audit event) in one transaction, the latter two through
-``auditrelay.store.mutations`` as the worker's changes do. Validation happens
+Every change writes its row and its outbox entries (config record, self-audit
+event) in one transaction, through ``auditrelay.store.mutations`` as the
+worker's changes do. A destination has no topic of its own: its batches are
+keyed by its id on the shared ``audit.deliveries``. Validation happens
 before anything is written: a refused request leaves no trace. A test delivery
 is signed by ``auditrelay.wire.signing.request_headers``, as every delivery is.
 """
@@ -37,7 +38,6 @@ from auditrelay.schemas.errors import (
 from auditrelay.schemas.ids import new_workspace_id
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DeliveryAttempt
-from auditrelay.schemas.topics import destination_topic_spec
 from auditrelay.store import outbox
 from auditrelay.store.db import Destination, Workspace, WorkspaceToken, utcnow
 from auditrelay.store.mutations import (
@@ -269,7 +269,6 @@ class Service:
             secret_encrypted=self.box.encrypt(secret), version=1, created_at=now, updated_at=now)
         session.add(dest)
         session.flush()
-        outbox.enqueue_topic(session, outbox.CREATE_TOPIC, self._topic_spec(dest))
         self.publish_config(session, workspace, dest)
         self._audit_destination(session, dest, "created", actor)
         return dest, secret
@@ -320,7 +319,6 @@ class Service:
         dest = self.get_destination(session, workspace, dest_id)
         names = self.settings.topics
         outbox.enqueue_record(session, names.destinations, dest.id.encode(), None)
-        outbox.enqueue_topic(session, outbox.DELETE_TOPIC, self._topic_spec(dest))
         self._audit_destination(session, dest, "deleted", actor)
         session.delete(dest)
 
@@ -382,9 +380,6 @@ class Service:
 
     def _seal_headers(self, headers: Mapping[str, str]) -> str | None:
         return self.box.encrypt(json.dumps(dict(headers))) if headers else None
-
-    def _topic_spec(self, dest: Destination) -> Any:
-        return destination_topic_spec(self.settings.topics, dest.id)
 
     def publish_config(self, session: Session, workspace: Workspace, dest: Destination) -> None:
         enqueue_config(session, self.settings, workspace, dest)

@@ -78,7 +78,7 @@ def destinations() -> None:
 @destinations.command("resync")
 @click.pass_obj
 def destinations_resync(settings: Settings) -> None:
-    """Repair drift between the database and Kafka (configs, tombstones, topics)."""
+    """Repair drift between the database and Kafka (config records, tombstones)."""
     from auditrelay.api.resync import resync
     from auditrelay.api.service import Service
     from auditrelay.kafka.admin import admin_client
@@ -92,7 +92,7 @@ def destinations_resync(settings: Settings) -> None:
     admin = admin_client(settings.kafka_bootstrap)
     publisher = OutboxPublisher(store, ProducerConfig.from_settings(
         settings, client_id="auditrelay-resync").kafka_config(), admin)
-    report = resync(service, store, admin, publisher)
+    report = resync(service, store, publisher)
     for line in report.lines():
         click.echo(line)
 

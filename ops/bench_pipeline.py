@@ -10,7 +10,7 @@ folder (SQLite database, var dir, worker log):
 
 1. the contract's topics (``auditrelay.ops.topics.ensure_topics``), workspaces and
    destinations through the API's service layer, their outbox performed at
-   once (destination topics and config records);
+   once (config records and self-audit events);
 2. receivers and worker(s) start (``--workers N``: each joins every group, and
    the clock waits until all did); warm-up events (one per destination) must
    arrive before the clock starts, which proves every stage is ready; the idle
@@ -180,7 +180,7 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
 
 
 def _prepare(settings: Settings, count: int, workers: int) -> list[Destination]:
-    """Topics, var dirs, and the destinations (with their topics and config records)."""
+    """Topics, var dirs, and the destinations (with their config records)."""
     from auditrelay.ops.topics import ensure_topics
     from auditrelay.store.engine import upgrade_database
 
@@ -290,7 +290,7 @@ def _no_lookup(host: str, port: int) -> list[Any]:
 
 
 def _publish_outbox(settings: Settings) -> None:
-    """Create the destination topics and config records now, not when a worker gets to it."""
+    """Publish the config records now, not when a worker gets to it."""
     from auditrelay.kafka.admin import admin_client
     from auditrelay.store.engine import Store, make_engine
     from auditrelay.store.outbox import OutboxPublisher
@@ -535,9 +535,11 @@ def _add_stage_times(settings: Settings, dests: list[Destination], result: RunRe
 
     names = settings.topics
     since_ms = result.emitted_at * 1000
-    batches = [(ts, headers) for topic in (names.destination(d.destination_id) for d in dests)
-               for ts, _, headers in _records(settings.kafka_bootstrap, topic)
-               if ts >= since_ms]
+    # The run's destinations' batches, as the router produced them (keyed by destination).
+    ours = {d.destination_id.encode() for d in dests}
+    batches = [(ts, headers) for ts, key, _, headers in _records(settings.kafka_bootstrap,
+                                                                  names.deliveries)
+               if ts >= since_ms and key in ours]
     if batches:
         result.routed_at = max(ts for ts, _ in batches) / 1000
         # How long the oldest event of each batch took to be routed (emit to batch produced).
@@ -546,21 +548,23 @@ def _add_stage_times(settings: Settings, dests: list[Destination], result: RunRe
         result.route_ms = (percentile(waits, 0.5), percentile(waits, 0.99))
     latencies = sorted(
         float(json.loads(value).get("latency_ms") or 0)
-        for ts, value, _ in _records(settings.kafka_bootstrap, names.delivery_attempts)
+        for ts, _, value, _ in _records(settings.kafka_bootstrap, names.delivery_attempts)
         if ts >= since_ms and value)
     if latencies:
         result.post_ms = (sum(latencies) / len(latencies), percentile(latencies, 0.99))
 
 
 def _records(bootstrap: str, topic: str, timeout: float = 60.0,
-             ) -> list[tuple[int, bytes, dict[str, bytes]]]:
-    """(Kafka timestamp in ms, value, headers) of every record of ``topic`` up to its end now."""
+             ) -> list[tuple[int, bytes, bytes, dict[str, bytes]]]:
+    """(Kafka timestamp in ms, key, value, headers) of every record of ``topic`` up to its
+    end now."""
     from auditrelay.kafka.topic_reader import read_topic
 
-    out: list[tuple[int, bytes, dict[str, bytes]]] = []
+    out: list[tuple[int, bytes, bytes, dict[str, bytes]]] = []
     for msg in read_topic(bootstrap, topic, timeout=timeout):
         headers: Any = msg.headers() or []  # a list of (str, bytes) here
-        out.append((msg.timestamp()[1], msg.value() or b"", {k: v or b"" for k, v in headers}))
+        out.append((msg.timestamp()[1], msg.key() or b"", msg.value() or b"",
+                    {k: v or b"" for k, v in headers}))
     return out
 
 

@@ -94,6 +94,22 @@ def topics_ensure(settings: Settings, fix: bool) -> None:
         raise click.ClickException(
             f"{len(report.drifted)} topic(s) drifted from the contract; rerun with --fix"
         )
+    unfixed = [d for d in report.drifted if d not in report.fixed]
+    if unfixed:
+        raise click.ClickException(
+            f"{len(unfixed)} drift(s) cannot be fixed by altering the topic (the partition "
+            "count of the delivery topics): recreate those topics empty")
+
+
+@topics.command("migrate")
+@click.pass_obj
+def topics_migrate(settings: Settings) -> None:
+    """Move the batches of the first release's topic per destination (audit.dest.{id})
+    onto audit.deliveries, then delete those topics. Stop the old workers first."""
+    from auditrelay.ops.migrate import migrate_legacy_topics
+
+    report = migrate_legacy_topics(settings, echo=click.echo)
+    click.echo(f"total: moved {report.total} batch(es) from {len(report.moved)} topic(s)")
 
 
 # --- worker and run --------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """``auditrelay dlq list|replay``: what is in the dead-letter topic, and sending it again.
 
 ``list`` reads the whole topic (a snapshot, no consumer group). ``replay
---destination ID`` puts that destination's dead-lettered batches back on its
-topic with a fresh attempt count, each exactly once: a consumer group per
-destination remembers how far replay got, so running it twice replays nothing
-twice. Malformed input is listed but never replayed (there is no destination).
+--destination ID`` puts that destination's dead-lettered batches back on
+``audit.deliveries``, keyed by its id, with a fresh attempt count, each exactly
+once: a consumer group per destination remembers how far replay got, so running
+it twice replays nothing twice. Malformed input is listed but never replayed
+(there is no destination).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 import click
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from auditrelay.kafka.admin import admin_client
+from auditrelay.kafka.admin import read_compacted
 from auditrelay.kafka.topic_reader import read_to_end
 from auditrelay.schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta, Headers
 from auditrelay.schemas.errors import KafkaError
@@ -97,18 +98,22 @@ def dlq_list(settings: Settings, destination: str | None) -> None:
 @click.option("--destination", required=True, help="The destination whose batches to resend.")
 @click.pass_obj
 def dlq_replay(settings: Settings, destination: str) -> None:
-    """Put the destination's dead-lettered batches back on its topic, each once."""
+    """Put the destination's dead-lettered batches back on the deliveries topic, each once."""
     names = settings.topics
-    admin = admin_client(settings.kafka_bootstrap)
-    if names.destination(destination) not in admin.list_topics(timeout=30).topics:
+    # Delivery dead-letters the batches of a destination it has no config for (a
+    # deleted one): replaying them would only send them straight back here.
+    if read_compacted(settings.kafka_bootstrap, names.destinations).get(destination) is None:
         raise click.ClickException(
-            f"{names.destination(destination)} does not exist: is {destination} a destination "
-            "that still exists? (`auditrelay destinations resync` recreates missing topics)")
+            f"{destination} has no config on {names.destinations}: is it a destination that "
+            "still exists? (`auditrelay destinations resync` republishes missing configs)")
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": f"auditrelay-dlq-replay-{destination}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "enable.idempotence": True, "acks": "all"})
+                         "enable.idempotence": True, "acks": "all",
+                         # The router's (aiokafka's) partitioner, Java's: replayed batches
+                         # go to the partition of the destination's other batches.
+                         "partitioner": "murmur2_random"})
     replayed = consumed = 0
     try:
         for letter in dead_letters(consumer, names.dlq, from_beginning=False):
@@ -118,7 +123,7 @@ def dlq_replay(settings: Settings, destination: str) -> None:
             meta = BatchMeta.from_headers(letter.raw_headers)
             fresh = BatchMeta(meta.batch_id, meta.destination_id, meta.workspace_id, meta.events,
                               meta.first_event_ms)
-            producer.produce(names.destination(destination), key=destination.encode(),
+            producer.produce(names.deliveries, key=destination.encode(),
                              value=letter.value, headers=list(fresh.headers()))
             replayed += 1
         if producer.flush(30) != 0:
@@ -129,4 +134,4 @@ def dlq_replay(settings: Settings, destination: str) -> None:
         raise KafkaError(f"cannot replay from {names.dlq}: {exc}") from exc
     finally:
         consumer.close()
-    click.echo(f"replayed {replayed} batch(es) to {names.destination(destination)}")
+    click.echo(f"replayed {replayed} batch(es) to {names.deliveries} (key {destination})")

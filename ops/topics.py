@@ -2,13 +2,17 @@
 
 Creation is idempotent. A topic that exists with other settings (fewer
 partitions, another cleanup policy or retention) is reported as drifted, and
-altered back with ``fix=True`` (partitions can only grow).
+altered back with ``fix=True`` (partitions can only grow). ``audit.deliveries`` and
+``audit.parked`` must have exactly ``delivery_partitions`` partitions: a destination's
+batches are ordered by the partition its key hashes to, in both topics alike, so
+another count (more or fewer) is drift that ``fix`` leaves alone, since changing it
+would move destinations to other partitions with batches still queued on the old ones.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -57,12 +61,19 @@ class EnsureReport:
 
 
 def ensure_topics(settings: Settings, *, fix: bool = False) -> EnsureReport:
-    specs = static_topic_specs(settings.topics, settings.topic_partitions)
-    return ensure(admin_client(settings.kafka_bootstrap), specs, fix=fix)
+    names = settings.topics
+    specs = static_topic_specs(names, settings.topic_partitions, settings.delivery_partitions)
+    return ensure(admin_client(settings.kafka_bootstrap), specs, fix=fix,
+                  exact={names.deliveries, names.parked})
 
 
-def ensure(admin: AdminClient, specs: Sequence[TopicSpec], *, fix: bool = False) -> EnsureReport:
-    """Create missing topics, compare existing ones with their spec."""
+def ensure(admin: AdminClient, specs: Sequence[TopicSpec], *, fix: bool = False,
+           exact: Collection[str] = ()) -> EnsureReport:
+    """Create missing topics, compare existing ones with their spec.
+
+    The topics named in ``exact`` must have exactly their spec's partition count; a
+    difference is reported and never altered, even with ``fix``.
+    """
     report = EnsureReport()
     existing = _existing_partitions(admin)
     missing = [s for s in specs if s.name not in existing]
@@ -72,22 +83,30 @@ def ensure(admin: AdminClient, specs: Sequence[TopicSpec], *, fix: bool = False)
         # yet may have existed all along ("already exists"): wait until all are listed.
         existing = _wait_listed(admin, {s.name for s in missing})
     present = [s for s in specs if s.name in existing and s.name not in report.created]
-    drifts = find_drift(present, existing, describe_configs(admin, [s.name for s in present]))
+    drifts = find_drift(present, existing, describe_configs(admin, [s.name for s in present]),
+                        exact)
     report.drifted = drifts
     report.unchanged = [s.name for s in present if all(d.topic != s.name for d in drifts)]
-    if fix and drifts:
-        _fix(admin, [s for s in present if any(d.topic == s.name for d in drifts)], existing)
-        report.fixed = list(drifts)
+    fixable = [d for d in drifts if not _fixed_partitions(d, exact)]
+    if fix and fixable:
+        fixing = [s for s in present if any(d.topic == s.name for d in fixable)]
+        _fix(admin, fixing, existing, exact)
+        report.fixed = fixable
     return report
 
 
 def find_drift(specs: Iterable[TopicSpec], partitions: dict[str, int],
-               configs: dict[str, dict[str, str]]) -> list[Drift]:
-    """Pure comparison of specs with what the broker reports."""
+               configs: dict[str, dict[str, str]], exact: Collection[str] = ()) -> list[Drift]:
+    """Pure comparison of specs with what the broker reports.
+
+    More partitions than a spec asks for is not drift, except for the topics in
+    ``exact``, whose count must be the spec's.
+    """
     drifts = []
     for spec in specs:
         actual_parts = partitions.get(spec.name, 0)
-        if actual_parts < spec.partitions:
+        if actual_parts < spec.partitions or (
+                spec.name in exact and actual_parts != spec.partitions):
             drifts.append(Drift(spec.name, "partitions", str(spec.partitions), str(actual_parts)))
         actual = configs.get(spec.name, {})
         for key, wanted in spec.config.items():
@@ -116,9 +135,15 @@ def _wait_listed(admin: AdminClient, names: set[str]) -> dict[str, int]:
         time.sleep(0.1)
 
 
-def _fix(admin: AdminClient, specs: Sequence[TopicSpec], partitions: dict[str, int]) -> None:
+def _fixed_partitions(drift: Drift, exact: Collection[str]) -> bool:
+    """Whether ``drift`` is the partition count of a topic whose count is never altered."""
+    return drift.setting == "partitions" and drift.topic in exact
+
+
+def _fix(admin: AdminClient, specs: Sequence[TopicSpec], partitions: dict[str, int],
+         exact: Collection[str]) -> None:
     grow = [NewPartitions(s.name, s.partitions) for s in specs
-            if partitions.get(s.name, 0) < s.partitions]
+            if s.name not in exact and partitions.get(s.name, 0) < s.partitions]
     try:
         for fut in (admin.create_partitions(grow).values() if grow else []):
             fut.result()
@@ -134,8 +159,9 @@ def _fix(admin: AdminClient, specs: Sequence[TopicSpec], partitions: dict[str, i
         raise TopicError(f"cannot fix drifted topics: {exc}") from exc
     # Brokers apply altered configs asynchronously: return once they report them.
     deadline = time.monotonic() + _TIMEOUT
-    while find_drift(specs, _existing_partitions(admin),
-                     describe_configs(admin, [s.name for s in specs])):
+    while any(not _fixed_partitions(d, exact) for d in find_drift(
+            specs, _existing_partitions(admin), describe_configs(admin, [s.name for s in specs]),
+            exact)):
         if time.monotonic() > deadline:
             raise TopicError("altered topic configs were not applied in time")
         time.sleep(0.1)

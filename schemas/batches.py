@@ -4,7 +4,8 @@ A batch record's value is the exact HTTP body a destination receives: a JSON
 array of 1 to 100 envelopes, their bytes as producers wrote them. Everything
 else travels in ``ar_*`` headers, so no stage parses or re-serialises events.
 
-``audit.dest.{id}``   key destination id; headers of ``BatchMeta``
+``audit.deliveries``  key destination id; headers of ``BatchMeta``
+``audit.parked``      the same (a destination's batches set aside, in order)
 ``audit.retry.{tier}`` the same, plus attempt count, first attempt and due time
 ``audit.dlq``          the same, plus a reason; malformed input keeps its
                         original key, value and non-``ar_`` headers, and names
@@ -44,7 +45,7 @@ class BatchMeta:
     #: Kafka record timestamp of the oldest event of the batch, i.e. when its producer
     #: wrote it to audit.events (end-to-end latency is measured from it).
     first_event_ms: int
-    #: Attempts already made (0 on audit.dest.*).
+    #: Attempts already made (0 on audit.deliveries and audit.parked).
     attempt: int = 0
     first_attempt_ms: int = 0
     #: Not to be attempted before this moment (retry tiers).

@@ -18,8 +18,9 @@ Formats (each one a regular expression, documented in docs/events.md):
 
 ``destination id``
     ``dst_`` + 1 to 40 lower-case ASCII letters or digits; the API makes them from a
-    lower-cased ULID. They name topics (``audit.dest.{id}``) and URLs, hence the
-    same narrow alphabet as workspace ids.
+    lower-cased ULID. They key records (``audit.deliveries``) and name URLs, and
+    named topics in the first release (``audit.dest.{id}``), hence the same narrow
+    alphabet as workspace ids.
 
 ``token id``
     ``tok_`` + 1 to 40 lower-case ASCII letters or digits: the id of one of a

@@ -191,6 +191,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         default=6, ge=1, le=1000, description="partitions of keyed topics (parallelism)"
     )
+    delivery_partitions: int = Field(
+        default=12, ge=1, le=1000,
+        description="partitions of the delivery and parked topics: the most delivery workers "
+                    "that share the work (a destination is a key, never a partition)",
+    )
 
     # Delivery (contract section 2).
     delivery_connect_timeout_seconds: float = Field(
@@ -222,10 +227,6 @@ class Settings(BaseSettings):
     retry_give_up_seconds: float = Field(
         default=72 * 3600, gt=0,
         description="after this long since the first attempt a batch is dead-lettered",
-    )
-    destination_poll_seconds: float = Field(
-        default=5.0, gt=0, le=60,
-        description="how often delivery looks for new destination topics",
     )
     consumer_session_timeout_seconds: float = Field(
         default=10.0, ge=6, le=300,

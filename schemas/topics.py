@@ -62,11 +62,22 @@ class TopicNames:
         return f"{self.prefix}delivery-attempts"
 
     @property
-    def destination_prefix(self) -> str:
-        return f"{self.prefix}dest."
+    def deliveries(self) -> str:
+        """Batches ready for delivery, keyed by destination id: one ordered stream each."""
+        return f"{self.prefix}deliveries"
 
-    def destination(self, destination_id: str) -> str:
-        return f"{self.destination_prefix}{destination_id}"
+    @property
+    def parked(self) -> str:
+        """Batches of destinations that cannot take them now (an open circuit, a backlog),
+        keyed by destination id, partitioned like ``deliveries`` (same partition, same
+        worker): they leave the shared partition instead of holding it back."""
+        return f"{self.prefix}parked"
+
+    @property
+    def legacy_destination_prefix(self) -> str:
+        """The first design's topic per destination, ``audit.dest.{id}``: only
+        ``auditrelay topics migrate`` reads those, to move what they still hold."""
+        return f"{self.prefix}dest."
 
     def group_id(self, base: str) -> str:
         """Consumer group ``base`` for the default prefix; deployments (and tests) that
@@ -88,7 +99,7 @@ class TopicNames:
 
     @property
     def delivery_group(self) -> str:
-        """The delivery agent's, over the destination topics."""
+        """The delivery agent's, over ``deliveries`` and ``parked`` (co-partitioned)."""
         return self.group_id("auditrelay-delivery")
 
     @property
@@ -113,12 +124,16 @@ class TopicNames:
         return f"{self.prefix}retry.{tier}"
 
 
-def static_topic_specs(names: TopicNames, partitions: int) -> list[TopicSpec]:
-    """The topics that exist regardless of destinations, with their contract configs.
+def static_topic_specs(names: TopicNames, partitions: int,
+                       delivery_partitions: int | None = None) -> list[TopicSpec]:
+    """Every topic of the contract, with its config; none depends on the destinations.
 
     ``partitions`` bounds the parallelism of the keyed topics; the compacted
     destination-config topic has one partition because every worker reads all of it.
+    ``deliveries`` and ``parked`` have ``delivery_partitions`` each (``partitions`` if
+    not given): the same count, so that a destination's partition is the same in both.
     """
+    delivery_partitions = delivery_partitions or partitions
     specs = [
         TopicSpec(names.events, partitions, _DELETE_7D, "workspace id",
                   "envelopes from producers"),
@@ -130,6 +145,10 @@ def static_topic_specs(names: TopicNames, partitions: int) -> list[TopicSpec]:
                   "latest status of a destination"),
         TopicSpec(names.delivery_attempts, partitions, _DELETE_7D, "destination id",
                   "one record per attempt"),
+        TopicSpec(names.deliveries, delivery_partitions, _DELETE_7D, "destination id",
+                  "batches ready for delivery: one ordered stream per destination"),
+        TopicSpec(names.parked, delivery_partitions, _DELETE_7D, "destination id",
+                  "batches of a destination that cannot take them now, in order"),
     ]
     specs += [
         TopicSpec(names.retry(tier), partitions, _DELETE_7D, "destination id",
@@ -137,9 +156,3 @@ def static_topic_specs(names: TopicNames, partitions: int) -> list[TopicSpec]:
         for tier in RETRY_TIERS
     ]
     return specs
-
-
-def destination_topic_spec(names: TopicNames, destination_id: str) -> TopicSpec:
-    """The per-destination batch topic; one partition keeps the destination's order."""
-    return TopicSpec(names.destination(destination_id), 1, _DELETE_7D, "destination id",
-                     "batches ready for one destination")

@@ -63,6 +63,18 @@ class RecordSink:
         except AIOKafkaError as exc:
             raise ProduceError(f"record to {topic} not confirmed: {exc}") from exc
 
+    async def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                      headers: HeaderPairs = ()) -> int:
+        """Produce one record to ``partition`` and wait for the broker's confirmation;
+        returns its offset."""
+        try:
+            metadata = await self._producer.send_and_wait(
+                topic, value=value, key=key, partition=partition, headers=list(headers))
+        except AIOKafkaError as exc:
+            raise ProduceError(f"record to {topic}[{partition}] not confirmed: {exc}") from exc
+        offset: int = metadata.offset
+        return offset
+
     async def enqueue(self, topic: str, key: bytes | None, value: bytes | None,
                       headers: HeaderPairs = ()) -> asyncio.Future[Any]:
         """Hand one record to the producer; the future is done once the broker answered.

@@ -4,10 +4,13 @@
 the event loop: every ``metrics_interval_seconds`` it asks the broker for the
 start and end offsets of the pipeline's topics and the committed offsets of its
 consumer groups, then sets the gauges of
-``auditrelay.observability.metrics``. Only when something waits does it read records: the head
-of each destination's backlog, and the waiting records of the retry tiers
-(at most ``peek_limit`` per partition), for their ``ar_first_event_ms``, which
-gives the age of each destination's oldest undelivered event.
+``auditrelay.observability.metrics``. Only when something waits does it read records:
+the waiting records of ``audit.deliveries``, ``audit.parked`` and the retry tiers (at
+most ``peek_limit`` per partition), for their key (the destination: every destination
+shares those topics, so its backlog is counted from its records, not from offsets)
+and their ``ar_first_event_ms``, which gives the age of each destination's oldest
+undelivered event. The destinations themselves (a series each, 0 when nothing waits)
+come from a follower of ``audit.destinations``.
 
 Every worker computes the same cluster-wide values; aggregate them with
 ``max`` across workers, not ``sum`` (docs/metrics.md). The arithmetic is in pure
@@ -34,9 +37,10 @@ from auditrelay.observability import metrics
 from auditrelay.schemas.batches import HEADER_PREFIX
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
+from auditrelay.tables.registry import RegistryFollower
 
-__all__ = ["Groups", "OffsetCollector", "PartitionOffsets", "Summary", "oldest_ages",
-           "serve_worker_metrics", "summarise"]
+__all__ = ["Groups", "OffsetCollector", "PartitionOffsets", "Summary", "backlog_of",
+           "oldest_ages", "serve_worker_metrics", "summarise"]
 
 log = logging.getLogger(__name__)
 
@@ -88,37 +92,36 @@ class Groups:
 
 @dataclass
 class Summary:
-    """What the gauges show, computed from offsets alone."""
+    """What the gauges show that offsets alone tell."""
 
-    backlog: dict[str, int] = field(default_factory=dict)  # destination id -> batches
     tiers: dict[str, int] = field(default_factory=dict)  # tier -> batches
     dead_letters: int = 0
     lag: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, topic) -> records
 
 
-def destination_of(topic: str, names: TopicNames) -> str | None:
-    prefix = names.destination_prefix
-    return topic[len(prefix):] if topic.startswith(prefix) and len(topic) > len(prefix) else None
+def delivery_topics(names: TopicNames) -> tuple[str, str]:
+    """The topics the delivery group reads, every destination's batches keyed by its id."""
+    return names.deliveries, names.parked
 
 
 def summarise(offsets: Mapping[TP, PartitionOffsets], names: TopicNames,
               groups: Groups) -> Summary:
-    """Backlog per destination, size per retry tier, DLQ size and lag per group and topic.
+    """Size per retry tier, DLQ size and lag per group and topic.
 
-    ``offsets`` holds the partitions of the events topic and the destination
-    topics (committed offsets of the router and delivery groups), the retry
+    ``offsets`` holds the partitions of the events topic, ``deliveries`` and
+    ``parked`` (committed offsets of the router and delivery groups), the retry
     tiers (of the retry group) and the dead-letter topic (no group: its size is
     end minus start).
     """
     summary = Summary()
     tier_of = {names.retry(tier): tier for tier in RETRY_TIERS}
     summary.tiers = dict.fromkeys(RETRY_TIERS, 0)
-    dest_lag = 0
+    for topic in delivery_topics(names):
+        summary.lag[(groups.delivery, topic)] = 0
     for (topic, _partition), part in offsets.items():
-        destination = destination_of(topic, names)
-        if destination is not None:
-            summary.backlog[destination] = summary.backlog.get(destination, 0) + part.pending
-            dest_lag += part.pending
+        if topic in delivery_topics(names):
+            key = (groups.delivery, topic)
+            summary.lag[key] += part.pending
         elif topic in tier_of:
             summary.tiers[tier_of[topic]] += part.pending
             key = (groups.retry, topic)
@@ -128,8 +131,16 @@ def summarise(offsets: Mapping[TP, PartitionOffsets], names: TopicNames,
         elif topic == names.events:
             key = (groups.router, topic)
             summary.lag[key] = summary.lag.get(key, 0) + part.pending
-    summary.lag[(groups.delivery, f"{names.destination_prefix}*")] = dest_lag
     return summary
+
+
+def backlog_of(waiting: Iterable[str], destinations: Iterable[str]) -> dict[str, int]:
+    """Batches per destination among the ``waiting`` records' keys; 0 for each of
+    ``destinations`` without any."""
+    backlog = dict.fromkeys(destinations, 0)
+    for destination in waiting:
+        backlog[destination] = backlog.get(destination, 0) + 1
+    return backlog
 
 
 def second_group_lag(offsets: Mapping[TP, PartitionOffsets],
@@ -181,6 +192,7 @@ class OffsetCollector:
         self._interval = settings.metrics_interval_seconds
         self._admin = admin or admin_client(settings.kafka_bootstrap)
         self._peek_limit = peek_limit
+        self._destinations = RegistryFollower(settings.kafka_bootstrap, self._names.destinations)
         self._consumer: Consumer | None = None
         self._group_consumers: dict[str, Consumer] = {}
         self._shown: set[str] = set()  # destinations with gauge children
@@ -190,11 +202,13 @@ class OffsetCollector:
         self._thread = threading.Thread(target=self._run, name="metrics-collector", daemon=True)
 
     def start(self) -> OffsetCollector:
+        self._destinations.start()
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 15.0) -> None:
         self._stop.set()
+        self._destinations.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
@@ -240,8 +254,13 @@ class OffsetCollector:
         offsets = self.read_offsets()
         summary = summarise(offsets, self._names, self._groups)
         self._add_archive_lag(offsets, summary)
-        ages = oldest_ages(self._first_event_ms(offsets), summary.backlog, time.time())
-        self._publish(summary, ages)
+        waiting, first_event_ms = self._waiting(offsets)
+        # Until the follower caught up, the destinations it knows may be a part of them.
+        known = ([c.id for c in self._destinations.registry.all()]
+                 if self._destinations.caught_up else self._shown)
+        backlog = backlog_of(waiting, known)
+        ages = oldest_ages(first_event_ms, backlog, time.time())
+        self._publish(summary, backlog, ages)
 
     def _add_archive_lag(self, offsets: Mapping[TP, PartitionOffsets],
                          summary: Summary) -> None:
@@ -262,7 +281,7 @@ class OffsetCollector:
         for name, meta in topics.items():
             if name == names.events:
                 group: str | None = self._groups.router
-            elif destination_of(name, names) is not None:
+            elif name in delivery_topics(names):
                 group = self._groups.delivery
             elif name in retry_topics:
                 group = self._groups.retry
@@ -306,29 +325,34 @@ class OffsetCollector:
             out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= _NO_OFFSET else None
         return out
 
-    def _first_event_ms(self, offsets: Mapping[TP, PartitionOffsets]) -> dict[str, int]:
-        """The oldest ``ar_first_event_ms`` per destination among the records waiting at the
-        head of its topic and in the retry tiers."""
+    def _waiting(self, offsets: Mapping[TP, PartitionOffsets]) -> tuple[list[str], dict[str, int]]:
+        """The destination of each record waiting in ``deliveries`` and ``parked``, and the
+        oldest ``ar_first_event_ms`` per destination among those and the retry tiers'.
+
+        At most ``peek_limit`` records per partition are read: beyond, a destination's
+        backlog counts only those (the delivery group's lag still counts them all).
+        """
         names = self._names
+        shared = delivery_topics(names)
         retry_topics = {names.retry(tier) for tier in RETRY_TIERS}
         wanted: dict[TP, tuple[int, int]] = {}  # tp -> (first offset, records to read)
         for (topic, partition), part in offsets.items():
-            if not part.pending:
-                continue
-            if destination_of(topic, names) is not None:
-                wanted[(topic, partition)] = (part.start, 1)  # its head is its oldest
-            elif topic in retry_topics:
+            if part.pending and (topic in shared or topic in retry_topics):
                 wanted[(topic, partition)] = (part.start, min(part.pending, self._peek_limit))
+        waiting: list[str] = []
         oldest: dict[str, int] = {}
         for msg in self._peek(wanted):
-            topic = msg.topic() or ""
-            destination = destination_of(topic, names) or _header(
-                msg.headers(), f"{HEADER_PREFIX}destination_id")
+            key = (msg.key() or b"").decode("utf-8", errors="replace") or None
+            destination = key or _header(msg.headers(), f"{HEADER_PREFIX}destination_id")
+            if destination is None:
+                continue
+            if msg.topic() in shared:
+                waiting.append(destination)
             first = _header(msg.headers(), f"{HEADER_PREFIX}first_event_ms")
-            if destination is None or first is None or not first.isdigit():
+            if first is None or not first.isdigit():
                 continue
             oldest[destination] = min(int(first), oldest.get(destination, int(first)))
-        return oldest
+        return waiting, oldest
 
     def _peek(self, wanted: Mapping[TP, tuple[int, int]]) -> list[Any]:
         """Up to the given number of records of each partition from the given offset."""
@@ -358,15 +382,16 @@ class OffsetCollector:
             consumer.unassign()
         return out
 
-    def _publish(self, summary: Summary, ages: Mapping[str, float]) -> None:
-        for destination, backlog in summary.backlog.items():
-            metrics.DESTINATION_BACKLOG.labels(destination).set(backlog)
+    def _publish(self, summary: Summary, backlog: Mapping[str, int],
+                 ages: Mapping[str, float]) -> None:
+        for destination, batches in backlog.items():
+            metrics.DESTINATION_BACKLOG.labels(destination).set(batches)
             metrics.OLDEST_UNDELIVERED_AGE.labels(destination).set(ages.get(destination, 0.0))
-        # A deleted destination's series disappear with its topic.
-        for gone in self._shown - summary.backlog.keys():
+        # A deleted destination's series disappear once nothing of it waits.
+        for gone in self._shown - backlog.keys():
             for gauge in (metrics.DESTINATION_BACKLOG, metrics.OLDEST_UNDELIVERED_AGE):
                 gauge.remove(gone)
-        self._shown = set(summary.backlog)
+        self._shown = set(backlog)
         for tier, size in summary.tiers.items():
             metrics.RETRY_TIER_SIZE.labels(tier).set(size)
         metrics.DEAD_LETTERS.set(summary.dead_letters)

@@ -137,7 +137,7 @@ class RebalanceFilter(logging.Filter):
 
     aiokafka logs every assigned and revoked partition and every subscribed topic
     at each rebalance, and Faust's log formatter turns such sets into tables of one
-    line per topic: with thousands of destination topics, a million lines in ten
+    line per partition: with thousands of partitions, a million lines in ten
     minutes. Demoted are the INFO lines of ``REBALANCE_LOGGERS``, and any INFO line
     of aiokafka or Faust whose arguments hold a collection or a multi-line text (a
     table). ``auditrelay.kafka.clients.RebalanceSummary`` says the same in one line.

@@ -91,12 +91,14 @@ SLOT_WAITING: Final = Gauge(
 # -- worker: gauges from Kafka offsets (auditrelay.observability.collector) ---------
 
 DESTINATION_BACKLOG: Final = Gauge(
-    "auditrelay_destination_backlog", "Batches in a destination's topic that delivery has not "
-    "handled yet (end offset minus the delivery group's committed offset)", ["destination"],
+    "auditrelay_destination_backlog", "Batches of a destination in the deliveries and parked "
+    "topics past the delivery group's committed offsets (its key's records, at most "
+    "peek_limit read per partition)", ["destination"],
     registry=WORKER_REGISTRY)
 OLDEST_UNDELIVERED_AGE: Final = Gauge(
     "auditrelay_destination_oldest_undelivered_age_seconds", "Age of the oldest event of a "
-    "destination waiting in its topic or in a retry tier; 0 when none waits", ["destination"],
+    "destination waiting in the deliveries, parked or retry topics; 0 when none waits",
+    ["destination"],
     registry=WORKER_REGISTRY)
 RETRY_TIER_SIZE: Final = Gauge(
     "auditrelay_retry_tier_size", "Batches waiting in a retry tier (end offset minus the retry "
@@ -106,8 +108,8 @@ DEAD_LETTERS: Final = Gauge(
     "offsets; replayed records stay until retention removes them)", registry=WORKER_REGISTRY)
 CONSUMER_LAG: Final = Gauge(
     "auditrelay_consumer_lag", "Records not yet consumed by a consumer group (end offsets "
-    "minus committed offsets), per group and topic; the destination topics are summed under "
-    "'{prefix}dest.*'", ["group", "topic"], registry=WORKER_REGISTRY)
+    "minus committed offsets), per group and topic", ["group", "topic"],
+    registry=WORKER_REGISTRY)
 OFFSETS_COLLECTED: Final = Gauge(
     "auditrelay_offsets_collected_timestamp_seconds", "When the gauges above were last "
     "computed (Unix time); they are stale if this stops moving", registry=WORKER_REGISTRY)

@@ -1,8 +1,10 @@
 """The Kafka outbox: side effects written in the same transaction as the change.
 
 A destination change commits its row together with the outbox entries it
-causes (topic creation or deletion, the config record or tombstone on
-``audit.destinations``, the ``pro.atmos.webhook.*`` self-audit event). The
+causes (the config record or tombstone on ``audit.destinations``, the
+``pro.atmos.webhook.*`` self-audit event). Topic creations and deletions are
+still performed: databases of the first release, which made a topic per
+destination, may hold such entries (nothing enqueues them for destinations now). The
 ``OutboxPublisher`` thread performs them in id order and deletes each entry once
 the broker confirmed it. While Kafka is down entries wait, and are published
 when it returns: a change accepted by the API is never lost.

@@ -126,7 +126,7 @@ class StatusPublisher:
 
     ``status`` and ``attempt`` hand the record to the producer (through one
     writer task, started by ``start``) and return a future that is done once the
-    broker confirmed it: the lane (``auditrelay.kafka.partitions.Lane.confirm_after``)
+    broker confirmed it: the lane (``auditrelay.kafka.keyed.Lane.confirm_after``)
     commits the batch's offset only then, and meanwhile goes on. A record the
     broker does not confirm is written again after a backoff, until it is (a
     status is replaced by the destination's newest one, so an old status never

@@ -24,9 +24,9 @@ from confluent_kafka.admin import AdminClient
 from standardwebhooks.webhooks import Webhook
 
 from auditrelay.agents.pipeline import DeliveryPipeline, running_pipeline
-from auditrelay.kafka.admin import create_topics
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.batches import (
+    REASON_DELETED,
     REASON_DISABLED,
     REASON_EXHAUSTED,
     BatchMeta,
@@ -35,7 +35,6 @@ from auditrelay.schemas.batches import (
 from auditrelay.schemas.destinations import url_hint
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
-from auditrelay.schemas.topics import destination_topic_spec
 from auditrelay.store.db import Destination, Workspace
 from auditrelay.store.engine import Store, make_engine, upgrade_database
 from auditrelay.store.mutations import config_of
@@ -64,7 +63,7 @@ class Env:
         return self.settings.kafka_bootstrap
 
     async def add_destination(self, url: str) -> tuple[str, str]:
-        """A destination row, its topic and its config record; returns (id, secret)."""
+        """A destination row and its config record; returns (id, secret)."""
         dest_id = f"dst_{new_batch_id()[4:].lower()}"
         secret = generate_secret()
         now = datetime.now(UTC)
@@ -79,8 +78,6 @@ class Env:
             session.add(row)
             session.flush()
             config = config_of(row, forwarding=True)
-        await asyncio.to_thread(create_topics, self.admin,
-                                [destination_topic_spec(self.settings.topics, dest_id)])
         await self.produce(self.settings.topics.destinations, dest_id.encode(),
                            config.model_dump_json().encode())
         return dest_id, secret
@@ -90,7 +87,7 @@ class Env:
                   for i in range(n_events)]
         body = batch_body(events)
         meta = BatchMeta(new_batch_id(), dest_id, WORKSPACE, n_events, int(time.time() * 1000))
-        await self.produce(self.settings.topics.destination(dest_id), dest_id.encode(), body,
+        await self.produce(self.settings.topics.deliveries, dest_id.encode(), body,
                            meta.headers())
         return meta, body
 
@@ -125,9 +122,11 @@ def header(msg: Message, name: str) -> str | None:
 @pytest.fixture
 def settings(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> Settings:
     return make_settings(tmp_path, kafka_bootstrap, f"test.{unique_name}.",
-                         topic_partitions=2, allow_private_cidrs="127.0.0.0/8",
-                         retry_schedule_seconds="1,2,4", retry_jitter=0,
-                         destination_poll_seconds=2)
+                         # One delivery partition: every destination shares it, so
+                         # isolation is the lanes' doing, not the partitioner's.
+                         topic_partitions=2, delivery_partitions=1,
+                         allow_private_cidrs="127.0.0.0/8",
+                         retry_schedule_seconds="1,2,4", retry_jitter=0)
 
 
 @pytest.fixture
@@ -238,6 +237,17 @@ async def test_410_disables_the_destination_and_dead_letters_its_backlog(
 
 @pytest.mark.slow
 @pytest.mark.asyncio
+async def test_a_batch_of_a_deleted_destination_is_dead_lettered_with_the_reason(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    names = env.settings.topics
+    gone, _ = await env.add_batch("dst_deleted")  # no config: deleted (or never created)
+    dlq = await env.read(names.dlq, lambda s: len(s) >= 1)
+    assert [(m.key(), header(m, "ar_batch_id"), header(m, "ar_reason")) for m in dlq] == [
+        (b"dst_deleted", gone.batch_id, REASON_DELETED)]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
 async def test_a_redirect_is_not_followed_and_counts_as_a_failure(
         env: Env, pipeline: DeliveryPipeline) -> None:
     target = Receiver()
@@ -287,6 +297,66 @@ async def test_a_hanging_destination_does_not_delay_another(
         for writer in held:
             writer.close()
         server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_failing_destination_parks_its_backlog_and_drains_it_in_order(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    failing = Receiver(lambda n: (503, []) if n < 2 else (200, []))
+    healthy = Receiver()
+    with serve(failing) as failing_url, serve(healthy) as healthy_url:
+        failing_id, _ = await env.add_destination(failing_url)
+        healthy_id, _ = await env.add_destination(healthy_url)
+        first = await env.add_batch(failing_id)
+        await eventually(lambda: len(failing.requests) >= 1, 30, "the first 503")
+        backlog = [await env.add_batch(failing_id) for _ in range(8)]
+        # The same partition goes on for another destination while the circuit is open.
+        await env.add_batch(healthy_id)
+        await eventually(lambda: len(healthy.requests) >= 1, 10, "the healthy delivery")
+        assert len(failing.requests) <= 2
+        parked = await env.read(env.settings.topics.parked, lambda s: len(s) >= 1)
+        assert {m.key() for m in parked} == {failing_id.encode()}
+        await eventually(lambda: len(failing.requests) >= 3 + len(backlog), 40, "the drain")
+    sent = [first, *backlog]
+    delivered = [r.headers["webhook-id"] for r in failing.requests if r.status == 200]
+    assert delivered == [meta.batch_id for meta, _ in sent]  # once each, in order
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_slow_destination_parks_what_its_lane_cannot_hold_and_keeps_its_order(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    slow = Receiver(delay=0.3)
+    with serve(slow) as url:
+        dest_id, _ = await env.add_destination(url)
+        sent = [await env.add_batch(dest_id, 1) for _ in range(12)]
+        await eventually(lambda: len(slow.requests) >= len(sent), 40, "every batch")
+    assert [r.headers["webhook-id"] for r in slow.requests] == [m.batch_id for m, _ in sent]
+    parked = await env.read(env.settings.topics.parked, lambda s: len(s) >= 1)
+    assert {m.key() for m in parked} == {dest_id.encode()}
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_next_owner_drains_parked_batches_before_newer_ones(env: Env) -> None:
+    receiver = Receiver(status=503)
+    with serve(receiver) as url:
+        dest_id, _ = await env.add_destination(url)
+        async with running_pipeline(env.settings):
+            first = await env.add_batch(dest_id)
+            await eventually(lambda: len(receiver.requests) >= 1, 30, "the first 503")
+            backlog = [await env.add_batch(dest_id) for _ in range(3)]
+            await env.read(env.settings.topics.parked, lambda s: len(s) >= 3)
+        receiver.status = 200
+        # Written while no worker runs: the next owner must not send it before the
+        # parked ones, which only reading audit.parked at its assignment tells it.
+        newer = await env.add_batch(dest_id)
+        async with running_pipeline(env.settings):
+            await eventually(lambda: sum(r.status == 200 for r in receiver.requests) >= 5, 40,
+                             "the parked batches and the newer one")
+    delivered = [r.headers["webhook-id"] for r in receiver.requests if r.status == 200]
+    assert delivered == [m.batch_id for m, _ in (first, *backlog, newer)]
 
 
 @pytest.mark.slow
@@ -364,3 +434,27 @@ async def test_the_faust_worker_runs_the_pipeline(env: Env, unique_name: str) ->
         finally:
             await app.stop()
     assert receiver.bodies == [body]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_two_workers_each_get_the_same_partitions_of_deliveries_and_parked(
+        env: Env, kafka_admin: AdminClient, unique_name: str) -> None:
+    wide = env.settings.model_copy(update={
+        "delivery_partitions": 4, "topic_prefix": f"test.{unique_name}.wide."})
+    with topics_cleaned_up(kafka_admin, wide.topics):
+        ensure_topics(wide)
+
+        def owned(running: DeliveryPipeline) -> dict[str, set[int]]:
+            kafka, _ = running._runners[0]  # the delivery consumer
+            out: dict[str, set[int]] = {}
+            for tp in kafka.assignment():
+                out.setdefault(tp.topic, set()).add(tp.partition)
+            return out
+
+        async with running_pipeline(wide) as first, running_pipeline(wide) as second:
+            await eventually(lambda: all(len(owned(p).get(wide.topics.deliveries, ())) == 2
+                                         for p in (first, second)), 60, "two partitions each")
+            for running in (first, second):
+                split = owned(running)
+                assert split[wide.topics.deliveries] == split[wide.topics.parked]

@@ -193,7 +193,7 @@ async def test_dns_rebinding_never_connects_and_sends_the_batch_to_a_retry_tier(
     guard = ConnectGuard(monkeypatch)
 
     async with running_pipeline(settings, resolver=resolver) as pipeline:
-        # Its outbox publisher creates the topic and publishes the config record.
+        # Its outbox publisher publishes the config record.
         await eventually(lambda: pipeline.processor.lookup.get(dest.id) is not None, 30,
                          "the destination's config reached the pipeline")
         event = json.dumps({"specversion": "1.0", "id": f"aud_{new_batch_id()[4:]}"}).encode()
@@ -202,7 +202,7 @@ async def test_dns_rebinding_never_connects_and_sends_the_batch_to_a_retry_tier(
 
         def produce() -> None:
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-            producer.produce(names.destination(dest.id), key=dest.id.encode(), value=body,
+            producer.produce(names.deliveries, key=dest.id.encode(), value=body,
                              headers=list[tuple[str, str | bytes | None]](meta.headers()))
             assert producer.flush(30) == 0
 

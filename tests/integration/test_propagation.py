@@ -1,4 +1,7 @@
-"""Destination changes reach Kafka: config records, topics, self-audit events, resync.
+"""Destination changes reach Kafka: config records, self-audit events, resync.
+
+A destination has no topic of its own (its batches are keyed on ``audit.deliveries``):
+nothing creates or deletes one.
 
 Each test has its own topic prefix, so nothing lands in the real ``audit.`` topics.
 """
@@ -18,7 +21,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from auditrelay.api.app import create_app
-from auditrelay.kafka.admin import admin_client, delete_topics
+from auditrelay.kafka.admin import admin_client
 from auditrelay.ops.kafka_local import LocalKafka
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.codec import parse_event
@@ -86,6 +89,12 @@ def _config(records: list[tuple[str, bytes | None]], dest_id: str) -> dict[str, 
     return json.loads(values[-1]) if values[-1] is not None else {}
 
 
+def _legacy_topics(admin: AdminClient, settings: Settings) -> list[str]:
+    """Topics of the first design's per-destination layout under the test's prefix."""
+    prefix = settings.topics.legacy_destination_prefix
+    return sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
+
+
 @pytest.fixture
 def api_env(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
             unique_name: str) -> Iterator[tuple[Settings, httpx.Client, str, str]]:
@@ -120,8 +129,9 @@ def test_create_patch_delete_each_reach_kafka_within_5_s(
         assert first["version"] == 1
         assert str(first["secret_encrypted"]).startswith("v1:")
         assert created.json()["secret"] not in json.dumps(first)
-        topics = kafka_admin.list_topics(timeout=10).topics
-        assert names.destination(dest) in topics
+        # The outbox published the config record, and with it everything enqueued
+        # before: no topic of the first design's layout among them.
+        assert _legacy_topics(kafka_admin, settings) == []
 
         patched = client.patch(f"/v1/workspaces/{ws}/destinations/{dest}",
                                json={"enabled": False})
@@ -140,8 +150,7 @@ def test_create_patch_delete_each_reach_kafka_within_5_s(
 
         events.wait_for(audited, 10)
         assert all(k == ws for k, _ in events.records)
-        wait_until(lambda: names.destination(dest) not in kafka_admin.list_topics(
-            timeout=10).topics, 10, "the destination topic was not deleted", interval=0.2)
+        assert _legacy_topics(kafka_admin, settings) == []
     finally:
         configs.close()
         events.close()
@@ -161,12 +170,15 @@ def test_resync_repairs_drift(api_env: tuple[Settings, httpx.Client, str, str],
     configs = Tail(settings.kafka_bootstrap, names.destinations)
     try:
         configs.wait_for(lambda r: _config(r, dest) is not None, 5)
-        # Drift: the destination's topic vanished, and a record for a destination
-        # the database does not know sits in the compacted topic.
-        delete_topics(kafka_admin, [names.destination(dest)])
+        published = _config(configs.records, dest)
+        # Drift: the destination's record was overwritten with one that is not its
+        # config, and a record for a destination the database does not know sits in
+        # the compacted topic.
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+        producer.produce(names.destinations, key=dest.encode(), value=b'{"id": "garbled"}')
         producer.produce(names.destinations, key=b"dst_ghost", value=b'{"id": "dst_ghost"}')
         assert producer.flush(10) == 0
+        configs.wait_for(lambda r: _config(r, dest) == {"id": "garbled"}, 5)
 
         env = {f"AUDITRELAY_{k.upper()}": str(v) for k, v in {
             "kafka_bootstrap": settings.kafka_bootstrap, "topic_prefix": settings.topic_prefix,
@@ -175,11 +187,11 @@ def test_resync_repairs_drift(api_env: tuple[Settings, httpx.Client, str, str],
                                     obj=None, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         assert "tombstoned  dst_ghost" in result.output
-        assert f"created     {names.destination(dest)}" in result.output
+        assert f"republished {dest}" in result.output
 
         configs.wait_for(lambda r: _config(r, "dst_ghost") == {}, 10)
-        assert names.destination(dest) in admin_client(
-            settings.kafka_bootstrap).list_topics(timeout=10).topics
+        configs.wait_for(lambda r: _config(r, dest) == published, 10)
+        assert _legacy_topics(kafka_admin, settings) == []
         again = CliRunner().invoke(cli, ["destinations", "resync"], env=env,
                                    catch_exceptions=False)
         assert again.output.strip().endswith("in sync"), again.output
@@ -209,13 +221,18 @@ def test_a_change_accepted_while_kafka_is_down_is_published_when_it_returns(
             dest = created.json()["id"]
             broker.up()
             configs = Tail(broker.bootstrap, settings.topics.destinations)
+            events = Tail(broker.bootstrap, settings.topics.events)
             try:
                 configs.wait_for(lambda r: _config(r, dest) is not None, 60)
+                assert (_config(configs.records, dest) or {})["enabled"] is True
+                # The self-audit event accepted in the same transaction follows it.
+                events.wait_for(lambda r: any(
+                    v is not None and parse_event(v).type == "pro.atmos.webhook.created"
+                    for _, v in r), 30)
             finally:
                 configs.close()
-            admin = admin_client(broker.bootstrap)
-            wait_until(lambda: settings.topics.destination(dest) in admin.list_topics(
-                timeout=10).topics, 30, "the destination topic was never created", interval=0.2)
+                events.close()
+            assert _legacy_topics(admin_client(broker.bootstrap), settings) == []
     finally:
         broker.down()
 

@@ -1,8 +1,9 @@
 """The router agent in a real Faust app against the real broker.
 
 Producers emit through ``producer.AuditProducer`` (and a few malformed records
-raw through confluent-kafka); the router runs in-process; the test reads the
-destination topics and the DLQ back from the beginning.
+raw through confluent-kafka); the router runs in-process; the test reads
+``audit.deliveries`` (each destination's batches by key) and the DLQ back from
+the beginning.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from confluent_kafka.admin import AdminClient
 
 from auditrelay.agents import router
 from auditrelay.agents.app import create_app
-from auditrelay.kafka.admin import create_topics, delete_topics
 from auditrelay.kafka.topic_reader import start_reading
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.producer import Actor, AuditProducer, EncodedEvent, ProducerConfig
 from auditrelay.schemas.batches import BatchMeta, MalformedInput
 from auditrelay.schemas.settings import Settings
-from auditrelay.schemas.topics import destination_topic_spec
 from tests.support.cleanup import topics_cleaned_up
 from tests.support.settings import make_settings
 from tests.unit.tables.test_registry import config
@@ -51,8 +50,6 @@ def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
     # Also the internal topics of the tests' Faust apps (app id ``test-{unique_name}``).
     with topics_cleaned_up(kafka_admin, settings.topics, f"test-{unique_name}-"):
         ensure_topics(settings)
-        create_topics(kafka_admin, [destination_topic_spec(settings.topics, dest_id)
-                                    for dest_id in DESTINATIONS])
         yield settings
 
 
@@ -100,6 +97,10 @@ class TopicReader:
                                    "enable.auto.commit": False})
         start_reading(self._consumer, topic, timeout=30)
 
+    def of(self, key: str) -> list[Any]:
+        """The records read so far with this key."""
+        return [m for m in self.records if m.key() == key.encode()]
+
     def poll(self) -> None:
         for msg in self._consumer.consume(1000, timeout=0.05):
             assert msg.error() is None, msg.error()
@@ -121,10 +122,10 @@ async def read_until(readers: list[TopicReader], done: Callable[[], bool],
         await asyncio.sleep(0.05)
 
 
-def events_of(reader: TopicReader) -> list[bytes]:
+def events_of(records: list[Any]) -> list[bytes]:
     """The envelopes of every batch read, as bytes exactly as they were in the body."""
     out = []
-    for msg in reader.records:
+    for msg in records:
         body = msg.value()
         count = len(json.loads(body))
         meta = BatchMeta.from_headers(msg.headers())
@@ -158,13 +159,13 @@ async def test_router_batches_filters_and_dead_letters(settings: Settings, uniqu
     malformed = emit_malformed(settings)
 
     app = create_app(settings, app_id=f"test-{unique_name}", registrars=[router.register])
-    readers = {dest: TopicReader(settings.kafka_bootstrap, topics.destination(dest),
-                                 f"test-read-{unique_name}-{dest}") for dest in DESTINATIONS}
+    deliveries = TopicReader(settings.kafka_bootstrap, topics.deliveries,
+                             f"test-read-{unique_name}-deliveries")
     dlq = TopicReader(settings.kafka_bootstrap, topics.dlq, f"test-read-{unique_name}-dlq")
-    all_readers = [*readers.values(), dlq]
+    all_readers = [deliveries, dlq]
 
     def total(dest: str) -> int:
-        return sum(len(json.loads(m.value())) for m in readers[dest].records)
+        return sum(len(json.loads(m.value())) for m in deliveries.of(dest))
 
     await app.start()
     try:
@@ -185,7 +186,8 @@ async def test_router_batches_filters_and_dead_letters(settings: Settings, uniqu
     ws_a = [e for e in first + second if e.workspace_id == "ws_a"]
 
     def received(dest: str) -> list[bytes]:
-        return [part for body in events_of(readers[dest]) for part in split_body(body, by_id)]
+        return [part for body in events_of(deliveries.of(dest))
+                for part in split_body(body, by_id)]
 
     # Exactly the matching events, bytes identical, in the order they were produced.
     assert received("dst_all") == [e.value for e in ws_a]
@@ -194,18 +196,17 @@ async def test_router_batches_filters_and_dead_letters(settings: Settings, uniqu
     assert received("dst_off") == []
     assert received("dst_free") == []
     # Batch headers name the destination and workspace; batches are full when they can be.
-    for dest, reader in readers.items():
-        for msg in reader.records:
+    assert {m.key() for m in deliveries.records} == {b"dst_all", b"dst_auth", b"dst_b"}
+    for dest in DESTINATIONS:
+        for msg in deliveries.of(dest):
             meta = BatchMeta.from_headers(msg.headers())
-            assert msg.key() == dest.encode()
             assert meta.destination_id == dest
             assert meta.workspace_id == DESTINATIONS[dest][0]
             assert meta.batch_id.startswith("msg_")
-    assert max(BatchMeta.from_headers(m.headers()).events for m in readers["dst_all"].records) \
+    assert max(BatchMeta.from_headers(m.headers()).events for m in deliveries.of("dst_all")) \
         == 100
-    assert len({BatchMeta.from_headers(m.headers()).batch_id
-                for r in readers.values() for m in r.records}) == \
-        sum(len(r.records) for r in readers.values())
+    assert len({BatchMeta.from_headers(m.headers()).batch_id for m in deliveries.records}) == \
+        len(deliveries.records)
 
     # Malformed input: in the DLQ, untouched, with the reason and where it came from.
     assert len(dlq.records) == 3
@@ -222,29 +223,3 @@ async def test_router_batches_filters_and_dead_letters(settings: Settings, uniqu
         assert info.reason == "malformed_event"
         assert info.source_topic == topics.events
         assert info.source_partition in (0, 1)
-
-
-@pytest.mark.slow
-@pytest.mark.asyncio
-async def test_batches_for_a_deleted_destination_topic_go_to_the_dlq(
-        settings: Settings, unique_name: str, kafka_admin: AdminClient) -> None:
-    topics = settings.topics
-    publish_configs(settings)
-    delete_topics(kafka_admin, [topics.destination("dst_b")])  # config still says enabled
-    emit(settings, [("ws_b", "workflow", "started")] * 3)
-    app = create_app(settings, app_id=f"test-{unique_name}", registrars=[router.register])
-    dlq = TopicReader(settings.kafka_bootstrap, topics.dlq, f"test-read-{unique_name}-dlq")
-    await app.start()
-    try:
-        await read_until([dlq], lambda: len(dlq.records) >= 1)
-    finally:
-        await app.stop()
-        dlq.close()
-    (msg,) = dlq.records
-    meta = BatchMeta.from_headers(msg.headers())
-    assert msg.key() == b"dst_b"
-    assert meta.reason == "destination_deleted"
-    assert meta.destination_id == "dst_b"
-    assert meta.events == 3
-    assert meta.detail == f"topic {topics.destination('dst_b')} does not exist"
-    assert [e["type"] for e in json.loads(msg.value())] == ["pro.atmos.workflow.started"] * 3

@@ -116,7 +116,7 @@ def test_a_secret_url_appears_in_no_log_response_page_metric_row_or_record(
     worker_metrics = free_port()
     seen: dict[str, str] = {}  # where -> text searched
     settings = {"allow_private_cidrs": "127.0.0.0/8", "topic_partitions": 1,
-                "batch_window_seconds": 0.5, "destination_poll_seconds": 1,
+                "delivery_partitions": 1, "batch_window_seconds": 0.5,
                 "consumer_session_timeout_seconds": 6, "retry_schedule_seconds": "2,4",
                 "retry_jitter": 0, "log_level": "DEBUG"}
     urls = {"good": f"{good_base}{HOOK}/old?token={SECRET}",

@@ -1,8 +1,8 @@
 """Deleting a test's topics when it ends: every topic its prefix owns, whoever made them.
 
 A test's topics are not only those it created itself: ``ensure_topics``, the outbox
-(one topic per destination) and Faust (internal topics named after the app id) make
-more. So the cleanup lists the broker's topics at the end and deletes every one the
+(the topic entries of old databases) and Faust (internal topics named after the app
+id) make more. So the cleanup lists the broker's topics at the end and deletes every one the
 test's ``TopicNames`` own (``TopicNames.owns``), plus any other prefixes it names
 (a Faust app id of its own).
 """

@@ -47,8 +47,8 @@ def pipeline_settings(bootstrap: str, unique_name: str, tmp_path: Path, **more: 
                       ) -> Settings:
     """Settings of one scenario (``make_settings``): loopback receivers; quick to react."""
     values: dict[str, object] = {
-        "topic_partitions": 3, "allow_private_cidrs": "127.0.0.0/8",
-        "batch_window_seconds": 0.5, "destination_poll_seconds": 1,
+        "topic_partitions": 3, "delivery_partitions": 3, "allow_private_cidrs": "127.0.0.0/8",
+        "batch_window_seconds": 0.5,
         "consumer_session_timeout_seconds": 6, "retry_schedule_seconds": "2,4",
         "retry_jitter": 0, "log_level": "INFO", **more}
     return make_settings(tmp_path, bootstrap, f"test.{unique_name}.", **values)

@@ -55,7 +55,7 @@ __all__ = [
 #: Settings passed to a worker subprocess (everything a test may change).
 _WORKER_SETTINGS = (
     "kafka_bootstrap", "topic_prefix", "topic_partitions", "var_dir", "database_url",
-    "allow_private_cidrs", "batch_window_seconds", "destination_poll_seconds",
+    "delivery_partitions", "allow_private_cidrs", "batch_window_seconds",
     "retry_schedule_seconds", "retry_jitter", "consumer_session_timeout_seconds", "log_level",
     "worker_stages",
 )

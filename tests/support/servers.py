@@ -107,6 +107,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: What the receiver answered.
+    status: int = 0
 
     def events(self) -> list[Any]:
         """The body as JSON: the batch of CloudEvents a delivery carries."""
@@ -165,10 +167,11 @@ class Receiver:
             path += "?" + scope["query_string"].decode("latin-1")
         with self._lock:
             index = len(self.requests)
+            status, headers = (self._respond(index) if self._respond is not None
+                               else (self.status, []))
             self.requests.append(Received(time.monotonic(), scope["method"], path, {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}, body))
-        status, headers = (self._respond(index) if self._respond is not None
-                           else (self.status, []))
+                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}, body,
+                status))
         if self.delay:
             await asyncio.sleep(self.delay)
         fields = [(b"content-type", b"application/json"), *headers]

@@ -67,7 +67,7 @@ def test_refused_on_create(shared_api: ApiServer, url: str, expected: str) -> No
     assert error["code"] == "invalid_request"
     assert error["message"].startswith("url: ")
     assert expected in error["message"]
-    # Nothing written: no destination, no outbox entry (topic, config, audit event).
+    # Nothing written: no destination, no outbox entry (config record, audit event).
     listed = shared_api.call("GET", f"/v1/workspaces/{ws}/destinations", token)
     assert listed.json() == {"items": []}
     assert shared_api.outbox_count() == outbox

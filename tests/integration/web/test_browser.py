@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from playwright.sync_api import Page, expect, sync_playwright
 
 from auditrelay.api.app import create_app
+from auditrelay.kafka.admin import read_compacted
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.producer import AuditProducer, ProducerConfig
 from auditrelay.schemas.settings import Settings
@@ -61,17 +62,27 @@ def settings(tmp_path: Path, kafka_bootstrap: str, kafka_admin: AdminClient,
     settings = make_settings(
         tmp_path, kafka_bootstrap, f"test.{unique_name}.", topic_partitions=1,
         admin_token=ADMIN, allow_private_cidrs="127.0.0.0/8", retry_schedule_seconds="60",
-        retry_jitter=0, destination_poll_seconds=1)
+        retry_jitter=0)
     upgrade_database(settings.database_url)
     with topics_cleaned_up(kafka_admin, settings.topics):
         ensure_topics(settings)
         yield settings
 
 
-def _wait_topic(admin: AdminClient, topic: str) -> None:
-    """The outbox creates a destination's topic shortly after it is added."""
-    wait_until(lambda: topic in admin.list_topics(timeout=5).topics, 30,
-               f"{topic} was not created")
+def _wait_configs(settings: Settings, dest_ids: tuple[str, ...]) -> None:
+    """The outbox publishes each added destination's config record on
+    ``audit.destinations``, where the worker learns about it."""
+    seen: dict[str, bytes | None] = {}
+
+    def published() -> bool:
+        seen.update(read_compacted(settings.kafka_bootstrap, settings.topics.destinations,
+                                   timeout=5))
+        return all(seen.get(d) is not None for d in dest_ids)
+
+    wait_until(published, 30, lambda: f"config records of {dest_ids}: {sorted(seen)}",
+               interval=0.5)
+    for dest_id in dest_ids:
+        assert json.loads(seen[dest_id] or b"{}")["enabled"] is True, dest_id
 
 
 def _emit(settings: Settings, ws: str) -> str:
@@ -99,7 +110,7 @@ def _add(page: Page, name: str, url: str) -> str:
     return str(row.get_attribute("id")).removeprefix("dest-")
 
 
-def test_the_settings_page_in_chromium(settings: Settings, kafka_admin: AdminClient) -> None:
+def test_the_settings_page_in_chromium(settings: Settings) -> None:
     assert CHROMIUM.exists(), "Debian's chromium is needed: make system-deps"
     app = create_app(settings, resolver=_resolver, publish=True)
     with Receiver(path="/ingest") as good, Receiver(status=500, path="/ingest") as bad, \
@@ -117,13 +128,13 @@ def test_the_settings_page_in_chromium(settings: Settings, kafka_admin: AdminCli
             try:
                 page = browser.new_page()
                 page.set_default_timeout(10_000)
-                _scenario(page, page_url, token, settings, kafka_admin, ws, good, bad)
+                _scenario(page, page_url, token, settings, ws, good, bad)
             finally:
                 browser.close()
 
 
 def _scenario(page: Page, page_url: str, token: str, settings: Settings,
-              admin: AdminClient, ws: str, good: Receiver, bad: Receiver) -> None:
+              ws: str, good: Receiver, bad: Receiver) -> None:
     # Sign in, by keyboard.
     page.goto(page_url)
     expect(page).to_have_url(page_url + "/login")
@@ -155,8 +166,7 @@ def _scenario(page: Page, page_url: str, token: str, settings: Settings,
     _shot(page, "04-test-sent")
 
     broken = _add(page, "Broken", bad.url)
-    for dest_id in (primary, broken):
-        _wait_topic(admin, settings.topics.destination(dest_id))
+    _wait_configs(settings, (primary, broken))
 
     # A real worker (router, delivery, retry) routes one emitted event to both
     # destinations and delivers it; the rows change live (no reload).

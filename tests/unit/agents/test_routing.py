@@ -13,12 +13,10 @@ from auditrelay.agents.routing import (
     EventFacts,
     OutRecord,
     check_record,
-    dead_letter_batch,
     malformed_record,
     plan_round,
 )
 from auditrelay.schemas.batches import (
-    REASON_DELETED,
     REASON_MALFORMED,
     BatchMeta,
     MalformedInput,
@@ -187,7 +185,7 @@ def test_an_oversized_event_is_refused_with_its_size() -> None:
 
 
 def batches_for(plan_records: list[OutRecord], dest_id: str) -> list[OutRecord]:
-    return [r for r in plan_records if r.topic == TOPICS.destination(dest_id)]
+    return [r for r in plan_records if r.topic == TOPICS.deliveries and r.key == dest_id.encode()]
 
 
 def events_in(batch: OutRecord) -> list[dict[str, Any]]:
@@ -208,7 +206,8 @@ def test_events_go_to_every_matching_destination_as_untouched_bytes() -> None:
              event("ws_c")]
     plan = plan_round([rec(b, i) for i, b in enumerate(built)], registry.matching, TOPICS,
                       now_ms=5)
-    assert {r.topic for r in plan.records} == {"audit.dest.dst_all", "audit.dest.dst_billing"}
+    assert {(r.topic, r.key) for r in plan.records} == {
+        ("audit.deliveries", b"dst_all"), ("audit.deliveries", b"dst_billing")}
     (all_batch,) = batches_for(plan.records, "dst_all")
     (billing_batch,) = batches_for(plan.records, "dst_billing")
     assert all_batch.value == b"[" + b",".join(b.value for b in built[:3]) + b"]"
@@ -327,25 +326,11 @@ def test_a_long_reason_is_cut() -> None:
     assert len(MalformedInput.from_headers(dead.headers).detail) <= 500
 
 
-def test_malformed_record_helper_and_dead_letter_batch() -> None:
+def test_malformed_record_helper() -> None:
     record = Rec(b"ws_a", b"v", None, partition=2, offset=9)
     dead = malformed_record(record, "why", TOPICS)
     assert dead.headers == MalformedInput("why", "audit.events", 2, 9).headers()
-
-    registry = registry_with(config("dst_a", "ws_a"))
-    (batch,) = plan_round([rec(event())], registry.matching, TOPICS).records
-    diverted = dead_letter_batch(batch, REASON_DELETED, "topic audit.dest.dst_a does not exist",
-                                 TOPICS)
-    assert diverted.topic == "audit.dlq"
-    assert diverted.key == b"dst_a"
-    assert diverted.value == batch.value
-    meta = BatchMeta.from_headers(diverted.headers)
-    assert batch.meta is not None
-    assert meta.batch_id == batch.meta.batch_id
-    assert meta.reason == "destination_deleted"
-    assert meta.detail == "topic audit.dest.dst_a does not exist"
-    with pytest.raises(ValueError, match="only batches"):
-        dead_letter_batch(dead, REASON_DELETED, "x", TOPICS)
+    assert (dead.topic, dead.key, dead.value) == ("audit.dlq", b"ws_a", b"v")
 
 
 def test_an_empty_round_plans_nothing() -> None:
@@ -358,4 +343,4 @@ def test_topic_prefix_is_respected() -> None:
     topics = TopicNames("test.x.")
     registry = registry_with(config("dst_a", "ws_a"))
     plan = plan_round([rec(event()), Rec(None, b"", None)], registry.matching, topics)
-    assert [r.topic for r in plan.records] == ["test.x.dest.dst_a", "test.x.dlq"]
+    assert [r.topic for r in plan.records] == ["test.x.deliveries", "test.x.dlq"]

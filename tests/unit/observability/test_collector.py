@@ -7,7 +7,8 @@ import pytest
 from auditrelay.observability.collector import (
     Groups,
     PartitionOffsets,
-    destination_of,
+    backlog_of,
+    delivery_topics,
     oldest_ages,
     second_group_lag,
     summarise,
@@ -46,18 +47,27 @@ def test_a_second_group_lags_from_its_own_offsets_and_only_once_it_committed() -
     assert second_group_lag(offsets, {}) is None  # never ran: not reported
 
 
-def test_destination_of_a_topic() -> None:
-    assert destination_of("t.dest.dst_1", NAMES) == "dst_1"
-    assert destination_of("t.dest.", NAMES) is None
-    assert destination_of("t.dlq", NAMES) is None
+def test_the_delivery_group_reads_deliveries_and_parked() -> None:
+    assert delivery_topics(NAMES) == ("t.deliveries", "t.parked")
+
+
+def test_backlog_counts_each_destination_s_waiting_records_and_zero_for_the_others() -> None:
+    waiting = ["dst_a", "dst_b", "dst_a", "dst_gone"]
+    assert backlog_of(waiting, ["dst_a", "dst_b", "dst_c"]) == {
+        "dst_a": 2, "dst_b": 1, "dst_c": 0,
+        "dst_gone": 1}  # deleted, its batches not dropped yet: still shown
+    assert backlog_of([], []) == {}
 
 
 def test_summary_of_every_kind_of_topic() -> None:
     offsets = {
         ("t.events", 0): PartitionOffsets(0, 100, 90),
         ("t.events", 1): PartitionOffsets(0, 50, None),
-        ("t.dest.dst_a", 0): PartitionOffsets(0, 8, 5),
-        ("t.dest.dst_b", 0): PartitionOffsets(0, 2, 2),
+        ("t.deliveries", 0): PartitionOffsets(0, 8, 5),
+        ("t.deliveries", 1): PartitionOffsets(0, 2, 2),
+        ("t.parked", 0): PartitionOffsets(0, 4, None),
+        ("t.parked", 1): PartitionOffsets(1, 1, None),
+        ("t.dest.dst_a", 0): PartitionOffsets(0, 9, 0),  # a legacy topic: no gauge's business
         ("t.retry.10s", 0): PartitionOffsets(0, 3, 1),
         ("t.retry.10s", 1): PartitionOffsets(0, 1, None),
         ("t.retry.1m", 0): PartitionOffsets(4, 4, 4),
@@ -66,22 +76,23 @@ def test_summary_of_every_kind_of_topic() -> None:
         ("t.delivery-status", 0): PartitionOffsets(0, 1000),  # not a gauge's business
     }
     summary = summarise(offsets, NAMES, GROUPS)
-    assert summary.backlog == {"dst_a": 3, "dst_b": 0}
     assert summary.tiers == {**dict.fromkeys(RETRY_TIERS, 0), "10s": 3}
     assert summary.dead_letters == 8
     assert summary.lag == {
         (GROUPS.router, "t.events"): 60,
-        (GROUPS.delivery, "t.dest.*"): 3,
+        (GROUPS.delivery, "t.deliveries"): 3,
+        (GROUPS.delivery, "t.parked"): 4,
         (GROUPS.retry, "t.retry.10s"): 3,
         (GROUPS.retry, "t.retry.1m"): 0,
     }
 
 
-def test_without_any_destination_the_delivery_lag_is_zero() -> None:
-    assert summarise({}, NAMES, GROUPS).lag == {(GROUPS.delivery, "t.dest.*"): 0}
+def test_without_any_batch_the_delivery_lag_is_zero() -> None:
+    assert summarise({}, NAMES, GROUPS).lag == {(GROUPS.delivery, "t.deliveries"): 0,
+                                               (GROUPS.delivery, "t.parked"): 0}
 
 
 def test_oldest_ages_are_zero_where_nothing_waits() -> None:
     ages = oldest_ages({"dst_a": 1_000_000, "dst_c": 1_009_000}, ["dst_a", "dst_b"], 1010.5)
-    assert ages == {"dst_a": 10.5, "dst_b": 0.0}  # dst_c's topic is gone: not reported
+    assert ages == {"dst_a": 10.5, "dst_b": 0.0}  # dst_c is gone: not reported
     assert oldest_ages({"dst_a": 2_000_000}, ["dst_a"], 1000.0) == {"dst_a": 0.0}  # clock skew

@@ -29,6 +29,14 @@ def test_each_difference_is_reported() -> None:
         "audit.events: cleanup.policy is compact, the contract wants delete")
 
 
+def test_a_topic_whose_partition_count_is_exact_drifts_with_more_too() -> None:
+    spec = TopicSpec("audit.deliveries", 12, {})
+    assert find_drift([spec], {"audit.deliveries": 12}, {}, exact={"audit.deliveries"}) == []
+    assert find_drift([spec], {"audit.deliveries": 24}, {}, exact={"audit.deliveries"}) == [
+        Drift("audit.deliveries", "partitions", "12", "24")]
+    assert find_drift([spec], {"audit.deliveries": 24}, {}) == []
+
+
 def test_report_lines() -> None:
     drift = Drift("t", "retention.ms", "1", "2")
     report = EnsureReport(created=["a"], unchanged=["b"], drifted=[drift])

@@ -6,7 +6,6 @@ from auditrelay.schemas.topics import (
     DAY_MS,
     RETRY_TIERS,
     TopicNames,
-    destination_topic_spec,
     static_topic_specs,
 )
 
@@ -18,7 +17,9 @@ def test_names_follow_the_prefix() -> None:
     assert names.dlq == "acme.dlq"
     assert names.delivery_status == "acme.delivery-status"
     assert names.delivery_attempts == "acme.delivery-attempts"
-    assert names.destination("dst_1") == "acme.dest.dst_1"
+    assert names.deliveries == "acme.deliveries"
+    assert names.parked == "acme.parked"
+    assert names.legacy_destination_prefix == "acme.dest."
     assert names.retry("5m") == "acme.retry.5m"
 
 
@@ -30,7 +31,8 @@ def test_unknown_retry_tier_is_refused() -> None:
 def test_static_specs_carry_the_contract_cleanup_policies() -> None:
     specs = {s.name: s for s in static_topic_specs(TopicNames(), partitions=6)}
     expected = {"audit.events", "audit.destinations", "audit.dlq", "audit.delivery-status",
-                "audit.delivery-attempts"} | {f"audit.retry.{t}" for t in RETRY_TIERS}
+                "audit.delivery-attempts", "audit.deliveries", "audit.parked"} | {
+                    f"audit.retry.{t}" for t in RETRY_TIERS}
     assert set(specs) == expected
     assert specs["audit.destinations"].config == {"cleanup.policy": "compact"}
     assert specs["audit.delivery-status"].config == {"cleanup.policy": "compact"}
@@ -42,11 +44,23 @@ def test_static_specs_carry_the_contract_cleanup_policies() -> None:
     assert specs["audit.destinations"].partitions == 1
 
 
-def test_destination_topic_keeps_order_in_one_partition() -> None:
-    spec = destination_topic_spec(TopicNames(), "dst_abc")
-    assert spec.name == "audit.dest.dst_abc"
-    assert spec.partitions == 1
-    assert spec.config["cleanup.policy"] == "delete"
+def test_deliveries_and_parked_share_their_partition_count_and_key() -> None:
+    specs = {s.name: s for s in static_topic_specs(TopicNames(), 6, delivery_partitions=12)}
+    for name in ("audit.deliveries", "audit.parked"):
+        assert specs[name].partitions == 12
+        assert specs[name].config == {"cleanup.policy": "delete",
+                                      "retention.ms": str(7 * DAY_MS)}
+        assert specs[name].key == "destination id"
+    assert specs["audit.events"].partitions == 6
+    # Without a count of their own they have the keyed topics' one.
+    fallback = {s.name: s for s in static_topic_specs(TopicNames(), 3)}
+    assert fallback["audit.deliveries"].partitions == fallback["audit.parked"].partitions == 3
+
+
+def test_no_topic_is_per_destination() -> None:
+    names = TopicNames()
+    specs = static_topic_specs(names, 6, delivery_partitions=12)
+    assert not [s for s in specs if s.name.startswith(names.legacy_destination_prefix)]
 
 
 def test_group_ids_are_shared_only_under_the_default_prefix() -> None:
