@@ -4,7 +4,9 @@ Issue #19 asks for a delivery client whose cost does not grow with the number of
 requests waiting for a connection. This bench measures it for every candidate
 (``httpx``, ``httpx2``, ``aiohttp``, raw ``httpcore``), each used the way the
 delivery client would use it: one client object, a pool of ``--max-connections``
-keep-alive connections, 2 KB JSON POSTs answered ``200``.
+keep-alive connections, 2 KB JSON POSTs answered ``200``; and ``auditrelay``, the
+delivery client itself (``auditrelay.wire.client.DeliveryClient``, aiohttp behind its
+slots, SSRF checks and capped reads), so the chosen client is measured as it is used.
 
 A run, per client and per concurrency (a *point*):
 
@@ -34,6 +36,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import ipaddress
 import json
 import os
 import platform
@@ -51,8 +54,9 @@ import click
 
 __all__ = ["CLIENTS", "Point", "Result", "format_table", "http", "parse_concurrency"]
 
-#: The candidates, by import name (which is also the name pip installs).
-CLIENTS = ("httpx", "httpx2", "aiohttp", "httpcore")
+#: The candidates, by import name (which is also the name pip installs), and the delivery
+#: client as auditrelay uses it.
+CLIENTS = ("httpx", "httpx2", "aiohttp", "httpcore", "auditrelay")
 BODY_SIZE = 2048
 _HOST = "127.0.0.1"
 _BODY = json.dumps({"pad": "x" * (BODY_SIZE - len('{"pad":""}'))},
@@ -358,6 +362,21 @@ async def _sender(client: str, url: str, max_connections: int) -> AsyncIterator[
                 _check(response.status)
 
             yield send_httpcore
+    elif client == "auditrelay":
+        from auditrelay.wire.client import DeliveryClient, DeliveryConfig
+
+        # Plain http to the loopback receiver: the one network the operator allows here.
+        config = DeliveryConfig(allow_private_cidrs=(ipaddress.ip_network(f"{_HOST}/32"),),
+                                max_connections=max_connections,
+                                allowed_ports=((1, 65535),))
+        async with DeliveryClient(config) as delivery:
+            async def send_auditrelay() -> None:
+                result = await delivery.post_batch(url, _BODY, _HEADERS)
+                if result.status_code is None:
+                    raise RuntimeError(f"the delivery failed: {result.error}")
+                _check(result.status_code)
+
+            yield send_auditrelay
     else:
         raise ValueError(f"unknown client {client!r}")
 

@@ -1,15 +1,16 @@
 """The one HTTP client of auditrelay: SSRF-safe batch delivery (contract sections 2 and 3).
 
-``DeliveryClient`` wraps one ``httpx.AsyncClient`` per worker process. Every
-attempt:
+``DeliveryClient`` wraps aiohttp (one ``ClientSession`` for https, one for plain http,
+per worker process). Every attempt:
 
-- is checked by ``auditrelay.wire.ssrf`` before any socket exists: the URL is parsed
-  and re-serialised, and at connect time the host name is resolved again with
-  the injected resolver, every address and the port are checked, and the TCP
-  connection goes to a checked address. TLS still sends SNI for, and verifies the certificate
-  against, the host name, because httpcore takes ``server_hostname`` from the
-  URL, not from the address connected to. DNS rebinding between validation and
-  delivery therefore ends in a refusal, never in a connection;
+- is checked by ``auditrelay.wire.ssrf`` before any socket exists: the URL is parsed,
+  its port checked and the URL re-serialised; at connect time the host name is
+  resolved again with the injected resolver (``_PinningResolver``, aiohttp's resolver
+  seam, with no DNS cache), every address and the port are checked, and the TCP
+  connection goes to a checked address. TLS still sends SNI for, and verifies the
+  certificate against, the host name: aiohttp's connector takes ``server_hostname``
+  from the URL's host, never from the resolved address. DNS rebinding between
+  validation and delivery therefore ends in a refusal, never in a connection;
 - starts when the request is sent: it first waits for one of ``max_connections``
   slots, the worker's own queue (back-pressure: the caller waits, nothing is
   dropped, no deadline runs), and the connection pool is as large as that, so no
@@ -17,47 +18,53 @@ attempt:
   the attempt's latency; a congested worker cannot fail, retry or disable a
   healthy destination. Waiting requests are ``auditrelay_delivery_slot_waiting``;
 - has a connect timeout and a deadline for the whole attempt from the moment it
-  is sent: connect, send, answer (httpx's own timeouts are per operation, so a
-  slow drip could otherwise last forever);
+  is sent: connect, send, answer (a timeout per read would let a slow drip last
+  forever);
 - never follows redirects (a 3xx is a failed attempt);
 - reads at most ``response_body_cap_bytes`` of the response, undecoded;
-- ignores proxy variables and never keeps cookies between attempts.
+- ignores proxy variables and netrc, and never keeps cookies between attempts.
 
 ``post_batch`` never raises for network failures: they come back as
 ``DeliveryResult.error``, a short text that holds no header, secret, or URL path or
 query (the URL may be the credential: errors name ``scheme://host[:port]`` at most).
 
-httpx 0.28 has no public way to hand httpcore a network backend, so
-``_PinnedTransport`` replaces the connection pool that ``AsyncHTTPTransport``
-builds with an identical one that has the pinning backend; it fails at
-construction if httpx ever changes that layout.
+Why aiohttp (issue #19: at most 0.3 ms of CPU per request, flat from 100 to 10 000
+requests in flight), by measurement (``auditrelay bench http``, figures in
+docs/scaling.md): httpx 0.28's CPU per request grew with the requests queued in
+httpcore's pool (1.2 ms at 100 in flight, 34 ms at 1 000 on a quiet machine; its loop
+blocked at 10 000), httpx2 2.16 cost 0.9-1.8 ms, aiohttp 3.14 0.12-0.20 ms, flat. This
+client on aiohttp measured 0.18-0.25 ms from 100 to 10 000 in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import http.cookiejar
-import ipaddress
 import logging
+import os
+import socket
 import ssl
+import sys
 import time
 import typing
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
-import httpcore
-import httpx
+import aiohttp
+import certifi
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from auditrelay.observability import metrics
-from auditrelay.schemas.destinations import url_hint
+from auditrelay.schemas.destinations import url_hint, url_origin
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.ssrf import (
     DEFAULT_DESTINATION_PORTS,
-    IPAddress,
     IPNetwork,
+    PortRanges,
     Resolver,
     check_addresses,
     check_port,
@@ -74,8 +81,9 @@ _MAX_ERROR_CHARS = 300
 
 # httpx logs every request's full URL at INFO, and httpcore its connection steps at
 # DEBUG; for Slack, Sumo Logic or Datadog the URL's path or query is the credential.
-# Whoever imports the one client gets those loggers at WARNING at least.
-for _name in ("httpx", "httpcore"):
+# Whoever imports the one client gets those loggers at WARNING at least: httpx still runs
+# where tests or tools use it, and aiohttp's client, which logs no URL today, stays so.
+for _name in ("httpx", "httpcore", "aiohttp.client"):
     _logger = logging.getLogger(_name)
     _logger.setLevel(max(_logger.getEffectiveLevel(), logging.WARNING))
 #: Parsed destination URLs kept (the parse is pure; DNS is checked at every connect).
@@ -89,6 +97,8 @@ class DeliveryConfig:
 
     ``request_timeout_seconds`` runs from the moment a request is sent;
     ``max_connections`` requests are in flight at most, the others wait for a slot.
+    Idle connections are kept ``keepalive_expiry_seconds``; aiohttp's pool has no cap
+    on how many, so ``max_keepalive_connections`` (httpx's) no longer changes anything.
     """
 
     connect_timeout_seconds: float = 5.0
@@ -144,111 +154,79 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - current).total_seconds())
 
 
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves and checks at connect time, then connects to a checked address."""
+class _DnsFailure(Exception):
+    """The injected resolver failed; not an ``OSError``, so aiohttp passes it through."""
 
-    def __init__(
-        self,
-        inner: httpcore.AsyncNetworkBackend,
-        resolver: Resolver,
-        allow: Sequence[IPNetwork],
-        *,
-        require_allowed: bool,
-        ports: Sequence[tuple[int, int]] = DEFAULT_DESTINATION_PORTS,
-    ) -> None:
-        self._inner = inner
+    def __init__(self, host: str) -> None:
+        super().__init__(f"DNS resolution of {host} failed")
+
+
+class _PinningResolver(AbstractResolver):
+    """Resolves and checks at connect time; aiohttp connects to what this returns only.
+
+    aiohttp calls it for host names only (an IP literal was checked when the URL was
+    parsed); with ``use_dns_cache=False`` it calls it for every new connection.
+    """
+
+    def __init__(self, resolver: Resolver, allow: Sequence[IPNetwork], *,
+                 require_allowed: bool, ports: PortRanges) -> None:
         self._resolver = resolver
         self._allow = tuple(allow)
         self._require_allowed = require_allowed
         self._ports = tuple(ports)
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        # A config record may carry a URL stored before the port rule, or written by hand:
-        # the rule holds where the connection is made. Raises InvalidInputError.
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        # The URL's port was checked already; the rule holds where connections are made.
+        # Raises InvalidInputError, which aiohttp passes through untouched.
         check_port(port, self._ports)
-        literal: IPAddress | None
         try:
-            literal = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            literal = None
-        if literal is not None:
-            resolved: Sequence[IPAddress] = (literal,)
-        else:
-            try:
-                resolved = await asyncio.to_thread(self._resolver, host, port)
-            except (OSError, UnicodeError) as exc:
-                raise httpcore.ConnectError(f"DNS resolution of {host} failed") from exc
-        # Raises InvalidInputError, which httpx passes through untouched.
-        checked = check_addresses(
-            resolved,
-            self._allow,
-            host=None if literal is not None else host,
-            require_allowed=self._require_allowed,
-        )
-        failure: Exception | None = None
-        for address in checked:
-            try:
-                return await self._inner.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None  # check_addresses never returns an empty tuple
-        raise failure
+            resolved = await asyncio.to_thread(self._resolver, host, port)
+        except (OSError, UnicodeError) as exc:
+            raise _DnsFailure(host) from exc
+        checked = check_addresses(resolved, self._allow, host=host,
+                                  require_allowed=self._require_allowed)
+        # ``hostname`` is informative only: the connector takes SNI and the name the
+        # certificate must match from the request's URL.
+        return [ResolveResult(hostname=host, host=str(address), port=port,
+                              family=socket.AF_INET6 if address.version == 6
+                              else socket.AF_INET,
+                              proto=socket.IPPROTO_TCP,
+                              flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+                for address in checked]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not a delivery destination")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        return None
 
 
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    def __init__(
-        self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits, backend: _PinnedBackend
-    ) -> None:
-        super().__init__(verify=ssl_context, trust_env=False, limits=limits, retries=0)
-        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
-            raise RuntimeError(
-                "httpx.AsyncHTTPTransport no longer keeps its pool in _pool; "
-                "auditrelay.wire.client must be adapted before delivering"
-            )
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=backend,
-        )
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A checked destination URL, as aiohttp is handed it (parsed once, never re-quoted)."""
+
+    url: URL
+    text: str
+    plain: bool
 
 
-def _no_cookie_jar() -> http.cookiejar.CookieJar:
-    # An empty allow-list admits no domain: cookies set by one destination must
-    # never travel to another workspace's destination on the same host.
-    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+# Sub-delimiters and what a path or query may hold unescaped (RFC 3986); anything else,
+# non-ASCII included, is percent-encoded once, and escapes already there are kept.
+_URL_SAFE = "!$&'()*+,;=:/?@[]%"
+# CPython before 3.12.8 leaks aborted TLS transports unless aiohttp cleans them up;
+# aiohttp warns if asked where that is fixed.
+_CLEANUP_CLOSED = (3, 13, 0) <= sys.version_info < (3, 13, 1) or sys.version_info < (3, 12, 8)
+# Only what the contract's headers and the request itself need: aiohttp would add its
+# own User-Agent, a Content-Type and an Accept-Encoding for compressed answers.
+_SKIP_AUTO_HEADERS = ("User-Agent", "Content-Type")
+# The body is read raw and capped; a compressed one is of no use.
+_SESSION_HEADERS = {"Accept-Encoding": "identity"}
 
 
 class DeliveryClient:
-    """One per worker process; ``async with`` it or call ``aclose``."""
+    """One per worker process; ``async with`` it or call ``aclose``.
+
+    ``socket_factory`` (tests) makes the socket for each connection, given the checked
+    address it will be connected to.
+    """
 
     def __init__(
         self,
@@ -256,43 +234,18 @@ class DeliveryClient:
         *,
         resolver: Resolver = system_resolver,
         ssl_context: ssl.SSLContext | None = None,
-        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        socket_factory: aiohttp.SocketFactoryType | None = None,
     ) -> None:
         self._config = config if config is not None else DeliveryConfig()
-        self._parsed: dict[str, str] = {}
-        # One for both transports: the requests in flight never outnumber either pool.
+        self._resolver = resolver
+        self._ssl_context = ssl_context if ssl_context is not None \
+            else ssl.create_default_context(cafile=certifi.where())
+        self._socket_factory = socket_factory
+        self._parsed: dict[str, _Target] = {}
+        # Made inside the running loop, on first use: aiohttp binds them to it.
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        # One for both sessions: the requests in flight never outnumber either pool.
         self._slots = asyncio.Semaphore(self._config.max_connections)
-        allow = self._config.allow_private_cidrs
-        context = ssl_context if ssl_context is not None else httpx.create_ssl_context(
-            trust_env=False
-        )
-        inner = network_backend if network_backend is not None else httpcore.AnyIOBackend()
-        # As large as the slots: a request holding a slot finds a free or idle connection.
-        limits = httpx.Limits(
-            max_connections=self._config.max_connections,
-            max_keepalive_connections=self._config.max_keepalive_connections,
-            keepalive_expiry=self._config.keepalive_expiry_seconds,
-        )
-
-        def transport(*, plain: bool) -> _PinnedTransport:
-            backend = _PinnedBackend(inner, resolver, allow, require_allowed=plain,
-                                     ports=self._config.allowed_ports)
-            return _PinnedTransport(ssl_context=context, limits=limits, backend=backend)
-
-        self._client = httpx.AsyncClient(
-            transport=transport(plain=False),
-            # Plain http only ever reaches addresses inside the allowed CIDRs.
-            mounts={"http://": transport(plain=True)},
-            follow_redirects=False,
-            trust_env=False,
-            cookies=_no_cookie_jar(),
-            timeout=httpx.Timeout(
-                self._config.request_timeout_seconds,
-                connect=self._config.connect_timeout_seconds,
-            ),
-            # The body is read raw and capped; a compressed one is of no use.
-            headers={"Accept-Encoding": "identity"},
-        )
 
     def __repr__(self) -> str:
         return f"DeliveryClient({self._config!r})"
@@ -304,7 +257,9 @@ class DeliveryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
     async def post_batch(
         self, url: str, body: bytes,
@@ -339,26 +294,30 @@ class DeliveryClient:
             # The attempt, its deadline and its latency start here, once it can be sent.
             started = time.perf_counter()
             sent_headers = headers() if callable(headers) else headers
+            session = self._session(plain=target.plain)
             try:
                 async with asyncio.timeout(deadline):
-                    async with self._client.stream(
-                        "POST", target, content=body, headers=sent_headers
-                    ) as response:
+                    async with session.post(target.url, data=body, headers=sent_headers,
+                                            allow_redirects=False) as response:
+                        status = response.status
+                        retry_header = response.headers.get("Retry-After")
                         await self._read_capped(response)
+            except aiohttp.ConnectionTimeoutError:
+                # Before the bare TimeoutError: aiohttp's connect timeout is one too.
+                connect = self._config.connect_timeout_seconds
+                return result(error=f"ConnectTimeout: no connection to "
+                                    f"{url_origin(target.text)} within {connect:g} s")
             except TimeoutError:
                 return result(error=f"timed out: no complete answer within {deadline:g} s")
             except InvalidInputError as exc:
                 return result(error=f"refused before connecting: {exc}")
-            except httpx.TimeoutException as exc:
-                return result(error=_describe(exc, (url, target), fallback="timed out"))
-            except (httpx.HTTPError, OSError) as exc:
-                return result(error=_describe(exc, (url, target), fallback="connection failed"))
-        status = response.status_code
-        retry_after = (
-            parse_retry_after(response.headers.get("Retry-After"))
-            if status in _RETRY_AFTER_STATUSES
+            except _DnsFailure as exc:
+                return result(error=f"ConnectError: {exc}")
+            except (aiohttp.ClientError, OSError) as exc:
+                return result(error=_describe(exc, (url, target.text),
+                                              fallback="connection failed"))
+        retry_after = parse_retry_after(retry_header) if status in _RETRY_AFTER_STATUSES \
             else None
-        )
         return result(status=status, error=_status_error(status), retry_after=retry_after)
 
     @asynccontextmanager
@@ -372,28 +331,69 @@ class DeliveryClient:
             # Released once the response is closed: its connection is back in the pool.
             self._slots.release()
 
-    def _checked_url(self, url: str) -> str:
+    def _checked_url(self, url: str) -> _Target:
         """``url`` re-serialised after every check that needs no DNS (remembered: pure)."""
         target = self._parsed.get(url)
         if target is None:
-            target = parse_destination_url(
+            parsed = parse_destination_url(
                 url, allow_private_cidrs=self._config.allow_private_cidrs
-            ).url
+            )
+            # Here too for IP literals: aiohttp asks no resolver about those.
+            check_port(parsed.port, self._config.allowed_ports)
+            text = parsed.url
+            # Encoded: what the parser accepted is sent as it is, not re-quoted by yarl.
+            target = _Target(URL(quote(text, safe=_URL_SAFE), encoded=True), text,
+                             plain=parsed.scheme == "http")
             if len(self._parsed) >= _PARSED_URLS_KEPT:
                 self._parsed.clear()
             self._parsed[url] = target
         return target
 
-    async def _read_capped(self, response: httpx.Response) -> int:
+    def _session(self, *, plain: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(plain)
+        if session is None:
+            config = self._config
+            connector = aiohttp.TCPConnector(
+                # As large as the slots: a request holding a slot finds a free or idle one.
+                limit=config.max_connections,
+                limit_per_host=0,
+                keepalive_timeout=config.keepalive_expiry_seconds,
+                # Resolved and checked for every new connection, never remembered.
+                use_dns_cache=False,
+                # Plain http only ever reaches addresses inside the allowed CIDRs.
+                resolver=_PinningResolver(self._resolver, config.allow_private_cidrs,
+                                          require_allowed=plain,
+                                          ports=config.allowed_ports),
+                ssl=self._ssl_context,
+                enable_cleanup_closed=_CLEANUP_CLOSED,
+                socket_factory=self._socket_factory,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                # The whole attempt's deadline is post_batch's own, started with the send.
+                timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None,
+                                              sock_connect=config.connect_timeout_seconds),
+                headers=_SESSION_HEADERS,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                auto_decompress=False,
+                raise_for_status=False,
+            )
+            self._sessions[plain] = session
+        return session
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> int:
         # Raw bytes: decoding could turn a small compressed body into a huge one.
         cap = self._config.response_body_cap_bytes
         read = 0
-        if cap <= 0:
-            return read
-        async for chunk in response.aiter_raw():
+        while read < cap:
+            chunk = await response.content.read(cap - read)
+            if not chunk:
+                return read
             read += len(chunk)
-            if read >= cap:
-                break  # leaving the stream unread closes the connection
+        if not response.content.at_eof():
+            response.close()  # hang up: the rest is never read, the connection not reused
         return read
 
 
@@ -407,8 +407,33 @@ def _status_error(status: int) -> str | None:
     return f"HTTP {status}"
 
 
+def _kind_and_detail(exc: BaseException) -> tuple[str, str]:
+    """A short name for what failed and aiohttp's detail, without its connection key.
+
+    The names are the ones attempt records carried before aiohttp (ConnectError,
+    RemoteProtocolError...): operators' searches and alerts keep working.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "ConnectError", str(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if os_error.errno is not None:
+            return "ConnectError", os.strerror(os_error.errno)
+        return "ConnectError", str(os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "RemoteProtocolError", "server disconnected without a complete answer"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "RemoteProtocolError", exc.message
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "RemoteProtocolError", str(exc)
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno is not None:
+        return "NetworkError", os.strerror(exc.errno)
+    return type(exc).__name__, str(exc)
+
+
 def _describe(exc: BaseException, urls: Sequence[str], *, fallback: str) -> str:
-    detail = str(exc).strip()
+    name, detail = _kind_and_detail(exc)
+    detail = detail.strip()
     for url in urls:
         # A URL's path or query may be the credential (Slack, Sumo Logic): an error, which
         # ends up in logs, statuses and attempt records, names its origin at most.
@@ -417,5 +442,5 @@ def _describe(exc: BaseException, urls: Sequence[str], *, fallback: str) -> str:
         path = path[next((i for i, c in enumerate(path) if c in "/?"), len(path)):]
         if path not in ("", "/"):
             detail = detail.replace(path, "/\u2026")
-    text = f"{type(exc).__name__}: {detail}" if detail else f"{type(exc).__name__}: {fallback}"
+    text = f"{name}: {detail}" if detail else f"{name}: {fallback}"
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."

@@ -19,7 +19,7 @@ from auditrelay.schemas.settings import Settings
 from auditrelay.wire.client import DeliveryClient, DeliveryConfig
 from auditrelay.wire.ssrf import validate_destination_url
 from tests.integration.api.conftest import LOOPBACK, ApiServer, MakeApi, error_of
-from tests.unit.wire.test_client import SpyBackend
+from tests.unit.wire.test_client import SpySockets
 from tests.unit.wire.test_ssrf import FakeResolver, make_resolver
 
 REFUSED_PORTS = [22, 25, 80, 1, 1023]
@@ -103,14 +103,14 @@ def test_the_api_accepts_the_ports_the_operator_allows(make_api: MakeApi) -> Non
 def test_a_delivery_to_a_refused_port_is_refused_before_connecting(port: int,
                                                                    allowed: str) -> None:
     """As the worker would deliver a config record carrying such a URL: no connection."""
-    spy = SpyBackend()
+    spy = SpySockets()
     settings = Settings(allowed_destination_ports=allowed,  # type: ignore[arg-type]
                         allow_private_cidrs=LOOPBACK)
 
     async def deliver() -> str | None:
         config = DeliveryConfig.from_settings(settings)
         async with DeliveryClient(config, resolver=FakeResolver({"rx.example": ["127.0.0.1"]}),
-                                  network_backend=spy) as client:
+                                  socket_factory=spy) as client:
             result = await client.post_batch(f"https://rx.example:{port}/in", b"[]", {})
         assert not result.ok
         return result.error

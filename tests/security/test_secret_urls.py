@@ -41,7 +41,8 @@ SECRET = "SECRETVALUE"
 HOOK = f"/hook-{SECRET}"
 
 
-@pytest.mark.parametrize("name", ["httpx", "httpcore", "httpcore.http11", "httpcore.connection"])
+@pytest.mark.parametrize("name", ["httpx", "httpcore", "httpcore.http11", "httpcore.connection",
+                                  "aiohttp.client"])
 def test_the_http_libraries_never_log_below_warning(name: str) -> None:
     # Even where the process logs at DEBUG, request lines (with their URL) stay out.
     assert client.DeliveryClient  # the one client module is what sets the floor

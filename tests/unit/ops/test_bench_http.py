@@ -100,16 +100,18 @@ def test_drive_fails_on_a_failed_request_and_reports_a_cut() -> None:
 
 
 @pytest.mark.slow
-def test_bench_http_runs_end_to_end_against_a_loopback_receiver() -> None:
+@pytest.mark.parametrize("client", ["httpx", "auditrelay"])  # a library, and ours as used
+def test_bench_http_runs_end_to_end_against_a_loopback_receiver(client: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITRELAY_")}
     done = subprocess.run(
-        [sys.executable, "-m", "auditrelay.ops", "bench", "http", "--client", "httpx",
+        [sys.executable, "-m", "auditrelay.ops", "bench", "http", "--client", client,
          "--concurrency", "10", "--requests", "50", "--max-connections", "5"],
         env=env, capture_output=True, text=True, timeout=30, check=False)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
 
     assert "to 127.0.0.1; CPU of the client process only" in out, out
-    row = re.search(r"^httpx +0\.\d+\.\d+ +10 +50 +[\d,]+ +(\d+\.\d\d) +\d+ MiB$", out, re.M)
+    row = re.search(rf"^{client} +0\.\d+\.\d+ +10 +50 +[\d,]+ +(\d+\.\d\d) +\d+ MiB$", out,
+                    re.M)
     assert row is not None, out
     assert float(row.group(1)) > 0, out
