@@ -34,6 +34,7 @@ from aiokafka import TopicPartition
 
 from auditrelay.agents.dispatch import BatchProcessor
 from auditrelay.kafka.keyed import Lane
+from auditrelay.observability import metrics
 from auditrelay.schemas.errors import AuditRelayError
 from auditrelay.schemas.topics import TopicNames
 from auditrelay.tables.status import StatusBoard
@@ -78,6 +79,7 @@ class Parking:
     def note(self, partition: int, key: bytes | None, offset: int) -> None:
         """A batch of ``key`` was parked at ``offset``."""
         self._last[partition, key] = max(offset, self._last.get((partition, key), offset))
+        metrics.PARKED_DESTINATIONS.set(len(self._last))
 
     def settled(self, partition: int, key: bytes | None, offset: int, *, moving: int) -> bool:
         """The parked batch at ``offset`` is settled; True if that ended the parking
@@ -85,6 +87,7 @@ class Parking:
         if moving or self._last.get((partition, key)) != offset:
             return False
         del self._last[partition, key]
+        metrics.PARKED_DESTINATIONS.set(len(self._last))
         return True
 
     def assigned(self, partitions: set[int],
@@ -95,6 +98,7 @@ class Parking:
         for (partition, key), offset in found.items():
             if partition in partitions:
                 self.note(partition, key, offset)
+        metrics.PARKED_DESTINATIONS.set(len(self._last))
 
 
 class DeliveryHandler:

@@ -16,6 +16,10 @@ could use: CPU per request as the number of requests in flight grows.
 
 ``bench create`` (``auditrelay.ops.bench_create``) creates destinations through a real API
 process with concurrent HTTP clients: destinations/s, latency, and the outbox's drain time.
+
+``bench destinations`` (``auditrelay.ops.bench_destinations``) creates thousands of
+destinations through the API, then one worker delivers to them all: time to every
+delivery, peak RSS, CPU, log size and failed attempts (issue #19).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import click
 
 from auditrelay.ops.bench_create import create
+from auditrelay.ops.bench_destinations import destinations
 from auditrelay.ops.bench_http import http
 from auditrelay.ops.bench_pipeline import pipeline
 from auditrelay.schemas.settings import Settings
@@ -48,6 +53,7 @@ def bench() -> None:
 bench.add_command(pipeline)  # ops/bench_pipeline.py: end to end through a real worker
 bench.add_command(http)  # ops/bench_http.py: CPU per request of each HTTP client
 bench.add_command(create)  # ops/bench_create.py: destinations/s through the API
+bench.add_command(destinations)  # ops/bench_destinations.py: delivery at scale
 
 
 def padded_metadata(builder: Any, actor: Any, size: int) -> dict[str, str]:

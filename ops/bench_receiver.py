@@ -1,11 +1,14 @@
 """The loopback receivers of ``auditrelay bench pipeline``: one lean process, many ports.
 
-Run as ``python -m auditrelay.ops.bench_receiver PORT [PORT ...]``. Every port serves a raw
+Run as ``python -m auditrelay.ops.bench_receiver PORT[:DELAY] [...]``. Every port serves a raw
 HTTP/1.1 handler on ``asyncio.start_server`` (no framework: the receivers must
 not be what limits the benchmark). A ``POST`` to any path other than the
 control paths is a delivery: its receipt time and body are stored and it is
 answered ``200`` at once; nothing is parsed while the clock runs but a count of
-the events in the body (a C-level substring count).
+the events in the body (a C-level substring count). A port given as ``PORT:DELAY``
+answers its deliveries only ``DELAY`` seconds after they arrived (a slow receiver);
+their receipt time is still the arrival. ``bench destinations`` tells its many
+destinations apart by the URL path of one port.
 
 Control paths, on any port:
 
@@ -16,7 +19,13 @@ Control paths, on any port:
   warm-up events redelivered after the reset, at least once), latency = receipt
   time of its first copy minus the emit time the producer put in
   ``data.metadata.t``; returns the unique and duplicate counts, the first and
-  last receipt and the latency percentiles.
+  last receipt and the latency percentiles;
+- ``GET /complete?prefix=P&min=N[&after=T]``: of the paths starting with ``P``, how many
+  got at least ``N`` events of the bench producer (copies counted; received at ``T`` or
+  later if given) (``complete``), the newest receipt among those (``done_at``), the
+  events of all of them (``events``) and the first receipt of all;
+- ``GET /paths?since=T&prefix=P``: per path starting with ``P``, the unique events
+  emitted at ``T`` or later and their p99 latency, and the percentiles of them all.
 
 The receiver and the producer share the machine's clock (``time.time()``), so
 the latencies need no clock synchronisation.
@@ -39,22 +48,31 @@ _ID = re.compile(rb'"id":"(aud_[0-9A-Z]+)"')
 # The bench producer's emit stamp: fixed-point seconds in data.metadata.t.
 _STAMP = re.compile(rb'"t":"(\d+\.\d+)"')
 _EVENT_MARK = b'"specversion"'
+# What only the bench producer's events carry (not, e.g., the API's self-audit events).
+_STAMP_MARK = b'"metadata":{"t":"'
 _OK = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 
 
 @dataclass
 class Store:
-    """What the receivers got: (receipt time, port, body) per delivery."""
+    """What the receivers got: (receipt time, port, body, path) per delivery."""
 
-    batches: list[tuple[float, int, bytes]] = field(default_factory=list)
+    batches: list[tuple[float, int, bytes, bytes]] = field(default_factory=list)
     events: int = 0
+    #: Per URL path: [stamped events (copies counted), receipt time of the newest batch].
+    paths: dict[bytes, list[float]] = field(default_factory=dict)
 
-    def add(self, at: float, port: int, body: bytes) -> None:
-        self.batches.append((at, port, body))
+    def add(self, at: float, port: int, body: bytes, path: bytes = b"/") -> None:
+        self.batches.append((at, port, body, path))
         self.events += body.count(_EVENT_MARK)
+        # Kept as it arrives: polling thousands of paths must not re-parse every body.
+        entry = self.paths.setdefault(path, [0, 0.0])
+        entry[0] += body.count(_STAMP_MARK)
+        entry[1] = at
 
     def reset(self) -> None:
         self.batches.clear()
+        self.paths.clear()
         self.events = 0
 
     def stats(self) -> dict[str, Any]:
@@ -78,7 +96,7 @@ def report(store: Store, since: float = 0.0) -> dict[str, Any]:
     per_port: dict[int, int] = {}
     times: list[float] = []
     copies = 0
-    for at, port, body in store.batches:
+    for at, port, body, _ in store.batches:
         for event_id, stamp in zip(_ID.findall(body), _STAMP.findall(body), strict=False):
             if float(stamp) < since:
                 continue
@@ -100,6 +118,64 @@ def report(store: Store, since: float = 0.0) -> dict[str, Any]:
         "latency": {name: percentile(latencies, share) for name, share in
                     (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))},
     }
+
+
+def complete(store: Store, prefix: bytes, least: int, after: float = 0.0) -> dict[str, Any]:
+    """How many paths under ``prefix`` got ``least`` stamped events or more (copies counted),
+    of those received at ``after`` or later if given."""
+    counts = store.paths if not after else _received_after(store, after)
+    done, done_at, events, paths = 0, None, 0, 0
+    for path, (count, last) in counts.items():
+        if not path.startswith(prefix):
+            continue
+        paths += 1
+        events += int(count)
+        if count >= least:
+            done += 1
+            done_at = last if done_at is None else max(done_at, last)
+    first = store.batches[0][0] if store.batches else None
+    return {"paths": paths, "complete": done, "done_at": done_at, "events": events,
+            "first": first}
+
+
+def _received_after(store: Store, after: float) -> dict[bytes, list[float]]:
+    counts: dict[bytes, list[float]] = {}
+    for at, _, body, path in reversed(store.batches):  # appended in time order
+        if at < after:
+            break
+        entry = counts.setdefault(path, [0, at])
+        entry[0] += body.count(_STAMP_MARK)
+    return counts
+
+
+def path_report(store: Store, since: float, prefix: bytes) -> dict[str, Any]:
+    """Per path under ``prefix``: unique events emitted at ``since`` or later and their p99
+    latency (seconds); and the latency percentiles of all of them."""
+    seen: set[tuple[bytes, bytes]] = set()
+    per_path: dict[bytes, list[float]] = {}
+    for at, _, body, path in store.batches:
+        if not path.startswith(prefix):
+            continue
+        for event_id, stamp in zip(_ID.findall(body), _STAMP.findall(body), strict=False):
+            if float(stamp) < since or (path, event_id) in seen:
+                continue
+            seen.add((path, event_id))
+            per_path.setdefault(path, []).append(at - float(stamp))
+    every = sorted(lat for lats in per_path.values() for lat in lats)
+    return {
+        "paths": {path.decode(): [len(lats), percentile(sorted(lats), 0.99)]
+                  for path, lats in per_path.items()},
+        "latency": {name: percentile(every, share) for name, share in
+                    (("p50", 0.50), ("p99", 0.99), ("max", 1.0))},
+    }
+
+
+def _query(path: bytes, name: bytes) -> bytes:
+    for pair in path.partition(b"?")[2].split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == name:
+            return value
+    return b""
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes, bytes] | None:
@@ -126,7 +202,7 @@ def _json_response(payload: dict[str, Any]) -> bytes:
             + str(len(data)).encode() + b"\r\n\r\n" + data)
 
 
-def _handler(store: Store, port: int) -> Any:
+def _handler(store: Store, port: int, delay: float = 0.0) -> Any:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await _read_request(reader)) is not None:
@@ -136,11 +212,20 @@ def _handler(store: Store, port: int) -> Any:
                 elif path.startswith(b"/report"):
                     since = float(path.partition(b"?since=")[2] or 0)
                     writer.write(_json_response(report(store, since)))
+                elif path.startswith(b"/complete?"):
+                    writer.write(_json_response(complete(
+                        store, _query(path, b"prefix"), int(_query(path, b"min") or 1),
+                        float(_query(path, b"after") or 0))))
+                elif path.startswith(b"/paths?"):
+                    writer.write(_json_response(path_report(
+                        store, float(_query(path, b"since") or 0), _query(path, b"prefix"))))
                 elif path == b"/reset":
                     store.reset()
                     writer.write(_OK)
                 elif method == b"POST":
-                    store.add(time.time(), port, body)
+                    store.add(time.time(), port, body, path)
+                    if delay:
+                        await asyncio.sleep(delay)
                     writer.write(_OK)
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
@@ -153,10 +238,13 @@ def _handler(store: Store, port: int) -> Any:
     return handle
 
 
-async def serve(ports: list[int]) -> None:
+async def serve(ports: list[int], delays: dict[int, float] | None = None) -> None:
     """Serve every port until cancelled; prints ``ready`` once all listen."""
     store = Store()
-    servers = [await asyncio.start_server(_handler(store, port), "127.0.0.1", port)
+    delays = delays or {}
+    # A deep backlog: thousands of destinations may connect at once.
+    servers = [await asyncio.start_server(_handler(store, port, delays.get(port, 0.0)),
+                                          "127.0.0.1", port, backlog=4096)
                for port in ports]
     print("ready", flush=True)
     try:
@@ -167,11 +255,13 @@ async def serve(ports: list[int]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    ports = [int(arg) for arg in argv]
+    given = [arg.partition(":") for arg in argv]
+    ports = [int(port) for port, _, _ in given]
     if not ports:
-        raise SystemExit("usage: python -m auditrelay.ops.bench_receiver PORT [PORT ...]")
+        raise SystemExit("usage: python -m auditrelay.ops.bench_receiver PORT[:DELAY] [...]")
+    delays = {int(port): float(delay) for port, _, delay in given if delay}
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(ports))
+        asyncio.run(serve(ports, delays))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,10 @@ SLOT_WAITING: Final = Gauge(
 
 # -- worker: gauges from Kafka offsets (auditrelay.observability.collector) ---------
 
+PARKED_DESTINATIONS: Final = Gauge(
+    "auditrelay_parked_destinations", "Destinations of this worker's delivery partitions with "
+    "batches parked on audit.parked (an open circuit, or a lane that fell behind)",
+    registry=WORKER_REGISTRY)
 DESTINATION_BACKLOG: Final = Gauge(
     "auditrelay_destination_backlog", "Batches of a destination in the deliveries and parked "
     "topics past the delivery group's committed offsets (its key's records, at most "

@@ -15,6 +15,7 @@ from auditrelay.kafka.admin import admin_client, create_topics, delete_topics
 from auditrelay.ops import kafka_local
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicSpec
+from tests.support.polling import wait_until
 
 TopicFactory = Callable[..., str]
 
@@ -48,6 +49,10 @@ def make_topic(kafka_admin: AdminClient, unique_name: str) -> Iterator[TopicFact
         name = f"test.{unique_name}.{suffix}"
         create_topics(kafka_admin, [TopicSpec(name, partitions, config)])
         created.append(name)
+        # The controller answers before every broker's metadata has the topic; a test
+        # that describes it at once could be told it does not exist.
+        wait_until(lambda: len(kafka_admin.list_topics(name, timeout=10).topics[name]
+                               .partitions) == partitions, 30, f"{name} listed")
         return name
 
     yield _make

@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 
 from auditrelay.agents.delivery import QUEUE_LIMIT, DeliveryHandler, Parking
 from auditrelay.kafka.keyed import Lane
+from auditrelay.observability import metrics
 from auditrelay.schemas.errors import BrokerUnavailableError
 from auditrelay.schemas.status import DestinationStatus
 from auditrelay.schemas.topics import TopicNames
@@ -44,8 +45,10 @@ def test_parking_ends_with_the_last_parked_batch_and_nothing_on_its_way() -> Non
     assert not parking.settled(0, b"dst_a", 10, moving=0)  # not the last one
     assert not parking.settled(0, b"dst_a", 12, moving=1)  # another is being parked
     assert parking.parked(0, b"dst_a")
+    assert metrics.WORKER_REGISTRY.get_sample_value("auditrelay_parked_destinations") == 1
     assert parking.settled(0, b"dst_a", 12, moving=0)
     assert not parking.parked(0, b"dst_a")
+    assert metrics.WORKER_REGISTRY.get_sample_value("auditrelay_parked_destinations") == 0
 
 
 def test_an_assignment_keeps_only_our_partitions_and_adds_what_the_scan_found() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from auditrelay.ops.bench_receiver import Store, percentile, report
+from auditrelay.ops.bench_receiver import Store, complete, path_report, percentile, report
 
 
 def body(*events: tuple[str, float]) -> bytes:
@@ -55,3 +55,24 @@ def test_nearest_rank_percentile() -> None:
     assert percentile(values, 0.99) == 99.0
     assert percentile(values, 1.0) == 100.0
     assert percentile([7.0], 0.99) == 7.0
+
+
+def test_paths_count_the_bench_events_only_and_report_their_latency() -> None:
+    store = Store()
+    self_audit = b'[{"specversion":"1.0","id":"aud_S","data":{"metadata":{}}}]'
+    store.add(1.0, 1, self_audit, b"/d/0")
+    store.add(2.0, 1, body(("aud_A", 1.5), ("aud_B", 1.0)), b"/d/0")
+    store.add(3.0, 1, body(("aud_A", 1.5)), b"/d/1")
+    store.add(4.0, 2, body(("aud_C", 3.0)), b"/s/2")
+
+    healthy = complete(store, b"/d/", 1)
+    assert (healthy["paths"], healthy["complete"], healthy["events"]) == (2, 2, 3)
+    assert (healthy["done_at"], healthy["first"]) == (3.0, 1.0)
+    assert complete(store, b"/d/", 2)["complete"] == 1
+    # Only what arrived at 3.0 or later: /d/1's one event.
+    late = complete(store, b"/d/", 1, after=3.0)
+    assert (late["paths"], late["complete"], late["done_at"]) == (1, 1, 3.0)
+
+    got = path_report(store, since=1.2, prefix=b"/d/")
+    assert got["paths"] == {"/d/0": [1, 0.5], "/d/1": [1, 1.5]}  # aud_B emitted before 1.2
+    assert got["latency"]["max"] == 1.5
