@@ -7,16 +7,21 @@ where a route opens its own transaction (a test send, the settings page), throug
 ``committed``. Path ids go through ``WorkspaceId``, ``DestinationId`` and ``TokenId``
 first: one that is not well formed is a 404 before anything uses it (a cookie path, a
 header, a query, a log line).
+
+FastAPI runs a plain ``def`` dependency in the thread pool, one hop there and back per
+dependency; those that do no I/O are ``async def`` so that they run on the event loop,
+and ``transaction`` hops only where the database is used (docs/scaling.md, part 5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
@@ -63,7 +68,11 @@ class Principal:
         return ADMIN_ACTOR if self.admin else workspace_actor(self.workspace_id or "")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    return _service(request)
+
+
+def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -83,9 +92,23 @@ def committed(app: Starlette) -> Iterator[Session]:
         publisher.wake()
 
 
-def transaction(request: Request) -> Iterator[Session]:
-    with committed(request.app) as session:
+async def transaction(request: Request) -> AsyncIterator[Session]:
+    """``committed``, entered on the event loop: the session connects at its first
+    statement, in the thread that runs it, so opening it does no I/O. The end (commit or
+    rollback) runs in the thread pool, unless the route committed already (a creation
+    does, in its own thread): then nothing is left to send to the database."""
+    manager = committed(request.app)
+    session = manager.__enter__()
+    try:
         yield session
+    except BaseException as exc:
+        # A rollback (I/O); the manager never swallows the error, which goes on.
+        await run_in_threadpool(manager.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    if session.in_transaction():
+        await run_in_threadpool(manager.__exit__, None, None, None)
+    else:
+        manager.__exit__(None, None, None)  # closes a session that holds no connection
 
 
 # scope="function": commit before the response is sent. With the default
@@ -110,7 +133,7 @@ def principal(request: Request,
     address, ws = client_address(request), request.path_params.get("ws")
     ws = ws if isinstance(ws, str) and is_workspace_id(ws) else None
     limits.check_authentication(address, ws)
-    service = get_service(request)
+    service = _service(request)
     admin = service.settings.admin_token
     if admin is not None and same_secret(token, admin.get_secret_value()):
         return Principal(admin=True)
@@ -126,7 +149,7 @@ def principal(request: Request,
 Who = Annotated[Principal, Depends(principal)]
 
 
-def workspace_id(ws: str) -> str:
+async def workspace_id(ws: str) -> str:
     """The path's ``ws`` if it is a well-formed workspace id (``auditrelay.schemas.ids``)."""
     if not is_workspace_id(ws):
         # The value is not echoed: it may hold anything, control characters included.
@@ -134,14 +157,14 @@ def workspace_id(ws: str) -> str:
     return ws
 
 
-def destination_id(dest_id: str) -> str:
+async def destination_id(dest_id: str) -> str:
     """The path's ``dest_id`` if it is a well-formed destination id."""
     if not is_destination_id(dest_id):
         raise NotFoundError("no such destination")
     return dest_id
 
 
-def token_id(token_id: str) -> str:
+async def token_id(token_id: str) -> str:
     """The path's ``token_id`` if it is a well-formed token id (``tok_...``)."""
     if not is_token_id(token_id):
         raise NotFoundError("no such token")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 from ulid import ULID
 
@@ -69,6 +69,20 @@ MAX_TOKENS_PER_WORKSPACE = 20
 TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 VERSION = version("auditrelay")
 
+# The statements of every request, built once: building one costs about as much CPU as
+# running it (docs/scaling.md, part 5). Only the statements are kept; values are bound
+# at each call, so nothing read from the database is reused.
+_TOKEN_AND_WORKSPACE = (select(WorkspaceToken, Workspace)
+                        .join(Workspace, Workspace.id == WorkspaceToken.workspace_id)
+                        .where(WorkspaceToken.token_hash == bindparam("token_hash")))
+_LOCK_SQLITE = (update(Workspace).where(Workspace.id == bindparam("workspace_id"))
+                .values(plan=Workspace.plan).execution_options(synchronize_session=False))
+_LOCK_FOR_UPDATE = (select(Workspace.id).where(Workspace.id == bindparam("workspace_id"))
+                    .with_for_update())
+_DESTINATION_COUNT = (select(func.count()).select_from(Destination)
+                      .where(Destination.workspace_id == bindparam("workspace_id")))
+
+
 def storable(text: str) -> bool:
     """Whether ``text`` can be a key at all: PostgreSQL refuses NUL in any text parameter."""
     return "\x00" not in text
@@ -85,13 +99,8 @@ def lock_workspace(session: Session, workspace_id: str) -> None:
     pysqlite opens its transaction at the first write, so a SELECT (FOR UPDATE or not)
     locks nothing there: a write that changes nothing takes SQLite's one write lock now.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(Workspace).where(Workspace.id == workspace_id)
-                        .values(plan=Workspace.plan)
-                        .execution_options(synchronize_session=False))
-    else:
-        session.execute(select(Workspace.id).where(Workspace.id == workspace_id)
-                        .with_for_update())
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    session.execute(_LOCK_SQLITE if sqlite else _LOCK_FOR_UPDATE, {"workspace_id": workspace_id})
 
 
 @dataclass(frozen=True)
@@ -172,8 +181,14 @@ class Service:
 
     @classmethod
     def workspace_for_token(cls, session: Session, token: str) -> Workspace | None:
-        row = cls.authenticate(session, token)
-        return session.get(Workspace, row.workspace_id) if row is not None else None
+        """:meth:`authenticate`, and the token's workspace in the same query."""
+        found = session.execute(_TOKEN_AND_WORKSPACE,
+                                {"token_hash": hash_token(token)}).first()
+        if found is None:
+            return None
+        row, workspace = found
+        cls.note_token_use(row, utcnow())
+        return workspace
 
     @staticmethod
     def note_token_use(row: WorkspaceToken, now: datetime) -> None:
@@ -282,8 +297,7 @@ class Service:
         lock_workspace(session, workspace.id)
         plan = self.settings.plans.get(workspace.plan)
         limit = plan.max_destinations if plan is not None else 0
-        count = int(session.scalar(select(func.count()).select_from(Destination)
-                                   .where(Destination.workspace_id == workspace.id)) or 0)
+        count = int(session.scalar(_DESTINATION_COUNT, {"workspace_id": workspace.id}) or 0)
         if count >= limit:
             raise QuotaExceededError(
                 f"the {workspace.plan} plan allows at most {limit} destinations per workspace "

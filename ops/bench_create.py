@@ -7,10 +7,12 @@ A run, under a fresh topic prefix ``bench.<random>.`` and a temporary folder:
    the one at ``--database-url`` (used as it is, upgraded);
 2. the API starts as ``auditrelay api`` does, in a process of its own on loopback, with
    an admin token of the run's, loopback allowed as a destination (``allow_private_cidrs``)
-   and its outbox publisher on the broker of ``--bootstrap``;
+   and its outbox publisher on the broker of ``--bootstrap``; ``--api-processes`` starts
+   several, a port each, as replicas behind a load balancer run;
 3. ``--clients`` HTTP clients create ``--workspaces`` workspaces with the admin token,
    then ``--per-workspace`` destinations in each with the workspace's own token, the
-   workspaces taken in turn; every check of a creation runs (validation, SSRF check of
+   workspaces taken in turn, client ``n`` talking to API process ``n`` modulo their
+   number; every check of a creation runs (validation, SSRF check of
    the URL, quota, encryption, self-audit event, outbox entries in the transaction);
 4. the clock stops at the last ``201``; then the outbox is watched until it is empty:
    every config record and self-audit event published (the drain time);
@@ -80,6 +82,8 @@ class Timings:
               help="Destinations created in each workspace.")
 @click.option("--clients", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Concurrent HTTP clients (one keep-alive connection each).")
+@click.option("--api-processes", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="API processes (replicas, a port each) sharing the database.")
 @click.option("--db", "db_kind", type=click.Choice(["sqlite", "postgresql"]), default="sqlite",
               show_default=True, help="A fresh SQLite file, or a temporary database on the "
               "local PostgreSQL (`auditrelay postgres up`), dropped afterwards.")
@@ -91,7 +95,7 @@ class Timings:
 @click.option("--bootstrap", default=None, help="Kafka bootstrap [default: the settings'].")
 @click.pass_obj
 def create(settings: Settings, workspaces: int, per_workspace: int, clients: int,
-           db_kind: str, database_url: str | None, target: str | None,
+           api_processes: int, db_kind: str, database_url: str | None, target: str | None,
            bootstrap: str | None) -> None:
     """Destinations/s through the API's HTTP endpoint, and how long the outbox takes after."""
     run_id = uuid.uuid4().hex[:12]
@@ -102,7 +106,7 @@ def create(settings: Settings, workspaces: int, per_workspace: int, clients: int
         with _topics_deleted(run, run.topic_prefix):
             _run(run, Path(tmp), workspaces=workspaces, per_workspace=per_workspace,
                  clients=clients, target=target or f"http://127.0.0.1:{_free_port()}/hook",
-                 kind="custom" if database_url else db_kind)
+                 kind="custom" if database_url else db_kind, processes=api_processes)
         click.echo(f"  topics of {run.topic_prefix} deleted")
 
 
@@ -145,31 +149,35 @@ def _database(settings: Settings, kind: str, url: str | None, run_id: str,
 
 
 def _run(settings: Settings, folder: Path, *, workspaces: int, per_workspace: int,
-         clients: int, target: str, kind: str) -> None:
+         clients: int, target: str, kind: str, processes: int) -> None:
     from auditrelay.ops.topics import ensure_topics
 
     ensure_topics(settings)
-    port = _free_port()
-    log_path = folder / "api.log"
-    with _api_process(settings, port, log_path) as proc:
-        _wait_ready(proc, port, log_path)
+    ports = [_free_port() for _ in range(processes)]
+    logs = [folder / (f"api{n}.log" if n else "api.log") for n in range(processes)]
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(_api_process(settings, port, log_path))
+                 for port, log_path in zip(ports, logs, strict=True)]
+        for proc, port, log_path in zip(procs, ports, logs, strict=True):
+            _wait_ready(proc, port, log_path)
         admin = settings.admin_token.get_secret_value() if settings.admin_token else ""
         ws_jobs = [Job("/v1/workspaces", admin, {"name": f"bench {n}", "plan": "enterprise"})
                    for n in range(workspaces)]
-        made = _post_all(port, ws_jobs, clients)
+        made = _post_all(ports, ws_jobs, clients)
         tokens = [(r["id"], r["token"]) for r in made.responses]
         jobs = [Job(f"/v1/workspaces/{ws}/destinations", token,
                     {"name": f"bench {n}", "url": target, "event_types": ["*"],
                      "headers": {"X-Bench-Run": settings.topic_prefix}})
                 for n in range(per_workspace) for ws, token in tokens]
-        cpu_before = _cpu_seconds(proc.pid)
+        cpu_before = sum(_cpu_seconds(proc.pid) for proc in procs)
         started = time.perf_counter()
-        done = _post_all(port, jobs, clients)
-        cpu = _cpu_seconds(proc.pid) - cpu_before
-        drained = _drain(settings, proc, log_path)
+        done = _post_all(ports, jobs, clients)
+        cpu = sum(_cpu_seconds(proc.pid) for proc in procs) - cpu_before
+        # Whichever process holds the outbox's lease publishes; any may fail the run.
+        drained = _drain(settings, procs, logs[0])
     _report(done, started, drained, cpu, workspaces=workspaces, per_workspace=per_workspace,
             clients=clients, target=target, kind=kind, settings=settings,
-            ws_rate=workspaces / _span(made))
+            ws_rate=workspaces / _span(made), processes=processes)
 
 
 def _span(timings: Timings) -> float:
@@ -177,14 +185,15 @@ def _span(timings: Timings) -> float:
     return max(timings.ended) - first
 
 
-def _post_all(port: int, jobs: list[Job], clients: int) -> Timings:
-    """POST every job, ``clients`` at a time; any answer but 201 ends the run."""
+def _post_all(ports: list[int], jobs: list[Job], clients: int) -> Timings:
+    """POST every job, ``clients`` at a time, client ``n`` to ``ports[n % len(ports)]``;
+    any answer but 201 ends the run."""
     timings = Timings()
     lock = threading.Lock()
     cursor = iter(jobs)
     errors: list[str] = []
 
-    def client() -> None:
+    def client(port: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
             while not errors:
@@ -212,7 +221,8 @@ def _post_all(port: int, jobs: list[Job], clients: int) -> Timings:
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=client, name=f"bench-client-{n}") for n in range(clients)]
+    threads = [threading.Thread(target=client, args=(ports[n % len(ports)],),
+                                name=f"bench-client-{n}") for n in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -222,7 +232,7 @@ def _post_all(port: int, jobs: list[Job], clients: int) -> Timings:
     return timings
 
 
-def _drain(settings: Settings, proc: Any, log_path: Path) -> float:
+def _drain(settings: Settings, procs: list[Any], log_path: Path) -> float:
     """Seconds from now until the outbox is empty (an entry leaves it once the broker
     confirmed it)."""
     from sqlalchemy import func, select
@@ -239,7 +249,8 @@ def _drain(settings: Settings, proc: Any, log_path: Path) -> float:
                 left = int(connection.scalar(count) or 0)
             if left == 0:
                 return time.perf_counter() - began
-            if proc.poll() is not None or time.perf_counter() - began > _DRAIN_TIMEOUT:
+            if any(proc.poll() is not None for proc in procs) \
+                    or time.perf_counter() - began > _DRAIN_TIMEOUT:
                 raise click.ClickException(
                     f"the outbox still holds {left} entries" + _tail(log_path))
             time.sleep(0.1)
@@ -249,12 +260,13 @@ def _drain(settings: Settings, proc: Any, log_path: Path) -> float:
 
 def _report(done: Timings, started: float, drained: float, cpu: float, *, workspaces: int,
             per_workspace: int, clients: int, target: str, kind: str, settings: Settings,
-            ws_rate: float) -> None:
+            ws_rate: float, processes: int) -> None:
     total = len(done.ended)
     ended = sorted(done.ended)
     elapsed = ended[-1] - started
     click.echo(f"bench create: {workspaces} workspaces x {per_workspace} destinations = "
-               f"{total}, {clients} clients, {kind} database, URL {target}")
+               f"{total}, {clients} clients, {kind} database, URL {target}"
+               + (f", {processes} API processes" if processes > 1 else ""))
     click.echo(f"  workspaces: {ws_rate:,.0f}/s")
     click.echo(f"  destinations: {total / elapsed:,.0f}/s overall ({total} in {elapsed:.2f} s)")
     previous = started
@@ -270,7 +282,8 @@ def _report(done: Timings, started: float, drained: float, cpu: float, *, worksp
                f"mean {statistics.fmean(latencies) * 1000:,.1f} ms")
     click.echo(f"  outbox drained (every config record and self-audit event published) "
                f"{drained:.2f} s after the last create")
-    click.echo(f"  API process CPU while creating: {cpu:.1f} s, {cpu / total * 1000:.1f} ms "
+    api = f"{processes} API processes'" if processes > 1 else "API process"
+    click.echo(f"  {api} CPU while creating: {cpu:.1f} s, {cpu / total * 1000:.1f} ms "
                f"per create ({cpu / elapsed:.0%} of one core)")
     click.echo(f"  Python {platform.python_version()}, {platform.machine()}, "
                f"{os.cpu_count()} CPUs, broker {settings.kafka_bootstrap}")

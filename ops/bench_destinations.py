@@ -205,7 +205,7 @@ def _create(settings: Settings, folder: Path, *, workspaces: int,
     with _api_process(settings, port, log_path) as proc:
         _wait_ready(proc, port, log_path)
         admin = settings.admin_token.get_secret_value() if settings.admin_token else ""
-        made = _post_all(port, [Job("/v1/workspaces", admin,
+        made = _post_all([port], [Job("/v1/workspaces", admin,
                                     {"name": f"bench {n}", "plan": "enterprise"})
                                 for n in range(workspaces)], _CLIENTS)
         tokens = [(r["id"], r["token"]) for r in made.responses]
@@ -222,12 +222,12 @@ def _create(settings: Settings, folder: Path, *, workspaces: int,
             fleet.workspace_of[paths[-1]] = k % workspaces
             jobs.append(Job(f"/v1/workspaces/{ws}/destinations", token, {
                 "name": f"bench {k}", "url": f"{url}{paths[-1]}", "event_types": ["*"]}))
-        done = _post_all(port, jobs, _CLIENTS)
+        done = _post_all([port], jobs, _CLIENTS)
         # Answers come back in completion order: match them to their paths by name.
         for answer in done.responses:
             fleet.path_of[answer["id"]] = paths[int(answer["name"].split()[-1])]
         # No destination topics expected: whatever the layout, an empty outbox is the sign.
-        drained = _drain(settings, proc, log_path)
+        drained = _drain(settings, [proc], log_path)
     _figure("created", f"{workspaces} workspaces at {workspaces / _span(made):,.0f}/s, "
                 f"{total} destinations at {total / _span(done):,.0f}/s, outbox drained "
                 f"{drained:.1f} s after")
