@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,11 +122,13 @@ def _figure(label: str, value: str) -> None:
               show_default=True, help="A fresh SQLite file, or a temporary database on the "
               "local PostgreSQL (`auditrelay postgres up`), dropped afterwards.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap [default: the settings'].")
+@click.option("--keep-logs", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the worker's, the API's and the receiver's logs into this folder.")
 @click.pass_obj
 def destinations(settings: Settings, workspaces: int, per_workspace: int,
                  events_per_workspace: int, deadline: float, slow: int, refusing: int,
                  burst: bool, rate: float, duration: float, db_kind: str,
-                 bootstrap: str | None) -> None:
+                 bootstrap: str | None, keep_logs: Path | None) -> None:
     """Deliveries to thousands of destinations through one worker: times, memory, failures."""
     if slow + refusing > workspaces * per_workspace:
         raise click.UsageError("--slow + --refusing exceed the destinations")
@@ -138,10 +141,16 @@ def destinations(settings: Settings, workspaces: int, per_workspace: int,
     with tempfile.TemporaryDirectory(prefix="bench-destinations-") as tmp, \
             _database(base, db_kind, None, run_id, Path(tmp)) as url:
         run = _bench_settings(base, f"bench.{run_id}.", Path(tmp), url)
-        with _topics_deleted(run, run.topic_prefix):
-            _run(run, Path(tmp), workspaces=workspaces, per_workspace=per_workspace,
-                 events=events_per_workspace, deadline=deadline, slow=slow,
-                 refusing=refusing, burst=burst, rate=rate, duration=duration)
+        try:
+            with _topics_deleted(run, run.topic_prefix):
+                _run(run, Path(tmp), workspaces=workspaces, per_workspace=per_workspace,
+                     events=events_per_workspace, deadline=deadline, slow=slow,
+                     refusing=refusing, burst=burst, rate=rate, duration=duration)
+        finally:
+            if keep_logs is not None:
+                keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, keep_logs / log.name)
         click.echo(f"  topics of {run.topic_prefix} deleted")
 
 

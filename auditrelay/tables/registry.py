@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -46,6 +46,8 @@ __all__ = ["DestinationRegistry", "RegistryFollower", "SharedFollower",
 
 log = logging.getLogger(__name__)
 
+#: Records the follower applies at once (one snapshot each time).
+_BATCH: Final = 500
 #: Distinct (workspace, type) pairs cached per snapshot before the cache starts over.
 _CACHE_LIMIT: Final = 65_536
 _NONE: Final[tuple[DestinationConfig, ...]] = ()
@@ -74,22 +76,42 @@ class _Snapshot:
     cache: dict[tuple[str, str], tuple[DestinationConfig, ...]] = field(default_factory=dict)
 
 
-def _build(configs: dict[str, DestinationConfig]) -> _Snapshot:
-    routes: dict[str, list[_Route]] = {}
-    for config in sorted(configs.values(), key=lambda c: c.id):
-        if config.enabled and config.forwarding:
-            routes.setdefault(config.workspace_id, []).append(
-                _Route(config, GlobSet.compile(config.event_types)))
-    return _Snapshot(MappingProxyType(configs),
-                     MappingProxyType({ws: tuple(r) for ws, r in routes.items()}))
+#: What :func:`_decode` returns for a record to ignore.
+_UNDECODABLE: Final = object()
+
+
+def _decode(key: str, value: bytes | None) -> Any:
+    """The record's config, None for a tombstone, or ``_UNDECODABLE`` (logged)."""
+    if value is None:
+        return None
+    try:
+        config = DestinationConfig.model_validate_json(value)
+    except ValidationError as exc:
+        log.warning("ignoring undecodable destination record %r: %s", key,
+                    exc.errors(include_url=False, include_input=False)[:1])
+        return _UNDECODABLE
+    if config.id != key:
+        log.warning("ignoring destination record keyed %r holding destination %r",
+                    key, config.id)
+        return _UNDECODABLE
+    return config
+
+
+def _routes_of(configs: Iterable[DestinationConfig]) -> tuple[_Route, ...]:
+    """One workspace's routes, in destination-id order."""
+    return tuple(_Route(c, GlobSet.compile(c.event_types))
+                 for c in sorted(configs, key=lambda c: c.id) if c.enabled and c.forwarding)
 
 
 class DestinationRegistry:
     """The latest config of every destination, keyed by id (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._configs: dict[str, DestinationConfig] = {}  # the writer's own copy
-        self._snapshot = _build({})
+        # The writer's own copies; each change publishes a fresh snapshot of them.
+        self._configs: dict[str, DestinationConfig] = {}
+        self._ids_by_workspace: dict[str, set[str]] = {}
+        self._routes: dict[str, tuple[_Route, ...]] = {}
+        self._snapshot = _Snapshot(MappingProxyType({}), MappingProxyType({}))
         self._write_lock = threading.Lock()  # writers only; readers never take it
 
     def apply(self, key: str, value: bytes | None) -> bool:
@@ -100,33 +122,57 @@ class DestinationRegistry:
         the one held (a replayed or reordered older record never wins). Undecodable
         records are logged and ignored: one bad record must not stop the pipeline.
         """
-        if value is None:
-            with self._write_lock:
-                if self._configs.pop(key, None) is None:
-                    return False
-                self._publish()
-            return True
-        try:
-            config = DestinationConfig.model_validate_json(value)
-        except ValidationError as exc:
-            log.warning("ignoring undecodable destination record %r: %s", key,
-                        exc.errors(include_url=False, include_input=False)[:1])
-            return False
-        if config.id != key:
-            log.warning("ignoring destination record keyed %r holding destination %r",
-                        key, config.id)
-            return False
-        with self._write_lock:
-            held = self._configs.get(key)
-            if held is not None and held.version >= config.version:
-                return False
-            self._configs[key] = config
-            self._publish()
-        return True
+        return self.apply_many([(key, value)]) == 1
 
-    def _publish(self) -> None:
-        # A fresh dict per change: the old snapshot's mapping stays as it was.
-        self._snapshot = _build(dict(self._configs))
+    def apply_many(self, records: Iterable[tuple[str, bytes | None]]) -> int:
+        """Apply records as :meth:`apply` does, publishing one snapshot for all of them
+        (a follower catching up with 10 000 destinations builds one, not 10 000);
+        returns how many changed the registry."""
+        decoded = [(key, config) for key, value in records
+                   if (config := _decode(key, value)) is not _UNDECODABLE]
+        with self._write_lock:
+            touched: set[str] = set()
+            changed = 0
+            for key, config in decoded:
+                held = self._configs.get(key)
+                if config is None:
+                    if held is None:
+                        continue
+                    self._forget(held)
+                else:
+                    if held is not None and held.version >= config.version:
+                        continue
+                    if held is not None:
+                        self._forget(held)
+                    self._configs[key] = config
+                    self._ids_by_workspace.setdefault(config.workspace_id, set()).add(key)
+                    touched.add(config.workspace_id)
+                if held is not None:
+                    touched.add(held.workspace_id)
+                changed += 1
+            if changed:
+                self._publish(touched)
+        return changed
+
+    def _forget(self, config: DestinationConfig) -> None:
+        del self._configs[config.id]
+        ids = self._ids_by_workspace.get(config.workspace_id)
+        if ids is not None:
+            ids.discard(config.id)
+            if not ids:
+                del self._ids_by_workspace[config.workspace_id]
+
+    def _publish(self, workspaces: set[str]) -> None:
+        for workspace in workspaces:
+            ids = self._ids_by_workspace.get(workspace, set())
+            routes = _routes_of(self._configs[i] for i in ids)
+            if routes:
+                self._routes[workspace] = routes
+            else:
+                self._routes.pop(workspace, None)
+        # Fresh mappings per change: the old snapshot's stay as they were.
+        self._snapshot = _Snapshot(MappingProxyType(dict(self._configs)),
+                                   MappingProxyType(dict(self._routes)))
 
     def get(self, destination_id: str) -> DestinationConfig | None:
         """The latest config of a destination, enabled or not; None if unknown or deleted."""
@@ -267,31 +313,34 @@ class RegistryFollower:
         if progress.done:
             self._mark_caught_up(applied)
         while not self._stop.is_set():
-            msg = consumer.poll(self._poll_seconds)
-            if msg is None:
+            messages = consumer.consume(_BATCH, self._poll_seconds)
+            if not messages:
                 if not progress.done:
                     note_positions(consumer, progress)
                     if progress.done:
                         self._mark_caught_up(applied)
                 continue
-            if msg.error() is not None:
-                log.debug("destination registry consumer: %s", msg.error())
-                continue
-            key = msg.key()
-            self._apply(key.decode("utf-8", errors="replace") if key else "", msg.value())
-            applied += 1
-            partition = msg.partition()
-            offset = msg.offset()
-            if not progress.done and partition is not None and offset is not None:
-                progress.read(partition, offset)
-                if progress.done:
-                    self._mark_caught_up(applied)
+            records: list[tuple[str, bytes | None]] = []
+            for msg in messages:
+                if msg.error() is not None:
+                    log.debug("destination registry consumer: %s", msg.error())
+                    continue
+                key = msg.key()
+                records.append((key.decode("utf-8", errors="replace") if key else "",
+                                msg.value()))
+                partition, offset = msg.partition(), msg.offset()
+                if not progress.done and partition is not None and offset is not None:
+                    progress.read(partition, offset)
+            self._apply(records)
+            applied += len(records)
+            if progress.done:
+                self._mark_caught_up(applied)
 
-    def _apply(self, key: str, value: bytes | None) -> None:
+    def _apply(self, records: list[tuple[str, bytes | None]]) -> None:
         try:
-            self.registry.apply(key, value)
+            self.registry.apply_many(records)
         except Exception:
-            log.exception("destination record %r could not be applied", key)
+            log.exception("%d destination record(s) could not be applied", len(records))
 
     def _mark_caught_up(self, applied: int) -> None:
         if not self._caught_up.is_set():

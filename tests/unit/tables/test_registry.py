@@ -250,3 +250,28 @@ def test_a_shared_follower_is_made_once_per_app_and_only_when_asked_for() -> Non
     assert not first.running
     other = SharedFollower(TaskRecorder(), "127.0.0.1:1", "audit.destinations")
     assert other.get() is not first  # another app, another follower
+
+
+def test_apply_many_is_apply_in_order_with_one_snapshot() -> None:
+    registry = DestinationRegistry()
+    before = registry._snapshot
+    changed = registry.apply_many([
+        ("dst_a", raw(config(version=1, name="v1"))),
+        ("dst_b", raw(config("dst_b", version=1))),
+        ("dst_a", raw(config(version=3, name="v3"))),
+        ("dst_a", raw(config(version=2, name="v2"))),  # older: ignored
+        ("dst_b", None),                                # deleted in the same batch
+        ("dst_c", b"not json"),                         # logged and ignored
+        ("dst_gone", None),                             # nothing to delete
+    ])
+    assert changed == 4  # dst_a twice, dst_b made and deleted
+    assert registry._snapshot is not before
+    a = registry.get("dst_a")
+    assert a is not None
+    assert a.name == "v3"
+    assert registry.get("dst_b") is None
+    assert [c.id for c in registry.matching("ws_a", "pro.atmos.auth.login_succeeded")] == ["dst_a"]
+    # A workspace left without destinations has no routes left either.
+    assert registry.apply("dst_a", None)
+    assert registry.matching("ws_a", "pro.atmos.auth.login_succeeded") == ()
+    assert registry._snapshot.routes == {}
