@@ -13,7 +13,10 @@ per worker process). Every attempt:
   validation and delivery therefore ends in a refusal, never in a connection;
 - starts when the request is sent: it first waits for one of ``max_connections``
   slots, the worker's own queue (back-pressure: the caller waits, nothing is
-  dropped, no deadline runs), and the connection pool is as large as that, so no
+  dropped, no deadline runs). A request unanswered after ``slow_after_seconds``
+  gives its slot back and waits in one of ``max_slow_requests`` slow places, so
+  a hundred receivers that take 14 s to answer do not take every slot from the
+  healthy ones. The connection pool is as large as slots and slow places, so no
   request ever waits inside it. The wait is never a failed attempt and is not in
   the attempt's latency; a congested worker cannot fail, retry or disable a
   healthy destination. Waiting requests are ``auditrelay_delivery_slot_waiting``;
@@ -107,6 +110,11 @@ class DeliveryConfig:
     allow_private_cidrs: tuple[IPNetwork, ...] = ()
     allowed_ports: tuple[tuple[int, int], ...] = DEFAULT_DESTINATION_PORTS
     max_connections: int = 100
+    #: A request still unanswered after ``slow_after_seconds`` gives its slot back and
+    #: waits as one of at most ``max_slow_requests``: slow receivers cannot take every
+    #: slot from the others (without a slow place free, it keeps its slot).
+    slow_after_seconds: float = 1.0
+    max_slow_requests: int = 1000
     max_keepalive_connections: int = 20
     keepalive_expiry_seconds: float = 30.0
 
@@ -246,6 +254,7 @@ class DeliveryClient:
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         # One for both sessions: the requests in flight never outnumber either pool.
         self._slots = asyncio.Semaphore(self._config.max_connections)
+        self._slow_free = self._config.max_slow_requests
 
     def __repr__(self) -> str:
         return f"DeliveryClient({self._config!r})"
@@ -322,14 +331,30 @@ class DeliveryClient:
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        """One of ``max_connections`` slots, awaited without a deadline (back-pressure)."""
+        """One of ``max_connections`` slots, awaited without a deadline (back-pressure);
+        given back early, for a slow place, if the request is still in flight after
+        ``slow_after_seconds``."""
         with metrics.waiting_for_slot():
             await self._slots.acquire()
+        slow = False
+
+        def demote() -> None:
+            nonlocal slow
+            if self._slow_free > 0:
+                self._slow_free -= 1
+                slow = True
+                self._slots.release()
+
+        timer = asyncio.get_running_loop().call_later(self._config.slow_after_seconds, demote)
         try:
             yield
         finally:
             # Released once the response is closed: its connection is back in the pool.
-            self._slots.release()
+            timer.cancel()
+            if slow:
+                self._slow_free += 1
+            else:
+                self._slots.release()
 
     def _checked_url(self, url: str) -> _Target:
         """``url`` re-serialised after every check that needs no DNS (remembered: pure)."""
@@ -354,8 +379,9 @@ class DeliveryClient:
         if session is None:
             config = self._config
             connector = aiohttp.TCPConnector(
-                # As large as the slots: a request holding a slot finds a free or idle one.
-                limit=config.max_connections,
+                # As large as the slots and the slow places: a request holding either
+                # finds a free or idle connection.
+                limit=config.max_connections + config.max_slow_requests,
                 limit_per_host=0,
                 keepalive_timeout=config.keepalive_expiry_seconds,
                 # Resolved and checked for every new connection, never remembered.

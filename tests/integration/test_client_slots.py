@@ -16,7 +16,7 @@ import pytest
 
 from auditrelay.observability import metrics
 from auditrelay.wire.client import DeliveryClient, DeliveryConfig
-from tests.support.polling import within_turns
+from tests.support.polling import eventually, within_turns
 from tests.support.servers import Receiver
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -95,3 +95,42 @@ async def test_headers_given_as_a_function_are_made_when_the_request_is_sent() -
     # The second request waited for the first's answer (0.5 s) before its headers were made.
     assert made_at[1] - asked_at >= 0.45
     assert sorted(r.headers["x-made"] for r in rx.requests) == ["1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_slow_receivers_give_their_slots_back_to_the_others() -> None:
+    # Two receivers that answer only when told hold both slots; after slow_after_seconds
+    # they move to slow places, and a healthy receiver's request goes out meanwhile.
+    release = asyncio.Event()
+    arrived = 0
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal arrived
+        await reader.readuntil(b"\r\n\r\n")
+        arrived += 1
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = DeliveryConfig(allow_private_cidrs=LOOPBACK, max_connections=2,
+                            slow_after_seconds=0.2, max_slow_requests=5,
+                            request_timeout_seconds=30.0)
+    try:
+        with Receiver(path="/in") as rx:
+            async with DeliveryClient(config) as client:
+                slow = [asyncio.create_task(client.post_batch(
+                    f"http://127.0.0.1:{port}/hook", b"[]", {})) for _ in range(2)]
+                await eventually(lambda: arrived == 2, 10, "both slow requests sent")
+                fast = await asyncio.wait_for(client.post_batch(rx.url, b"[1]", {}), 10)
+                assert fast.ok
+                assert not any(task.done() for task in slow)  # still unanswered
+                release.set()
+                results = await asyncio.gather(*slow)
+    finally:
+        release.set()
+        server.close()
+    assert all(result.ok for result in results)
+    assert rx.bodies == [b"[1]"]
