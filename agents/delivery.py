@@ -177,7 +177,7 @@ class DeliveryHandler:
             return
         with lane.holding():
             while self._is_open(destination_id):
-                await self._board.wait_change(_CIRCUIT_RECHECK_SECONDS)
+                await self._board.wait_change(_CIRCUIT_RECHECK_SECONDS, destination_id)
 
     def _is_open(self, destination_id: str) -> bool:
         return circuit_open(self._board.get(destination_id), self._clock(), self._grace)

@@ -50,6 +50,9 @@ class StatusBoard:
     def __init__(self) -> None:
         self._statuses: dict[str, DestinationStatus] = {}
         self._changed = asyncio.Event()
+        #: Per destination, for waiters of one destination only (a lane waiting for its
+        #: circuit): a change elsewhere, hundreds a second, wakes none of them.
+        self._changed_one: dict[str, asyncio.Event] = {}
 
     def get(self, destination_id: str) -> DestinationStatus | None:
         return self._statuses.get(destination_id)
@@ -60,24 +63,32 @@ class StatusBoard:
         if current is not None and current.updated_at > status.updated_at:
             return False
         self._statuses[status.destination_id] = status
-        self._notify()
+        self._notify(status.destination_id)
         return True
 
     def forget(self, destination_id: str) -> None:
         if self._statuses.pop(destination_id, None) is not None:
-            self._notify()
+            self._notify(destination_id)
 
-    async def wait_change(self, timeout: float | None) -> bool:
-        """Return when any status changes (True), or after ``timeout`` seconds (False)."""
-        changed = self._changed
+    async def wait_change(self, timeout: float | None, destination_id: str | None = None,
+                          ) -> bool:
+        """Return when any status (or ``destination_id``'s) changes (True), or after
+        ``timeout`` seconds (False)."""
+        if destination_id is None:
+            changed = self._changed
+        else:
+            changed = self._changed_one.setdefault(destination_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
         return changed.is_set()
 
-    def _notify(self) -> None:
+    def _notify(self, destination_id: str) -> None:
         # Waiters hold the old event; a fresh one serves the next change.
         self._changed.set()
         self._changed = asyncio.Event()
+        one = self._changed_one.pop(destination_id, None)
+        if one is not None:
+            one.set()
 
 
 def same_but_timestamps(older: DestinationStatus, newer: DestinationStatus) -> bool:

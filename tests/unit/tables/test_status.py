@@ -69,3 +69,18 @@ def test_a_wait_tells_a_change_from_a_timeout() -> None:
         return timed_out, await asyncio.wait_for(waiting, 5.0)
 
     assert asyncio.run(run()) == (False, True)
+
+
+def test_a_wait_for_one_destination_wakes_only_for_that_one() -> None:
+    async def run() -> tuple[bool, bool]:
+        board = StatusBoard()
+        waiting = asyncio.create_task(board.wait_change(30.0, "dst_a"))
+        await asyncio.sleep(0)
+        board.update(ok().model_copy(update={"destination_id": "dst_other"}))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        woken_by_another = waiting.done()
+        board.update(ok().model_copy(update={"destination_id": "dst_a"}))
+        return woken_by_another, await asyncio.wait_for(waiting, 5.0)
+
+    assert asyncio.run(run()) == (False, True)
