@@ -78,7 +78,7 @@ class DecryptedCache:
     not remembered.
     """
 
-    def __init__(self, box: Decrypter, keep: int = 1024) -> None:
+    def __init__(self, box: Decrypter, keep: int = 65_536) -> None:
         self._box = box
         self._keep = keep
         self._plain: dict[str, str] = {}

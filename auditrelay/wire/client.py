@@ -89,8 +89,9 @@ _MAX_ERROR_CHARS = 300
 for _name in ("httpx", "httpcore", "aiohttp.client"):
     _logger = logging.getLogger(_name)
     _logger.setLevel(max(_logger.getEffectiveLevel(), logging.WARNING))
-#: Parsed destination URLs kept (the parse is pure; DNS is checked at every connect).
-_PARSED_URLS_KEPT = 4096
+#: Parsed destination URLs kept (the parse is pure; DNS is checked at every connect): as
+#: many as a worker has destinations, or every batch parses again.
+_PARSED_URLS_KEPT = 65_536
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
