@@ -313,7 +313,10 @@ class RegistryFollower:
         if progress.done:
             self._mark_caught_up(applied)
         while not self._stop.is_set():
-            messages = consumer.consume(_BATCH, self._poll_seconds)
+            # The first record as soon as it comes (a new destination's batch may follow it
+            # at once), then whatever else is buffered already, without waiting for more.
+            first = consumer.poll(self._poll_seconds)
+            messages = [] if first is None else [first, *consumer.consume(_BATCH - 1, 0)]
             if not messages:
                 if not progress.done:
                     note_positions(consumer, progress)
