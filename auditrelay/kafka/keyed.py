@@ -193,10 +193,6 @@ class Lane:
         return len(self._moving)
 
     @property
-    def held(self) -> bool:
-        return self._held > 0
-
-    @property
     def idle(self) -> bool:
         return not self._queue and not self._moving
 
