@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,16 +24,17 @@ from typing import Any, Protocol
 from auditrelay.kafka.backoff import Backoff
 from auditrelay.observability import metrics
 from auditrelay.observability.logs import batch_ids
-from auditrelay.schemas.batches import HEADER_PREFIX, REASON_MALFORMED, BatchMeta
+from auditrelay.schemas.batches import HEADER_PREFIX, REASON_MALFORMED, REASON_REJECTED, BatchMeta
 from auditrelay.schemas.destinations import DestinationConfig
-from auditrelay.schemas.errors import AuditRelayError, KafkaError
+from auditrelay.schemas.errors import KafkaError
 from auditrelay.schemas.topics import TopicNames
 from auditrelay.tables.status import StatusBoard, StatusPublisher
-from auditrelay.wire.client import DeliveryClient, DeliveryResult
+from auditrelay.wire.client import DeliveryResult, Part
+from auditrelay.wire.kinds.send import Attempter, Poster
 from auditrelay.wire.outcomes import Decision, attempt_record, decide, next_status, refusal
 from auditrelay.wire.retry_schedule import RetrySchedule
 from auditrelay.wire.secrets import SecretBox
-from auditrelay.wire.signing import Decrypter, destination_url, request_headers
+from auditrelay.wire.signing import Decrypter
 
 __all__ = [
     "BatchProcessor",
@@ -94,36 +95,15 @@ class DecryptedCache:
 
 
 class Dispatcher:
-    """Signs and POSTs one batch; never raises for the receiver's or the network's faults."""
+    """Sends one attempt of a batch in its destination's kind
+    (``auditrelay.wire.kinds``); never raises for the receiver's or the network's faults."""
 
-    def __init__(self, client: DeliveryClient, box: SecretBox, version: str) -> None:
-        self._client = client
-        self._box = DecryptedCache(box)
-        self._version = version
+    def __init__(self, client: Poster, box: SecretBox, version: str) -> None:
+        self._attempter = Attempter(client, DecryptedCache(box), version)
 
     async def send(self, config: DestinationConfig, body: bytes, meta: BatchMeta,
                    now: Callable[[], datetime]) -> DeliveryResult:
-        """Sign and POST; ``now`` is asked again when the request is sent, so that a wait
-        for a connection slot does not age the signature's timestamp."""
-        try:
-            url = destination_url(config, self._box)
-            headers = request_headers(config, self._box, meta.batch_id, body, now(),
-                                      self._version)
-        except (AuditRelayError, ValueError) as exc:
-            # Our fault (a lost key, say), not the receiver's: retried like a failure,
-            # so the batch waits for an operator instead of being lost.
-            return DeliveryResult(ok=False, status_code=None, latency_ms=0,
-                                  error=f"cannot sign the request: {exc}",
-                                  retry_after_seconds=None, gone=False)
-
-        def signed_when_sent() -> Mapping[str, str]:
-            try:
-                return request_headers(config, self._box, meta.batch_id, body, now(),
-                                       self._version)
-            except (AuditRelayError, ValueError):
-                return headers  # it signed a moment ago; its signature is still valid
-
-        return await self._client.post_batch(url, body, signed_when_sent)
+        return await self._attempter.send(config, body, meta.batch_id, meta.events, now)
 
 
 def malformed_headers(headers: Sequence[tuple[str, bytes]], detail: str,
@@ -203,13 +183,16 @@ class BatchProcessor:
             # Vetoes the destination's next batch at once, before any await.
             self.board.update(status)
         what = f"batch {meta.batch_id} of {meta.destination_id}"
+        carried = decision.body if decision.body is not None else body
         if decision.kind == "retry":
             assert decision.tier is not None
             await self._produce(self.names.retry(decision.tier), meta.destination_id.encode(),
-                                body, meta.headers(), what=what, ids=batch_ids(meta))
+                                carried, meta.headers(), what=what, ids=batch_ids(meta))
         elif decision.kind in ("dead_letter", "disabled"):
-            await self._produce(self.names.dlq, meta.destination_id.encode(), body,
+            await self._produce(self.names.dlq, meta.destination_id.encode(), carried,
                                 meta.headers(), what=what, ids=batch_ids(meta))
+        if decision.rejected is not None:
+            await self._dead_letter_rejected(meta, decision.rejected, what)
         if decision.disable is not None:
             await self._disable(meta, decision.disable)
         self._log(decision, result)
@@ -225,6 +208,16 @@ class BatchProcessor:
             defer(*records)
         else:
             await asyncio.gather(*records)
+
+    async def _dead_letter_rejected(self, meta: BatchMeta, part: Part, what: str) -> None:
+        """The events the receiver refused for good, as a dead letter of their own (the
+        rest of the batch was delivered or goes on)."""
+        dead = meta.evolve(events=part.events, reason=REASON_REJECTED, detail=part.detail,
+                           last_error=part.detail)
+        await self._produce(self.names.dlq, meta.destination_id.encode(), part.body,
+                            dead.headers(), what=f"refused events of {what}",
+                            ids=batch_ids(meta))
+        metrics.count_dead_letter(REASON_REJECTED)
 
     async def _disable(self, meta: BatchMeta, reason: str) -> None:
         try:

@@ -99,9 +99,20 @@ class TokenList(BaseModel):
     items: list[TokenOut]
 
 
+Kind = Annotated[str, Field(min_length=1, max_length=30)]
+#: A kind's options (validated by the kind: ``auditrelay.wire.kinds``).
+Options = Annotated[dict[str, Any], Field(max_length=20)]
+#: A kind's credentials, write-only (validated by the kind).
+CredentialValues = Annotated[dict[str, str], Field(max_length=10)]
+
+
 class DestinationIn(_Body):
     name: Name
+    #: What the receiver is (contract section 5.1); ``webhook`` by default.
+    kind: Kind = "webhook"
     url: Url
+    options: Options = Field(default_factory=dict)
+    credentials: CredentialValues = Field(default_factory=dict)
     description: Description | None = None
     enabled: bool = True
     event_types: list[str] = Field(default_factory=list)
@@ -112,7 +123,12 @@ class DestinationIn(_Body):
 
 class DestinationPatch(_Body):
     name: Name | None = None
+    kind: Kind | None = None
     url: Url | None = None
+    #: Replaces the options whole.
+    options: Options | None = None
+    #: Replaces the credentials whole.
+    credentials: CredentialValues | None = None
     description: Description | None = None
     enabled: bool | None = None
     event_types: list[str] | None = None
@@ -125,6 +141,10 @@ class DestinationOut(BaseModel):
     id: str
     workspace_id: str
     name: str
+    kind: str = "webhook"
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: The names of the credentials set; their values are never returned.
+    credentials_set: list[str] = Field(default_factory=list)
     #: The URL masked (``https://hooks.slack.com/…``): it may be the credential, so it
     #: is write-only, like the secret; PATCH replaces it.
     url: str
@@ -143,8 +163,9 @@ class DestinationOut(BaseModel):
 
 
 class DestinationCreated(DestinationOut):
-    #: The signing secret, shown this once.
-    secret: str
+    #: The signing secret of a webhook, shown this once; null for kinds that are not
+    #: signed (their receivers check the credentials instead).
+    secret: str | None
 
 
 class DestinationList(BaseModel):
@@ -164,6 +185,8 @@ class TestResult(BaseModel):
     status_code: int | None
     latency_ms: int
     error: str | None
+    #: The receiver's verdict in words ("Splunk HEC accepted the event").
+    message: str
 
 
 class ErrorBody(BaseModel):

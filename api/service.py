@@ -49,13 +49,16 @@ from auditrelay.store.mutations import (
 )
 from auditrelay.wire.client import DeliveryClient, DeliveryResult
 from auditrelay.wire.headers import validate_custom_headers
+from auditrelay.wire.kinds import kind_named, kind_options, signed
+from auditrelay.wire.kinds.base import Kind
+from auditrelay.wire.kinds.send import Attempter
+from auditrelay.wire.kinds.target import credentials_of
 from auditrelay.wire.secrets import SecretBox
 from auditrelay.wire.signing import (
     custom_headers,
     destination_url,
     generate_secret,
     new_batch_id,
-    request_headers,
 )
 from auditrelay.wire.ssrf import Resolver, validate_destination_url
 
@@ -101,6 +104,15 @@ def lock_workspace(session: Session, workspace_id: str) -> None:
     """
     sqlite = session.get_bind().dialect.name == "sqlite"
     session.execute(_LOCK_SQLITE if sqlite else _LOCK_FOR_UPDATE, {"workspace_id": workspace_id})
+
+
+@dataclass(frozen=True)
+class TestBatch:
+    """What a test send sends: one event as a batch, to one destination."""
+
+    config: DestinationConfig
+    batch_id: str
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -270,23 +282,39 @@ class Service:
 
     def create_destination(self, session: Session, workspace: Workspace, body: DestinationIn,
                            actor: Actor) -> tuple[Destination, str]:
-        url = self._validated_url(body.url)
+        """The new destination, and its signing secret (which only webhooks use and show:
+        other kinds are not signed, their receivers check the credentials)."""
+        kind = kind_named(body.kind)
+        url = kind.check_url(self._validated_url(body.url))
+        options = kind_options(kind, body.options)
+        credentials = kind.credentials.check(body.credentials, kind.name)
         headers = validate_custom_headers(body.headers)
+        event_types = list(body.event_types) if "event_types" in body.model_fields_set \
+            else self.default_event_types(kind)
         self._check_destination_quota(session, workspace)
+        # Every row has one (the column is required); only webhooks ever use or show it.
         secret = generate_secret()
         now = utcnow()
         dest = Destination(
             id=new_destination_id(), workspace_id=workspace.id, name=body.name,
+            kind=kind.name, options=options,
+            credentials_encrypted=self._seal_credentials(credentials),
             url_encrypted=self.box.encrypt(url), url_hint=url_hint(url),
             description=body.description, enabled=body.enabled,
             disabled_reason=None if body.enabled else "manual",
-            event_types=list(body.event_types), headers_encrypted=self._seal_headers(headers),
+            event_types=event_types, headers_encrypted=self._seal_headers(headers),
             secret_encrypted=self.box.encrypt(secret), version=1, created_at=now, updated_at=now)
         session.add(dest)
         session.flush()
         self.publish_config(session, workspace, dest)
         self._audit_destination(session, dest, "created", actor)
         return dest, secret
+
+    def default_event_types(self, kind: Kind) -> list[str]:
+        """The filter of a new destination of ``kind`` given none (Slack: the categories
+        a human wants to read; others: every event)."""
+        prefix = self.settings.event_type_prefix
+        return [f"{prefix}.{category}.*" for category in kind.default_categories]
 
     def _check_destination_quota(self, session: Session, workspace: Workspace) -> None:
         """Refuse one destination more than the plan's ``max_destinations`` (409).
@@ -309,9 +337,7 @@ class Service:
         given = patch.model_fields_set
         if "name" in given and patch.name is not None:
             dest.name = patch.name
-        if "url" in given and patch.url is not None:
-            url = self._validated_url(patch.url)
-            dest.url_encrypted, dest.url_hint = self.box.encrypt(url), url_hint(url)
+        self._patch_kind(dest, patch)
         if "description" in given:
             dest.description = patch.description
         if "event_types" in given and patch.event_types is not None:
@@ -328,6 +354,37 @@ class Service:
                                     actor)
         return dest
 
+    def _patch_kind(self, dest: Destination, patch: DestinationPatch) -> None:
+        """Apply ``kind``, ``url``, ``options`` and ``credentials`` of a PATCH: all are
+        checked against the kind the destination has after it, before anything changes.
+        A new kind needs its own options and credentials (none are carried over)."""
+        given = patch.model_fields_set
+        kind = kind_named(patch.kind if "kind" in given and patch.kind is not None
+                          else dest.kind)
+        changed_kind = kind.name != dest.kind
+        url = None
+        if "url" in given and patch.url is not None:
+            url = kind.check_url(self._validated_url(patch.url))
+        elif changed_kind:
+            url = kind.check_url(destination_url(self.config_of(None, dest), self.box))
+        options = None
+        if "options" in given and patch.options is not None:
+            options = kind_options(kind, patch.options)
+        elif changed_kind:
+            options = kind_options(kind, {})
+        credentials = None
+        if "credentials" in given and patch.credentials is not None:
+            credentials = kind.credentials.check(patch.credentials, kind.name)
+        elif changed_kind:
+            credentials = kind.credentials.check({}, kind.name)
+        dest.kind = kind.name
+        if url is not None:
+            dest.url_encrypted, dest.url_hint = self.box.encrypt(url), url_hint(url)
+        if options is not None:
+            dest.options = options
+        if credentials is not None:
+            dest.credentials_encrypted = self._seal_credentials(credentials)
+
     def delete_destination(self, session: Session, workspace: Workspace, dest_id: str,
                            actor: Actor) -> None:
         dest = self.get_destination(session, workspace, dest_id)
@@ -339,6 +396,10 @@ class Service:
     def rotate_secret(self, session: Session, workspace: Workspace, dest_id: str,
                       actor: Actor) -> str:
         dest = self.get_destination(session, workspace, dest_id)
+        if not signed(dest.kind):
+            raise ConflictError(
+                f"{dest.id} is a {dest.kind} destination: it is not signed, so it has no "
+                "secret to rotate; PATCH its credentials to replace them")
         secret = generate_secret()
         dest.previous_secret_encrypted = dest.secret_encrypted
         dest.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
@@ -355,7 +416,10 @@ class Service:
     def to_out(self, dest: Destination) -> DestinationOut:
         status = self.view.status(dest.id) if self.view is not None else None
         return DestinationOut(
-            id=dest.id, workspace_id=dest.workspace_id, name=dest.name, url=dest.url_hint,
+            id=dest.id, workspace_id=dest.workspace_id, name=dest.name, kind=dest.kind,
+            options=dict(dest.options or {}),
+            credentials_set=sorted(credentials_of(dest.credentials_encrypted, self.box)),
+            url=dest.url_hint,
             description=dest.description, enabled=dest.enabled,
             event_types=list(dest.event_types),
             headers=dict.fromkeys(self.custom_headers(dest), MASK),
@@ -369,21 +433,27 @@ class Service:
     # -- test delivery ---------------------------------------------------------------------
 
     def prepare_test(self, session: Session, dest: Destination,
-                     actor: Actor) -> tuple[str, bytes, dict[str, str]]:
-        """The signed request of a test delivery; its event is also self-audited."""
+                     actor: Actor) -> TestBatch:
+        """A test batch for ``dest`` (one ``webhook.test_sent`` event, also self-audited)."""
         event = self._event(dest.workspace_id, "webhook", "test_sent", actor,
                             {"type": "destination", "id": dest.id}, {"destination": dest.name})
         outbox.enqueue_event(session, self.settings.topics.events, event)
-        body = b"[" + event.value + b"]"
         config = self.config_of(session.get(Workspace, dest.workspace_id), dest)
-        headers = request_headers(config, self.box, new_batch_id(), body, datetime.now(UTC),
-                                  VERSION)
-        return destination_url(config, self.box), body, headers
+        return TestBatch(config, new_batch_id(), b"[" + event.value + b"]")
 
-    async def send_test(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
+    async def send_test(self, test: TestBatch) -> tuple[DeliveryResult, str]:
+        """Send the test batch in the destination's kind, as a delivery would: the result,
+        and the receiver's verdict in words."""
         if self.client is None:
             raise RuntimeError("this service has no delivery client")
-        return await self.client.post_batch(url, body, headers)
+        attempter = Attempter(self.client, self.box, VERSION)
+        result = await attempter.send(test.config, test.body, test.batch_id, 1,
+                                      lambda: datetime.now(UTC))
+        if result.ok and result.rejected is None:
+            words = kind_named(test.config.kind).accepted_words(1)
+        else:
+            words = result.error or (result.rejected.detail if result.rejected else "failed")
+        return result, words
 
     # -- internals -------------------------------------------------------------------------
 
@@ -391,6 +461,9 @@ class Service:
         return validate_destination_url(
             url, resolver=self.resolver, allow_private_cidrs=self.settings.allow_private_cidrs,
             allowed_ports=self.settings.allowed_destination_ports).url
+
+    def _seal_credentials(self, credentials: Mapping[str, str]) -> str | None:
+        return self.box.encrypt(json.dumps(dict(credentials))) if credentials else None
 
     def _seal_headers(self, headers: Mapping[str, str]) -> str | None:
         return self.box.encrypt(json.dumps(dict(headers))) if headers else None

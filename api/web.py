@@ -48,7 +48,7 @@ from auditrelay.api import web_support as support
 from auditrelay.api.deps import DestinationId, ServiceDep, TokenId, WorkspaceId, committed
 from auditrelay.api.models import DestinationOut, DestinationPatch, TokenOut
 from auditrelay.api.ratelimit import ApiLimits, client_address, retry_after_header
-from auditrelay.api.service import Service, workspace_actor
+from auditrelay.api.service import Service, TestBatch, workspace_actor
 from auditrelay.schemas.errors import (
     AuthenticationError,
     ConflictError,
@@ -593,21 +593,19 @@ async def revoke_token(pages: PagesDep, token_id: TokenId) -> Response:
 async def _send_test(pages: Pages, dest_id: str) -> Response:
     service = pages.service
 
-    def prepare() -> tuple[str, bytes, dict[str, str], str]:
+    def prepare() -> tuple[TestBatch, str]:
         with pages.changing() as session:
             who = pages.signed(session)
             dest = service.get_destination(session, who.workspace, dest_id)
             limits: ApiLimits = pages.request.app.state.limits
             limits.take_test_send(who.workspace.id, dest.id)
-            url, body, headers = service.prepare_test(session, dest,
-                                                      workspace_actor(pages.ws))
-            return url, body, headers, dest.name
+            return service.prepare_test(session, dest, workspace_actor(pages.ws)), dest.name
 
     try:
-        url, body, headers, name = await run_in_threadpool(prepare)
+        test, name = await run_in_threadpool(prepare)
     except RateLimitedError as exc:
         return pages.redirect(f"The test was not sent: {exc}.", "error")
-    result = await service.send_test(url, body, headers)
+    result, _ = await service.send_test(test)
     text = support.test_outcome_text(result.ok, result.status_code, result.latency_ms,
                                      result.error)
     return pages.redirect(f"{name}: {text}", "ok" if result.ok else "error")

@@ -27,6 +27,9 @@ REASON_EXHAUSTED: Final = "retries_exhausted"
 REASON_DISABLED: Final = "destination_disabled"
 REASON_DELETED: Final = "destination_deleted"
 REASON_MALFORMED: Final = "malformed_event"
+#: The receiver answered that these events can never be accepted (a Splunk HEC
+#: "invalid data format", an Elasticsearch mapping error): retrying cannot help.
+REASON_REJECTED: Final = "rejected_by_receiver"
 
 
 def batch_body(events: Iterable[bytes]) -> bytes:

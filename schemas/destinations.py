@@ -14,6 +14,7 @@ carry the plaintext ``url``; they are still read.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -53,6 +54,13 @@ class DestinationConfig(BaseModel):
     id: str
     workspace_id: str
     name: str
+    #: What the receiver is (contract section 5.1): it decides the body, the auth, the
+    #: limits and how answers are read. Records from before kinds are webhooks.
+    kind: str = "webhook"
+    #: The kind's options as the API validated them (non-secret).
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: The kind's credentials: one JSON object, encrypted like the secrets.
+    credentials_encrypted: str | None = None
     #: The URL, encrypted like the secrets (``v1:``…); read it with the box.
     url_encrypted: str | None = None
     #: The URL as reads show it (:func:`url_hint`).

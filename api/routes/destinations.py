@@ -34,6 +34,8 @@ from auditrelay.api.models import (
     TestResult,
 )
 from auditrelay.api.ratelimit import ApiLimits
+from auditrelay.api.service import TestBatch
+from auditrelay.wire.kinds import signed
 
 BASE = "/v1/workspaces/{ws}/destinations"
 
@@ -50,7 +52,8 @@ def list_destinations(ws: Ws, session: Tx, service: ServiceDep) -> DestinationLi
 def create_destination(ws: Ws, who: Who, body: DestinationIn, session: Tx,
                        service: ServiceDep) -> DestinationCreated:
     dest, secret = service.create_destination(session, ws, body, who.actor)
-    created = DestinationCreated(**service.to_out(dest).model_dump(), secret=secret)
+    created = DestinationCreated(**service.to_out(dest).model_dump(),
+                                 secret=secret if signed(dest.kind) else None)
     # Commit in this thread: the workspace lock (on SQLite, the one write lock) is then
     # held for the creation alone, not across the hops through the event loop to the
     # thread running Tx's exit, which finds the transaction done and wakes the outbox.
@@ -94,7 +97,7 @@ def rotate_secret(ws: Ws, who: Who, dest_id: DestinationId, session: Tx,
 @router.post(BASE + "/{dest_id}/test", response_model=TestResult)
 async def test_destination(ws: WorkspaceId, who: Who, dest_id: DestinationId,
                            request: Request, service: ServiceDep) -> TestResult:
-    def prepare() -> tuple[str, bytes, dict[str, str]]:
+    def prepare() -> TestBatch:
         with committed(request.app) as session:
             found = forwarding_workspace(ws, who, session, service)
             dest = service.get_destination(session, found, dest_id)
@@ -103,7 +106,6 @@ async def test_destination(ws: WorkspaceId, who: Who, dest_id: DestinationId,
             limits.take_test_send(found.id, dest.id)
             return service.prepare_test(session, dest, who.actor)
 
-    url, body, headers = await run_in_threadpool(prepare)
-    result = await service.send_test(url, body, headers)
+    result, words = await service.send_test(await run_in_threadpool(prepare))
     return TestResult(delivered=result.ok, status_code=result.status_code,
-                      latency_ms=result.latency_ms, error=result.error)
+                      latency_ms=result.latency_ms, error=result.error, message=words)

@@ -118,6 +118,12 @@ class Destination(Base):
     workspace_id: Mapped[str] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    #: The destination kind (``auditrelay.wire.kinds``): body, auth, limits, answers.
+    kind: Mapped[str] = mapped_column(String(30), default="webhook", server_default="webhook")
+    #: The kind's options (non-secret), as validated by the kind.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    #: The kind's credentials, one JSON object encrypted like the secrets.
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
     #: The URL, encrypted: for some receivers (Slack, Sumo Logic) it is the credential.
     url_encrypted: Mapped[str] = mapped_column(Text)
     #: What reads show of the URL (``https://hooks.slack.com/…``, schemas.destinations).

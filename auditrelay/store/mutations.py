@@ -164,7 +164,8 @@ def config_of(dest: Destination, *, forwarding: bool) -> DestinationConfig:
     function, so the two never disagree on what a config holds.
     """
     return DestinationConfig(
-        id=dest.id, workspace_id=dest.workspace_id, name=dest.name,
+        id=dest.id, workspace_id=dest.workspace_id, name=dest.name, kind=dest.kind,
+        options=dict(dest.options or {}), credentials_encrypted=dest.credentials_encrypted,
         url_encrypted=dest.url_encrypted, url_hint=dest.url_hint, enabled=dest.enabled,
         disabled_reason=dest.disabled_reason,
         event_types=tuple(dest.event_types), forwarding=forwarding,

@@ -78,7 +78,8 @@ from auditrelay.wire.ssrf import (
 if typing.TYPE_CHECKING:
     from auditrelay.schemas.settings import Settings
 
-__all__ = ["DeliveryClient", "DeliveryConfig", "DeliveryResult", "parse_retry_after"]
+__all__ = ["DeliveryClient", "DeliveryConfig", "DeliveryResult", "Part", "Reply",
+           "parse_retry_after", "status_error"]
 
 _MAX_ERROR_CHARS = 300
 
@@ -131,8 +132,26 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """Some of a batch's events (a JSON array, as a batch's body is) and why they are set
+    apart: the ones still to deliver, or the ones the receiver refused for good."""
+
+    body: bytes
+    events: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """Outcome of one attempt. ``ok``: 2xx. ``gone``: 410, disable the destination."""
+    """Outcome of one attempt of a batch.
+
+    ``ok``: nothing is left to deliver. ``gone``: stop delivering, disable the
+    destination (a webhook's 410, a Slack channel archived...). ``pending``: when not
+    ok, the events still to deliver if fewer than all (a receiver took part of the
+    batch); None means the whole batch. ``rejected``: events refused for good (the
+    receiver answered that they can never be accepted), to dead-letter; with nothing
+    pending and every event rejected the whole batch is dead-lettered.
+    """
 
     ok: bool
     status_code: int | None
@@ -140,6 +159,28 @@ class DeliveryResult:
     error: str | None
     retry_after_seconds: float | None
     gone: bool
+    pending: Part | None = None
+    rejected: Part | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What one request got: an answer (``status``, the start of its ``body``) or an
+    ``error`` (no answer: refused, timed out, connection failed)."""
+
+    status: int | None
+    error: str | None
+    retry_after_seconds: float | None
+    body: bytes
+    latency_ms: int
+
+    def as_result(self) -> DeliveryResult:
+        """The reply read as a webhook receiver's (contract section 2)."""
+        error = self.error if self.status is None else status_error(self.status)
+        return DeliveryResult(
+            ok=self.status is not None and 200 <= self.status < 300,
+            status_code=self.status, latency_ms=self.latency_ms, error=error,
+            retry_after_seconds=self.retry_after_seconds, gone=self.status == 410)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -275,30 +316,34 @@ class DeliveryClient:
         self, url: str, body: bytes,
         headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
     ) -> DeliveryResult:
-        """POST ``body`` to ``url`` once; never raises for a network or policy failure.
+        """POST ``body`` to ``url`` once and read the answer as a webhook receiver's
+        (2xx delivered, 410 gone, anything else failed); never raises for a network or
+        policy failure. See :meth:`request` for ``headers``."""
+        return (await self.request(url, body, headers)).as_result()
+
+    async def request(
+        self, url: str, body: bytes,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
+    ) -> Reply:
+        """POST ``body`` to ``url`` once: the status, ``Retry-After`` and the first
+        ``response_body_cap_bytes`` of the answer, or the error; never raises for a
+        network or policy failure.
 
         ``headers`` may be a function, called once a connection slot is free: a request
         signed with a timestamp is then signed when it is sent, not before its wait.
         """
         started = time.perf_counter()
 
-        def result(
-            *, status: int | None = None, error: str | None = None,
-            retry_after: float | None = None,
-        ) -> DeliveryResult:
-            return DeliveryResult(
-                ok=status is not None and 200 <= status < 300 and error is None,
-                status_code=status,
-                latency_ms=round((time.perf_counter() - started) * 1000),
-                error=error,
-                retry_after_seconds=retry_after,
-                gone=status == 410,
-            )
+        def reply(*, status: int | None = None, error: str | None = None,
+                  retry_after: float | None = None, content: bytes = b"") -> Reply:
+            return Reply(status=status, error=error, retry_after_seconds=retry_after,
+                         body=content,
+                         latency_ms=round((time.perf_counter() - started) * 1000))
 
         try:
             target = self._checked_url(url)
         except InvalidInputError as exc:
-            return result(error=f"refused: {exc}")
+            return reply(error=f"refused: {exc}")
         deadline = self._config.request_timeout_seconds
         async with self._slot():
             # The attempt, its deadline and its latency start here, once it can be sent.
@@ -311,24 +356,24 @@ class DeliveryClient:
                                             allow_redirects=False) as response:
                         status = response.status
                         retry_header = response.headers.get("Retry-After")
-                        await self._read_capped(response)
+                        content = await self._read_capped(response)
             except aiohttp.ConnectionTimeoutError:
                 # Before the bare TimeoutError: aiohttp's connect timeout is one too.
                 connect = self._config.connect_timeout_seconds
-                return result(error=f"ConnectTimeout: no connection to "
-                                    f"{url_origin(target.text)} within {connect:g} s")
+                return reply(error=f"ConnectTimeout: no connection to "
+                                   f"{url_origin(target.text)} within {connect:g} s")
             except TimeoutError:
-                return result(error=f"timed out: no complete answer within {deadline:g} s")
+                return reply(error=f"timed out: no complete answer within {deadline:g} s")
             except InvalidInputError as exc:
-                return result(error=f"refused before connecting: {exc}")
+                return reply(error=f"refused before connecting: {exc}")
             except _DnsFailure as exc:
-                return result(error=f"ConnectError: {exc}")
+                return reply(error=f"ConnectError: {exc}")
             except (aiohttp.ClientError, OSError) as exc:
-                return result(error=_describe(exc, (url, target.text),
-                                              fallback="connection failed"))
+                return reply(error=_describe(exc, (url, target.text),
+                                             fallback="connection failed"))
         retry_after = parse_retry_after(retry_header) if status in _RETRY_AFTER_STATUSES \
             else None
-        return result(status=status, error=_status_error(status), retry_after=retry_after)
+        return reply(status=status, retry_after=retry_after, content=content)
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -410,21 +455,24 @@ class DeliveryClient:
             self._sessions[plain] = session
         return session
 
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> int:
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         # Raw bytes: decoding could turn a small compressed body into a huge one.
         cap = self._config.response_body_cap_bytes
+        chunks: list[bytes] = []
         read = 0
         while read < cap:
             chunk = await response.content.read(cap - read)
             if not chunk:
-                return read
+                return b"".join(chunks)
+            chunks.append(chunk)
             read += len(chunk)
         if not response.content.at_eof():
             response.close()  # hang up: the rest is never read, the connection not reused
-        return read
+        return b"".join(chunks)
 
 
-def _status_error(status: int) -> str | None:
+def status_error(status: int) -> str | None:
+    """What a webhook receiver's answer ``status`` means as an attempt's error, if any."""
     if 200 <= status < 300:
         return None
     if 300 <= status < 400:

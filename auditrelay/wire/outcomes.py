@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from auditrelay.schemas.batches import REASON_DELETED, REASON_DISABLED, REASON_EXHAUSTED, BatchMeta
+from auditrelay.schemas.batches import (
+    REASON_DELETED,
+    REASON_DISABLED,
+    REASON_EXHAUSTED,
+    REASON_REJECTED,
+    BatchMeta,
+)
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
-from auditrelay.wire.client import DeliveryResult
+from auditrelay.wire.client import DeliveryResult, Part
 from auditrelay.wire.retry_schedule import RetrySchedule
 
 __all__ = [
@@ -44,14 +50,18 @@ class Refusal:
 class Decision:
     """What to do after one attempt.
 
-    ``meta`` is the batch's metadata as it goes on (to a retry tier or the DLQ);
-    ``disable`` names the reason the destination is disabled with, if it is.
+    ``meta`` is the batch's metadata as it goes on (to a retry tier or the DLQ), and
+    ``body`` its body when only part of the batch goes on (the receiver took the rest);
+    ``disable`` names the reason the destination is disabled with, if it is;
+    ``rejected`` are events the receiver refused for good, dead-lettered beside.
     """
 
     kind: Kind
     meta: BatchMeta
     tier: str | None = None
     disable: str | None = None
+    body: bytes | None = None
+    rejected: Part | None = None
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -88,23 +98,33 @@ def decide(result: DeliveryResult, meta: BatchMeta, now_ms: int, schedule: Retry
     ``meta.attempt`` counts the attempts made before this one (0 on a first attempt).
     """
     if result.ok:
-        return Decision("delivered", meta)
+        refused = result.rejected
+        if refused is not None and refused.events >= meta.events:
+            return Decision("dead_letter", meta.evolve(reason=REASON_REJECTED,
+                                                       detail=refused.detail,
+                                                       last_error=refused.detail))
+        return Decision("delivered", meta, rejected=refused)
     error = result.error or f"HTTP {result.status_code}"
+    part = result.pending
+    body = part.body if part is not None else None
+    if part is not None:
+        meta = meta.evolve(events=part.events)
     if result.gone:
         return Decision("disabled", meta.evolve(reason=REASON_DISABLED, detail=error,
-                                                last_error=error), disable="gone")
+                                                last_error=error), disable="gone",
+                        body=body, rejected=result.rejected)
     attempt = meta.attempt + 1
     first = meta.first_attempt_ms or now_ms
     if schedule.exhausted(first, now_ms):
         return Decision("dead_letter",
                         meta.evolve(attempt=attempt, first_attempt_ms=first, last_error=error,
                                     reason=REASON_EXHAUSTED, detail=error),
-                        disable="failing")
+                        disable="failing", body=body, rejected=result.rejected)
     due = schedule.due_ms(now_ms, attempt, rng, result.retry_after_seconds)
     return Decision("retry",
                     meta.evolve(attempt=attempt, first_attempt_ms=first, due_ms=due,
                                 last_error=error),
-                    tier=schedule.tier(attempt))
+                    tier=schedule.tier(attempt), body=body, rejected=result.rejected)
 
 
 def circuit_open(status: DestinationStatus | None, now: datetime, grace: timedelta) -> bool:
@@ -128,7 +148,9 @@ def next_status(previous: DestinationStatus | None, decision: Decision,
     """A destination's status after ``decision`` (``result`` is None when nothing was sent)."""
     meta = decision.meta
     failures = previous.consecutive_failures if previous is not None else 0
-    if decision.kind == "delivered":
+    if decision.kind == "delivered" or (decision.kind == "dead_letter" and result is not None
+                                        and decision.disable is None):
+        # A receiver that refuses events for good answered: it is up, not failing.
         state, failures = "ok", 0
     elif decision.kind == "retry":
         state, failures = "failing", failures + 1
@@ -140,7 +162,7 @@ def next_status(previous: DestinationStatus | None, decision: Decision,
         workspace_id=meta.workspace_id,
         state=state,
         last_delivery_at=now if sent else (previous.last_delivery_at if previous else None),
-        last_delivery_ok=result.ok if result is not None else (
+        last_delivery_ok=result.ok and decision.kind == "delivered" if result is not None else (
             previous.last_delivery_ok if previous else None),
         last_status_code=result.status_code if result is not None else (
             previous.last_status_code if previous else None),

@@ -22,7 +22,7 @@ def _test(api: ApiServer, ws: str, token: str, dest: str) -> dict[str, object]:
     response = api.call("POST", f"/v1/workspaces/{ws}/destinations/{dest}/test", token)
     assert response.status_code == 200, response.text
     result: dict[str, object] = response.json()
-    assert set(result) == {"delivered", "status_code", "latency_ms", "error"}
+    assert set(result) == {"delivered", "status_code", "latency_ms", "error", "message"}
     return result
 
 
@@ -37,6 +37,7 @@ def test_a_test_delivery_is_one_signed_cloudevents_batch(
     assert result["delivered"] is True
     assert result["status_code"] == 200
     assert result["error"] is None
+    assert result["message"] == "the receiver accepted the event"
     assert isinstance(result["latency_ms"], int)
     assert 0 <= result["latency_ms"] < 15_000
 

@@ -29,7 +29,7 @@ from auditrelay.store.migrations import (
 )
 from auditrelay.wire.secrets import generate_key
 
-HEAD = "0005"
+HEAD = "0006"
 BEHIND = "0002"
 #: What every refusal of a schema behind the code says, on one line.
 BEHIND_MESSAGE = (f"the database schema is behind (at {BEHIND}, code needs {HEAD}): "

@@ -3,10 +3,16 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from auditrelay.schemas.batches import REASON_DELETED, REASON_DISABLED, REASON_EXHAUSTED, BatchMeta
+from auditrelay.schemas.batches import (
+    REASON_DELETED,
+    REASON_DISABLED,
+    REASON_EXHAUSTED,
+    REASON_REJECTED,
+    BatchMeta,
+)
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.status import DestinationStatus
-from auditrelay.wire.client import DeliveryResult
+from auditrelay.wire.client import DeliveryResult, Part
 from auditrelay.wire.outcomes import (
     Decision,
     attempt_record,
@@ -194,3 +200,39 @@ def test_attempt_records_count_attempts() -> None:
     assert attempt_record(decide_now(result(200), second), result(200), NOW).attempt == 2
     refused = attempt_record(Decision("dead_letter", META.evolve(detail="gone")), None, NOW)
     assert (refused.outcome, refused.attempt, refused.status_code) == ("dead_letter", 0, None)
+
+
+# -- parts of a batch (kinds whose receivers take or refuse single events) ------------------
+
+def test_a_partly_taken_batch_retries_only_what_is_left() -> None:
+    left = Part(b'[{"id":"aud_3"}]', 1, "1 of 3 busy")
+    res = DeliveryResult(ok=False, status_code=200, latency_ms=5, error="1 of 3 busy",
+                         retry_after_seconds=None, gone=False, pending=left)
+    decision = decide_now(res)
+    assert decision.kind == "retry"
+    assert decision.body == left.body
+    assert decision.meta.events == 1
+    assert decision.meta.batch_id == META.batch_id
+
+
+def test_events_refused_for_good_are_set_apart_and_the_rest_is_delivered() -> None:
+    refused = Part(b'[{"id":"aud_2"}]', 1, "mapper_parsing_exception")
+    res = DeliveryResult(ok=True, status_code=200, latency_ms=5, error=None,
+                         retry_after_seconds=None, gone=False, rejected=refused)
+    decision = decide_now(res)
+    assert decision.kind == "delivered"
+    assert decision.rejected == refused
+
+
+def test_a_batch_refused_whole_is_dead_lettered_and_the_receiver_is_not_failing() -> None:
+    refused = Part(b"[]", 3, "Splunk HEC: invalid data format (code 6)")
+    res = DeliveryResult(ok=True, status_code=400, latency_ms=5, error=refused.detail,
+                         retry_after_seconds=None, gone=False, rejected=refused)
+    decision = decide_now(res)
+    assert decision.kind == "dead_letter"
+    assert decision.meta.reason == REASON_REJECTED
+    assert decision.disable is None
+    after = next_status(status("failing"), decision, res, NOW)
+    assert after.state == "ok"
+    assert after.last_delivery_ok is False
+    assert after.last_error == refused.detail

@@ -1,0 +1,143 @@
+"""One attempt of a batch: requests in order, replies read by the kind, one result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
+
+import pytest
+
+from auditrelay.wire.client import Reply
+from auditrelay.wire.kinds.base import Batch, Kind, Limits, Request, Target, Verdict
+from auditrelay.wire.kinds.send import Pacer, send_batch
+from tests.unit.wire.kinds.test_base import events_body, target
+
+pytestmark = pytest.mark.asyncio
+
+
+class Scripted(Kind):
+    """Two events per request; the reply's body says how to read it."""
+
+    name: ClassVar[str] = "scripted"
+    label: ClassVar[str] = "Scripted"
+    limits: ClassVar[Limits] = Limits(max_events=2)
+
+    def body(self, batch: Batch, target: Target, events: Sequence[int]) -> bytes:
+        return batch.part(events)
+
+    def read(self, reply: Reply, request: Request) -> Verdict:
+        script = json.loads(reply.body)
+        return Verdict(script["outcome"], script.get("words"),
+                       retry_after_seconds=script.get("after"),
+                       retry_items=tuple(script.get("retry", ())),
+                       rejected_items=tuple((i, "bad") for i in script.get("rejected", ())))
+
+
+class Poster:
+    def __init__(self, *scripts: dict[str, object]) -> None:
+        self.scripts = list(scripts)
+        self.sent: list[list[str]] = []
+
+    async def request(self, url: str, body: bytes,
+                      headers: Mapping[str, str] | Callable[[], Mapping[str, str]]) -> Reply:
+        self.sent.append([event["id"] for event in json.loads(body)])
+        script = self.scripts.pop(0) if self.scripts else {"outcome": "delivered"}
+        return Reply(200, None, None, json.dumps(script).encode(), 5)
+
+
+def batch(n: int) -> Batch:
+    return Batch(events_body(*([1] * n)), "msg_1", "ws1", n)
+
+
+def ids(body: bytes) -> list[str]:
+    return [event["id"] for event in json.loads(body)]
+
+
+async def test_every_request_taken_delivers_the_batch() -> None:
+    poster = Poster()
+    result = await send_batch(poster, Scripted(), target(), batch(5), Pacer())
+    assert poster.sent == [["aud_0", "aud_1"], ["aud_2", "aud_3"], ["aud_4"]]
+    assert result.ok
+    assert result.pending is None
+    assert result.rejected is None
+    assert result.latency_ms == 15
+
+
+async def test_a_failure_ends_the_attempt_and_leaves_the_rest_pending() -> None:
+    poster = Poster({"outcome": "delivered"}, {"outcome": "retry", "words": "busy", "after": 7})
+    result = await send_batch(poster, Scripted(), target(), batch(5), Pacer())
+    assert len(poster.sent) == 2
+    assert not result.ok
+    assert not result.gone
+    assert result.error == "busy"
+    assert result.retry_after_seconds == 7
+    assert result.pending is not None
+    assert result.pending.events == 3
+    assert ids(result.pending.body) == ["aud_2", "aud_3", "aud_4"]
+
+
+async def test_a_failure_of_the_first_request_leaves_the_whole_batch() -> None:
+    result = await send_batch(Poster({"outcome": "retry"}), Scripted(), target(), batch(5),
+                              Pacer())
+    assert not result.ok
+    assert result.pending is None
+
+
+async def test_too_large_requests_are_halved_and_one_event_too_large_is_rejected() -> None:
+    poster = Poster({"outcome": "split"}, {"outcome": "split", "words": "413 too large"})
+    result = await send_batch(poster, Scripted(), target(), batch(2), Pacer())
+    assert poster.sent == [["aud_0", "aud_1"], ["aud_0"], ["aud_1"]]
+    assert result.ok
+    assert result.rejected is not None
+    assert ids(result.rejected.body) == ["aud_0"]
+    assert result.rejected.detail == "413 too large"
+
+
+async def test_items_to_retry_and_items_refused_become_parts() -> None:
+    poster = Poster({"outcome": "delivered", "retry": [1], "rejected": [0],
+                     "words": "1 of 2 busy"})
+    result = await send_batch(poster, Scripted(), target(), batch(4), Pacer())
+    assert len(poster.sent) == 2
+    assert not result.ok
+    assert result.pending is not None
+    assert ids(result.pending.body) == ["aud_1"]
+    assert result.rejected is not None
+    assert ids(result.rejected.body) == ["aud_0"]
+    assert result.error == "1 of 2 busy"
+
+
+async def test_every_event_rejected_is_no_failure_but_all_rejected() -> None:
+    result = await send_batch(Poster({"outcome": "rejected", "words": "invalid format"}),
+                              Scripted(), target(), batch(2), Pacer())
+    assert result.ok
+    assert result.rejected is not None
+    assert result.rejected.events == 2
+    assert result.rejected.detail == "invalid format"
+
+
+async def test_stop_disables_with_the_kinds_words() -> None:
+    result = await send_batch(Poster({"outcome": "stop", "words": "channel archived"}),
+                              Scripted(), target(), batch(2), Pacer())
+    assert result.gone
+    assert not result.ok
+    assert result.error == "channel archived"
+
+
+async def test_a_pace_makes_the_next_request_wait_for_its_turn() -> None:
+    now = [100.0]
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(clock=lambda: now[0], sleep=sleep)
+    await pacer.turn("dst_1", 1.0)
+    await pacer.turn("dst_2", 1.0)
+    assert waited == []
+    now[0] += 0.25
+    await pacer.turn("dst_1", 1.0)
+    assert waited == [pytest.approx(0.75)]
+    await pacer.turn("dst_1", 0)  # no pace, no wait
+    assert len(waited) == 1
