@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -183,6 +183,10 @@ class DestinationSpec:
     event_types: tuple[str, ...] = ()
     enabled: bool = True
     name: str = "siem"
+    #: The destination kind (``auditrelay.wire.kinds``), its options and credentials.
+    kind: str = "webhook"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    credentials: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,7 +227,9 @@ def create_destinations(settings: Settings, workspaces: int,
             created = []
             for spec in specs:
                 body = DestinationIn(name=spec.name, url=spec.url, enabled=spec.enabled,
-                                     event_types=list(spec.event_types))
+                                     event_types=list(spec.event_types), kind=spec.kind,
+                                     options=dict(spec.options),
+                                     credentials=dict(spec.credentials))
                 dest, secret = service.create_destination(session, rows[spec.workspace], body,
                                                           ADMIN_ACTOR)
                 created.append(CreatedDestination(dest.id, dest.workspace_id, secret, spec))

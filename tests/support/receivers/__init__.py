@@ -1,0 +1,1 @@
+"""Strict fakes of the receivers of each destination kind, written from the vendors' docs."""
