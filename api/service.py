@@ -473,7 +473,8 @@ class Service:
 
     def config_of(self, workspace: Workspace | None, dest: Destination) -> DestinationConfig:
         """The record of ``dest`` on audit.destinations."""
-        return config_of(dest, forwarding=forwarding(self.settings, workspace))
+        return config_of(dest, forwarding=forwarding(self.settings, workspace),
+                         workspace_name=workspace.name if workspace is not None else "")
 
     def _publish_change(self, session: Session, workspace: Workspace, dest: Destination,
                         action: str, actor: Actor) -> None:

@@ -53,6 +53,8 @@ class DestinationConfig(BaseModel):
 
     id: str
     workspace_id: str
+    #: The workspace's name, for receivers that show it to people (Slack).
+    workspace_name: str = ""
     name: str
     #: What the receiver is (contract section 5.1): it decides the body, the auth, the
     #: limits and how answers are read. Records from before kinds are webhooks.

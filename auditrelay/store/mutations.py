@@ -130,7 +130,8 @@ def forwarding(settings: Settings, workspace: Workspace | None) -> bool:
 def enqueue_config(session: Session, settings: Settings, workspace: Workspace | None,
                    dest: Destination) -> None:
     """``dest``'s config record on audit.destinations, through the outbox."""
-    config = config_of(dest, forwarding=forwarding(settings, workspace))
+    config = config_of(dest, forwarding=forwarding(settings, workspace),
+                       workspace_name=workspace.name if workspace is not None else "")
     outbox.enqueue_record(session, settings.topics.destinations, dest.id.encode(),
                           config.model_dump_json().encode())
 
@@ -156,7 +157,8 @@ def event_builder(settings: Settings) -> EventBuilder:
                         source_base_url=settings.source_base_url)
 
 
-def config_of(dest: Destination, *, forwarding: bool) -> DestinationConfig:
+def config_of(dest: Destination, *, forwarding: bool, workspace_name: str = "",
+              ) -> DestinationConfig:
     """The record of the database row ``dest`` on audit.destinations.
 
     ``forwarding`` is whether the workspace's plan includes forwarding; the API
@@ -164,7 +166,8 @@ def config_of(dest: Destination, *, forwarding: bool) -> DestinationConfig:
     function, so the two never disagree on what a config holds.
     """
     return DestinationConfig(
-        id=dest.id, workspace_id=dest.workspace_id, name=dest.name, kind=dest.kind,
+        id=dest.id, workspace_id=dest.workspace_id, workspace_name=workspace_name,
+        name=dest.name, kind=dest.kind,
         options=dict(dest.options or {}), credentials_encrypted=dest.credentials_encrypted,
         url_encrypted=dest.url_encrypted, url_hint=dest.url_hint, enabled=dest.enabled,
         disabled_reason=dest.disabled_reason,
