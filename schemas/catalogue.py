@@ -123,6 +123,7 @@ _KNOWN: Final = [
         "triggered": "A schedule fired.",
     }),
     *_types("workflow", "workflow_run", {
+        "dispatched": "A workflow run was dispatched (by hand, by an API call or by a schedule).",
         "started": "A workflow run started.",
         "succeeded": "A workflow run finished successfully.",
         "failed": "A workflow run failed.",

@@ -81,7 +81,8 @@ def events_markdown(catalogue: Catalogue = DEFAULT_CATALOGUE,
         "",
         "| attribute | format |",
         "|---|---|",
-        f"| `id` | `aud_` + ULID, upper-case Crockford base32: `{EVENT_ID_PATTERN}` |",
+        "| `id` | `aud_` + ULID (upper-case Crockford base32) or `aud_` + UUIDv7 (canonical, "
+        f"lower-case): `{EVENT_ID_PATTERN}` |",
         f"| `workspaceid` (extension) | `ws_` + 1-40 lower-case letters or digits: "
         f"`{WORKSPACE_ID_PATTERN}` |",
         "| `source` | `{base_url}/workspaces/{workspaceid}` |",

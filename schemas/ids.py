@@ -4,8 +4,11 @@ Formats (each one a regular expression, documented in docs/events.md):
 
 ``event id``
     ``aud_`` + a ULID in canonical Crockford base32, upper case, 26 characters
-    (48-bit millisecond timestamp, 80 random bits). Time-sortable, and unique
-    per event: ``source`` + ``id`` is the deduplication key downstream.
+    (48-bit millisecond timestamp, 80 random bits), or ``aud_`` + a UUIDv7 in its
+    canonical form (RFC 9562: lower-case hex, ``8-4-4-4-12``, version 7, variant
+    ``10``). Both are time-sortable; services in other languages usually have a
+    UUIDv7 generator at hand. Unique per event: ``source`` + ``id`` is the
+    deduplication key downstream. auditrelay's own events use ULIDs.
 
 ``workspace id``
     ``ws_`` + 1 to 40 lower-case ASCII letters or digits (``ws_xyz``,
@@ -44,7 +47,8 @@ EVENT_ID_PREFIX: Final = "aud_"
 WORKSPACE_ID_PREFIX: Final = "ws_"
 
 #: A ULID's first character carries only 3 bits (128 bits in 26 base32 digits).
-EVENT_ID_PATTERN: Final = r"^aud_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
+EVENT_ID_PATTERN: Final = (r"^aud_(?:[0-7][0-9A-HJKMNP-TV-Z]{25}"
+                           r"|[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})$")
 WORKSPACE_ID_PATTERN: Final = r"^ws_[a-z0-9]{1,40}$"
 DESTINATION_ID_PATTERN: Final = r"^dst_[a-z0-9]{1,40}$"
 TOKEN_ID_PATTERN: Final = r"^tok_[a-z0-9]{1,40}$"  # noqa: S105 - an id format, no secret

@@ -58,6 +58,8 @@ def test_new_ids_have_their_formats() -> None:
 
 @pytest.mark.parametrize("value", [
     "aud_01JD7Q0Z8N6Y0F3X5KQ2M1V9RT", "aud_7ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+    "aud_019ade2c-4e1a-7b3c-9d4e-5f60718293a4",  # UUIDv7, canonical
+    "aud_019ade2c-4e1a-7b3c-bd4e-5f60718293a4",  # variant 10 with b
 ])
 def test_valid_event_ids(value: str) -> None:
     assert is_event_id(value)
@@ -69,6 +71,10 @@ def test_valid_event_ids(value: str) -> None:
     "aud_81JD7Q0Z8N6Y0F3X5KQ2M1V9RT",  # beyond 128 bits
     "aud_01JD7Q0Z8N6Y0F3X5KQ2M1V9RI",  # I is not Crockford
     "aud_01JD7Q0Z8N6Y0F3X5KQ2M1V9R",  # 25 characters
+    "aud_019ade2c-4e1a-4b3c-9d4e-5f60718293a4",  # UUIDv4, not time-sortable
+    "aud_019ADE2C-4E1A-7B3C-9D4E-5F60718293A4",  # upper case: not canonical
+    "aud_019ade2c-4e1a-7b3c-cd4e-5f60718293a4",  # variant 110
+    "aud_019ade2c4e1a7b3c9d4e5f60718293a4",  # no hyphens
     None,
 ])
 def test_invalid_event_ids(value: object) -> None:
