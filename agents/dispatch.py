@@ -49,12 +49,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAX_PRODUCE_BACKOFF = 10.0
+#: A new destination's config reaches every worker's registry within a second or two.
+UNKNOWN_WAIT_SECONDS = 15.0
+_UNKNOWN_POLL_SECONDS = 0.05
 
 
 class ConfigLookup(Protocol):
     """What delivery needs of ``auditrelay.tables.registry.DestinationRegistry``."""
 
     def get(self, destination_id: str) -> DestinationConfig | None: ...
+
+    def deleted(self, destination_id: str) -> bool: ...
 
 
 class Sink(Protocol):
@@ -129,6 +134,9 @@ class BatchProcessor:
     disable: Disabler
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.time
+    #: How long a batch of a destination this worker has never heard of waits for its
+    #: config (see :meth:`config_of`) before it is dead-lettered as deleted.
+    unknown_wait_seconds: float = UNKNOWN_WAIT_SECONDS
 
     def parse(self, record: Any) -> BatchMeta | None:
         """The record's batch metadata, or None when its headers are unusable."""
@@ -159,7 +167,7 @@ class BatchProcessor:
         their way: with ``defer`` (a lane's ``confirm_after``) their confirmations are
         handed to it, without it they are awaited before returning.
         """
-        config = self.lookup.get(meta.destination_id)
+        config = await self.config_of(meta.destination_id)
         refused = refusal(config, self.board.get(meta.destination_id))
         if refused is not None or config is None:
             reason = refused.reason if refused is not None else ""
@@ -172,6 +180,26 @@ class BatchProcessor:
         decision = decide(result, meta, round(self.clock() * 1000), self.schedule, self.rng)
         await self.apply(decision, result, body, defer)
         return decision
+
+    async def config_of(self, destination_id: str) -> DestinationConfig | None:
+        """The destination's config; for an id this worker's registry has never seen (nor
+        seen deleted), waits up to ``unknown_wait_seconds`` for it to arrive.
+
+        The router of another worker may route a new destination's first batch before
+        this worker's registry has read its config from ``audit.destinations``; refusing
+        it at once would dead-letter a healthy destination's batch as deleted.
+        """
+        config = self.lookup.get(destination_id)
+        if config is not None or self.lookup.deleted(destination_id):
+            return config
+        deadline = time.monotonic() + self.unknown_wait_seconds
+        while time.monotonic() < deadline:
+            # The registry is filled by its follower thread: nothing here to wait on.
+            await asyncio.sleep(_UNKNOWN_POLL_SECONDS)
+            config = self.lookup.get(destination_id)
+            if config is not None or self.lookup.deleted(destination_id):
+                return config
+        return None
 
     async def apply(self, decision: Decision, result: DeliveryResult | None,
                     body: bytes, defer: Defer | None = None) -> None:

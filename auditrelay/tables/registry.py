@@ -103,6 +103,10 @@ def _routes_of(configs: Iterable[DestinationConfig]) -> tuple[_Route, ...]:
                  for c in sorted(configs, key=lambda c: c.id) if c.enabled and c.forwarding)
 
 
+#: Deletions remembered by :meth:`DestinationRegistry.deleted` (about 150 bytes each).
+_DELETED_KEPT = 100_000
+
+
 class DestinationRegistry:
     """The latest config of every destination, keyed by id (see the module docstring)."""
 
@@ -113,6 +117,8 @@ class DestinationRegistry:
         self._routes: dict[str, tuple[_Route, ...]] = {}
         self._snapshot = _Snapshot(MappingProxyType({}), MappingProxyType({}))
         self._write_lock = threading.Lock()  # writers only; readers never take it
+        # Ids whose tombstone was read, oldest first (a dict as an ordered set).
+        self._deleted: dict[str, None] = {}
 
     def apply(self, key: str, value: bytes | None) -> bool:
         """Apply one record of ``audit.destinations``; True if the registry changed.
@@ -136,6 +142,7 @@ class DestinationRegistry:
             for key, config in decoded:
                 held = self._configs.get(key)
                 if config is None:
+                    self._note_deleted(key)
                     if held is None:
                         continue
                     self._forget(held)
@@ -144,6 +151,7 @@ class DestinationRegistry:
                         continue
                     if held is not None:
                         self._forget(held)
+                    self._deleted.pop(key, None)
                     self._configs[key] = config
                     self._ids_by_workspace.setdefault(config.workspace_id, set()).add(key)
                     touched.add(config.workspace_id)
@@ -153,6 +161,17 @@ class DestinationRegistry:
             if changed:
                 self._publish(touched)
         return changed
+
+    def _note_deleted(self, key: str) -> None:
+        self._deleted[key] = None
+        if len(self._deleted) > _DELETED_KEPT:
+            del self._deleted[next(iter(self._deleted))]
+
+    def deleted(self, destination_id: str) -> bool:
+        """Whether the destination's tombstone was read: it existed and was deleted (of the
+        last ``_DELETED_KEPT`` deletions). An id neither known nor deleted may be one whose
+        config has not arrived yet (another worker routed its batch first)."""
+        return destination_id in self._deleted
 
     def _forget(self, config: DestinationConfig) -> None:
         del self._configs[config.id]

@@ -62,9 +62,9 @@ class Env:
     def bootstrap(self) -> str:
         return self.settings.kafka_bootstrap
 
-    async def add_destination(self, url: str) -> tuple[str, str]:
+    async def add_destination(self, url: str, dest_id: str | None = None) -> tuple[str, str]:
         """A destination row and its config record; returns (id, secret)."""
-        dest_id = f"dst_{new_batch_id()[4:].lower()}"
+        dest_id = dest_id or f"dst_{new_batch_id()[4:].lower()}"
         secret = generate_secret()
         now = datetime.now(UTC)
         with self.store.transaction() as session:
@@ -91,7 +91,7 @@ class Env:
                            meta.headers())
         return meta, body
 
-    async def produce(self, topic: str, key: bytes, value: bytes,
+    async def produce(self, topic: str, key: bytes, value: bytes | None,
                       headers: list[tuple[str, bytes]] | None = None) -> None:
         def _send() -> None:
             producer = Producer({"bootstrap.servers": self.bootstrap})
@@ -240,10 +240,35 @@ async def test_410_disables_the_destination_and_dead_letters_its_backlog(
 async def test_a_batch_of_a_deleted_destination_is_dead_lettered_with_the_reason(
         env: Env, pipeline: DeliveryPipeline) -> None:
     names = env.settings.topics
-    gone, _ = await env.add_batch("dst_deleted")  # no config: deleted (or never created)
+    dest_id, _ = await env.add_destination("https://127.0.0.1:9/never-called")
+    await env.produce(names.destinations, dest_id.encode(), None)  # deleted: a tombstone
+    gone, _ = await env.add_batch(dest_id)
     dlq = await env.read(names.dlq, lambda s: len(s) >= 1)
     assert [(m.key(), header(m, "ar_batch_id"), header(m, "ar_reason")) for m in dlq] == [
-        (b"dst_deleted", gone.batch_id, REASON_DELETED)]
+        (dest_id.encode(), gone.batch_id, REASON_DELETED)]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_batch_that_comes_before_its_destinations_config_waits_for_it(
+        env: Env, pipeline: DeliveryPipeline) -> None:
+    # Another worker's router saw the new destination first; this worker's registry
+    # has not read its config yet when the batch arrives.
+    receiver = Receiver()
+    with serve(receiver) as url:
+        dest_id = f"dst_{new_batch_id()[4:].lower()}"
+        _, body = await env.add_batch(dest_id)
+        _, runner = pipeline._runners[0]  # the delivery stage's
+        # A lane is keyed by (partition, destination id).
+        await eventually(lambda: any(key[-1] == dest_id.encode()  # type: ignore[index]
+                                     for key in runner.lanes), 30,
+                         "the batch in its lane, waiting for a config")
+        assert pipeline.processor.lookup.get(dest_id) is None
+        await env.add_destination(url + "/hook", dest_id=dest_id)
+        await eventually(lambda: len(receiver.requests) >= 1, 30, "the early batch delivered")
+    assert receiver.bodies == [body]
+    attempts = await env.read(env.settings.topics.delivery_attempts, lambda s: len(s) >= 1)
+    assert [json.loads(m.value())["outcome"] for m in attempts] == ["delivered"]
 
 
 @pytest.mark.slow

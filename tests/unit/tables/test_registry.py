@@ -69,6 +69,8 @@ def test_tombstone_deletes_and_a_later_create_counts() -> None:
     registry.apply("dst_a", raw(config(version=5)))
     assert registry.apply("dst_a", None)
     assert registry.get("dst_a") is None
+    registry.apply("dst_a", raw(config("dst_a")))  # made again
+    assert not registry.deleted("dst_a")
     assert registry.matching("ws_a", "pro.atmos.x.y") == ()
     assert not registry.apply("dst_a", None)  # deleting twice changes nothing
     # After a delete, a record of any version is taken (a new destination with that id).
@@ -275,3 +277,16 @@ def test_apply_many_is_apply_in_order_with_one_snapshot() -> None:
     assert registry.apply("dst_a", None)
     assert registry.matching("ws_a", "pro.atmos.auth.login_succeeded") == ()
     assert registry._snapshot.routes == {}
+
+
+def test_deletions_are_remembered_apart_from_ids_never_seen() -> None:
+    registry = DestinationRegistry()
+    registry.apply("dst_a", raw(config("dst_a")))
+    registry.apply("dst_a", None)
+    registry.apply("dst_b", None)  # its config compacted away: only the tombstone is left
+    assert registry.deleted("dst_a")
+    assert registry.deleted("dst_b")
+    assert not registry.deleted("dst_new")  # maybe not here yet: delivery waits for it
+    assert registry.get("dst_a") is None
+    registry.apply("dst_a", raw(config("dst_a")))  # made again
+    assert not registry.deleted("dst_a")
