@@ -99,6 +99,13 @@ class RunResult:
         return float(last - self.emitted_at)
 
 
+#: Per destination kind: the URL path, options and credentials of the bench's
+#: destinations (made-up credentials: the bench receiver checks none).
+BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
+    "webhook": ("/hook", {}, {}),
+}
+
+
 @click.command("pipeline")
 @click.option("--events", default=100_000, show_default=True, type=click.IntRange(1, 5_000_000))
 @click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(0, 1_000_000),
@@ -111,12 +118,16 @@ class RunResult:
               help="Worker processes (each joins every group; scaling.md).")
 @click.option("--split", is_flag=True,
               help="Two workers: router+delivery+retention, and archive (worker --stages).")
+@click.option("--kind", default="webhook", show_default=True,
+              type=click.Choice(sorted(BENCH_KINDS)),
+              help="The destinations' kind (docs/destinations.md); the receivers answer as "
+              "that kind's receiver does when it takes a request.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Run the worker under cProfile, write the profile here and "
               "print its top functions.")
 @click.pass_obj
 def pipeline(settings: Settings, events: int, rate: float, destinations: str, size: int,
-             workers: int, split: bool, profile_path: Path | None) -> None:
+             workers: int, split: bool, kind: str, profile_path: Path | None) -> None:
     """End-to-end events/s and emit-to-receipt latency through a real worker."""
     from auditrelay.ops import kafka_local
 
@@ -130,8 +141,8 @@ def pipeline(settings: Settings, events: int, rate: float, destinations: str, si
         bench = _bench_settings(settings, prefix, Path(folder))
         stages: list[str | None] = _SPLIT if split else [None] * workers
         result = _run(bench, Path(folder), events=events, rate=rate, count=count, size=size,
-                      stages=stages, profile_path=profile_path)
-    _print_result(result, settings, rate=rate, count=count, size=size)
+                      stages=stages, profile_path=profile_path, kind=kind)
+    _print_result(result, settings, rate=rate, count=count, size=size, kind=kind)
     click.echo(f"  topics and groups of {prefix} deleted")
     if profile_path is not None:
         _print_profile(profile_path)
@@ -158,13 +169,15 @@ _SPLIT: list[str | None] = ["router,delivery,retention", "archive"]
 
 
 def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: int, size: int,
-         stages: list[str | None], profile_path: Path | None) -> RunResult:
+         stages: list[str | None], profile_path: Path | None, kind: str = "webhook",
+         ) -> RunResult:
     workers = len(stages)
-    dests = _prepare(settings, count, workers)
+    dests = _prepare(settings, count, workers, kind)
     ports = [d.port for d in dests]
     with contextlib.ExitStack() as stack:
         receiver = stack.enter_context(_process(
-            [sys.executable, "-m", "auditrelay.ops.bench_receiver", *map(str, ports)],
+            [sys.executable, "-m", "auditrelay.ops.bench_receiver", "--answer", kind,
+             *map(str, ports)],
             folder / "receiver.log", os.environ.copy()))
         procs = [stack.enter_context(_process(
             _worker_argv(profile_path if n == 0 else None), folder / f"worker{n}.log",
@@ -179,7 +192,7 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
     return result
 
 
-def _prepare(settings: Settings, count: int, workers: int) -> list[Destination]:
+def _prepare(settings: Settings, count: int, workers: int, kind: str) -> list[Destination]:
     """Topics, var dirs, and the destinations (with their config records)."""
     from auditrelay.ops.topics import ensure_topics
     from auditrelay.store.engine import upgrade_database
@@ -188,7 +201,7 @@ def _prepare(settings: Settings, count: int, workers: int) -> list[Destination]:
     upgrade_database(settings.database_url)  # the run's fresh database, before any worker
     for n in range(workers):  # Faust creates only its own folder in each
         (settings.var_dir / f"worker{n}").mkdir(parents=True, exist_ok=True)
-    dests = _create_destinations(settings, [_free_port() for _ in range(count)])
+    dests = _create_destinations(settings, [_free_port() for _ in range(count)], kind)
     _publish_outbox(settings)
     return dests
 
@@ -262,8 +275,9 @@ class _Workers:
 # -- setup: destinations through the service layer ------------------------------------------
 
 
-def _create_destinations(settings: Settings, ports: list[int]) -> list[Destination]:
-    """One Enterprise workspace and one destination per receiver port."""
+def _create_destinations(settings: Settings, ports: list[int], kind: str,
+                         ) -> list[Destination]:
+    """One Enterprise workspace and one destination of ``kind`` per receiver port."""
     from auditrelay.api.models import DestinationIn
     from auditrelay.api.service import ADMIN_ACTOR, Service
     from auditrelay.store.engine import Store, make_engine
@@ -276,8 +290,11 @@ def _create_destinations(settings: Settings, ports: list[int]) -> list[Destinati
         with store.transaction() as session:
             for n, port in enumerate(ports):
                 workspace, _ = service.create_workspace(session, f"bench{n}", "enterprise")
-                body = DestinationIn(name=f"bench receiver {n}",
-                                     url=f"http://127.0.0.1:{port}/hook")
+                path, options, credentials = BENCH_KINDS[kind]
+                # Every event type: a kind's default filter (Slack's) would skip some.
+                body = DestinationIn(name=f"bench receiver {n}", kind=kind,
+                                     url=f"http://127.0.0.1:{port}{path}", options=options,
+                                     credentials=credentials, event_types=[])
                 dest, _ = service.create_destination(session, workspace, body, ADMIN_ACTOR)
                 out.append(Destination(workspace.id, dest.id, port))
     finally:
@@ -572,12 +589,12 @@ def _records(bootstrap: str, topic: str, timeout: float = 60.0,
 
 
 def _print_result(result: RunResult, settings: Settings, *, rate: float, count: int,
-                  size: int) -> None:
+                  size: int, kind: str = "webhook") -> None:
     report, wall = result.report, result.wall
     latency = report["latency"]
     pace = f"paced at {rate:,.0f} events/s" if rate else "as fast as possible"
     click.echo(f"bench pipeline: {result.events} events of {size} bytes, {count} "
-               f"destination(s), {result.workers} worker(s), {pace}")
+               f"{kind} destination(s), {result.workers} worker(s), {pace}")
     click.echo(f"  end to end: {report['unique'] / wall:,.0f} events/s ({wall:.2f} s from the "
                f"first emit to the last receipt; producer emitted at "
                f"{result.events / result.emit_seconds:,.0f} events/s)")

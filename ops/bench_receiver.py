@@ -1,11 +1,14 @@
 """The loopback receivers of ``auditrelay bench pipeline``: one lean process, many ports.
 
-Run as ``python -m auditrelay.ops.bench_receiver PORT[:DELAY] [...]``. Every port serves a raw
-HTTP/1.1 handler on ``asyncio.start_server`` (no framework: the receivers must
-not be what limits the benchmark). A ``POST`` to any path other than the
-control paths is a delivery: its receipt time and body are stored and it is
-answered ``200`` at once; nothing is parsed while the clock runs but a count of
-the events in the body (a C-level substring count). A port given as ``PORT:DELAY``
+Run as ``python -m auditrelay.ops.bench_receiver [--answer KIND] PORT[:DELAY] [...]``. Every
+port serves a raw HTTP/1.1 handler on ``asyncio.start_server`` (no framework: the
+receivers must not be what limits the benchmark). A ``POST`` to any path other than the
+control paths is a delivery: its receipt time and body (gunzipped if it came
+compressed) are stored and it is answered at once, ``200`` or, with ``--answer KIND``,
+what that destination kind's receiver answers when it takes a request
+(``ANSWERS``); nothing is parsed while the clock runs but a count of the events in the
+body (a C-level substring count; envelopes carried as JSON strings, as Datadog's
+``message``, are unescaped first). A port given as ``PORT:DELAY``
 answers its deliveries only ``DELAY`` seconds after they arrived (a slow receiver);
 their receipt time is still the arrival. ``bench destinations`` tells its many
 destinations apart by the URL path of one port.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import re
 import sys
@@ -44,13 +48,31 @@ from typing import Any
 
 __all__ = ["Store", "percentile", "report", "serve"]
 
-_ID = re.compile(rb'"id":"(aud_[0-9A-Z]+)"')
+_ID = re.compile(rb'"id":"(aud_[0-9A-Za-z-]+)"')
 # The bench producer's emit stamp: fixed-point seconds in data.metadata.t.
 _STAMP = re.compile(rb'"t":"(\d+\.\d+)"')
 _EVENT_MARK = b'"specversion"'
 # What only the bench producer's events carry (not, e.g., the API's self-audit events).
 _STAMP_MARK = b'"metadata":{"t":"'
 _OK = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+# An envelope carried as a JSON string (Datadog's ``message``) has its quotes escaped.
+_ESCAPED_MARK = b'\\"specversion\\"'
+
+
+def _answer(status: bytes, body: bytes, content_type: bytes = b"application/json") -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: " + content_type
+            + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+#: How each destination kind's receiver says it took a request (``--answer KIND``).
+ANSWERS: dict[str, bytes] = {
+    "webhook": _OK,
+    "splunk_hec": _answer(b"200 OK", b'{"text":"Success","code":0}'),
+    "datadog_logs": _answer(b"202 Accepted", b"{}"),
+    "sumo_logic": _OK,
+    "elasticsearch": _answer(b"200 OK", b'{"errors":false}'),
+    "slack": _answer(b"200 OK", b"ok", b"text/html"),
+}
 
 
 @dataclass
@@ -63,6 +85,8 @@ class Store:
     paths: dict[bytes, list[float]] = field(default_factory=dict)
 
     def add(self, at: float, port: int, body: bytes, path: bytes = b"/") -> None:
+        if _ESCAPED_MARK in body:
+            body = body.replace(b'\\"', b'"')
         self.batches.append((at, port, body, path))
         self.events += body.count(_EVENT_MARK)
         # Kept as it arrives: polling thousands of paths must not re-parse every body.
@@ -179,21 +203,24 @@ def _query(path: bytes, name: bytes) -> bytes:
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes, bytes] | None:
-    """Method, path and body of the next request on the connection; None at its end."""
+    """Method, path and (decoded) body of the next request on the connection; None at its
+    end."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
     request_line, _, header_block = head.partition(b"\r\n")
     method, path, _ = request_line.split(b" ", 2)
-    length = 0
+    length, gzipped = 0, False
     for line in header_block.split(b"\r\n"):
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
-            break
+        elif name == b"content-encoding":
+            gzipped = value.strip().lower() == b"gzip"
     body = await reader.readexactly(length) if length else b""
-    return method, path, body
+    return method, path, gzip.decompress(body) if gzipped else body
 
 
 def _json_response(payload: dict[str, Any]) -> bytes:
@@ -202,7 +229,7 @@ def _json_response(payload: dict[str, Any]) -> bytes:
             + str(len(data)).encode() + b"\r\n\r\n" + data)
 
 
-def _handler(store: Store, port: int, delay: float = 0.0) -> Any:
+def _handler(store: Store, port: int, delay: float = 0.0, answer: bytes = _OK) -> Any:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await _read_request(reader)) is not None:
@@ -226,7 +253,7 @@ def _handler(store: Store, port: int, delay: float = 0.0) -> Any:
                     store.add(time.time(), port, body, path)
                     if delay:
                         await asyncio.sleep(delay)
-                    writer.write(_OK)
+                    writer.write(answer)
                 else:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
@@ -238,12 +265,13 @@ def _handler(store: Store, port: int, delay: float = 0.0) -> Any:
     return handle
 
 
-async def serve(ports: list[int], delays: dict[int, float] | None = None) -> None:
+async def serve(ports: list[int], delays: dict[int, float] | None = None,
+                answer: bytes = _OK) -> None:
     """Serve every port until cancelled; prints ``ready`` once all listen."""
     store = Store()
     delays = delays or {}
     # A deep backlog: thousands of destinations may connect at once.
-    servers = [await asyncio.start_server(_handler(store, port, delays.get(port, 0.0)),
+    servers = [await asyncio.start_server(_handler(store, port, delays.get(port, 0.0), answer),
                                           "127.0.0.1", port, backlog=4096)
                for port in ports]
     print("ready", flush=True)
@@ -255,13 +283,17 @@ async def serve(ports: list[int], delays: dict[int, float] | None = None) -> Non
 
 
 def main(argv: list[str]) -> None:
+    kind = "webhook"
+    if argv[:1] == ["--answer"]:
+        kind, argv = argv[1], argv[2:]
     given = [arg.partition(":") for arg in argv]
     ports = [int(port) for port, _, _ in given]
-    if not ports:
-        raise SystemExit("usage: python -m auditrelay.ops.bench_receiver PORT[:DELAY] [...]")
+    if not ports or kind not in ANSWERS:
+        raise SystemExit("usage: python -m auditrelay.ops.bench_receiver [--answer KIND] "
+                         f"PORT[:DELAY] [...]; KIND one of {', '.join(ANSWERS)}")
     delays = {int(port): float(delay) for port, _, delay in given if delay}
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(ports, delays))
+        asyncio.run(serve(ports, delays, ANSWERS[kind]))
 
 
 if __name__ == "__main__":

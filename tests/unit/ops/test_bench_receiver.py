@@ -76,3 +76,13 @@ def test_paths_count_the_bench_events_only_and_report_their_latency() -> None:
     got = path_report(store, since=1.2, prefix=b"/d/")
     assert got["paths"] == {"/d/0": [1, 0.5], "/d/1": [1, 1.5]}  # aud_B emitted before 1.2
     assert got["latency"]["max"] == 1.5
+
+
+def test_envelopes_carried_as_json_strings_are_counted_too() -> None:
+    store = Store()
+    envelope = '{"specversion":"1.0","id":"aud_019ade2c-4e1a-7b3c-9d4e-5f60718293a4",' \
+               '"data":{"metadata":{"t":"100.000000"}}}'
+    body = json.dumps([{"message": envelope, "ddsource": "auditrelay"}]).encode()
+    store.add(100.5, 1, body)
+    assert store.events == 1
+    assert report(store)["unique"] == 1
