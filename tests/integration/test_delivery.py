@@ -10,12 +10,14 @@ The retry schedule is compressed to 1, 2, 4 seconds without jitter.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -62,8 +64,9 @@ class Env:
     def bootstrap(self) -> str:
         return self.settings.kafka_bootstrap
 
-    async def add_destination(self, url: str, dest_id: str | None = None) -> tuple[str, str]:
-        """A destination row and its config record; returns (id, secret)."""
+    async def add_destination(self, url: str, dest_id: str | None = None, *,
+                              options: dict[str, Any] | None = None) -> tuple[str, str]:
+        """A webhook destination's row and config record; returns (id, secret)."""
         dest_id = dest_id or f"dst_{new_batch_id()[4:].lower()}"
         secret = generate_secret()
         now = datetime.now(UTC)
@@ -74,7 +77,8 @@ class Env:
             row = Destination(id=dest_id, workspace_id=WORKSPACE, name="siem",
                               url_encrypted=self.box.encrypt(url), url_hint=url_hint(url),
                               secret_encrypted=self.box.encrypt(secret), version=1,
-                              created_at=now, updated_at=now, enabled=True, event_types=[])
+                              created_at=now, updated_at=now, enabled=True, event_types=[],
+                              kind="webhook", options=options or {})
             session.add(row)
             session.flush()
             config = config_of(row, forwarding=True)
@@ -179,6 +183,22 @@ async def test_delivers_signed_batches_in_order_and_records_status(env: Env) -> 
     statuses = await env.read(env.settings.topics.delivery_status, lambda s: len(s) >= 1)
     latest = DestinationStatus.model_validate_json(statuses[-1].value() or b"")
     assert (latest.destination_id, latest.state, latest.last_delivery_ok) == (dest_id, "ok", True)
+
+
+@pytest.mark.asyncio
+async def test_gzip_sends_compressed_batches_signed_over_the_uncompressed_body(
+        env: Env) -> None:
+    receiver = Receiver()
+    with serve(receiver) as url:
+        dest_id, secret = await env.add_destination(url + "/hook", options={"gzip": True})
+        meta, body = await env.add_batch(dest_id, 3)
+        async with running_pipeline(env.settings):
+            await eventually(lambda: len(receiver.requests) >= 1, 30, "a delivery")
+    [request] = receiver.requests
+    assert request.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(request.body) == body
+    Webhook(secret).verify(gzip.decompress(request.body), request.headers)
+    assert request.headers["webhook-id"] == meta.batch_id
 
 
 @pytest.mark.slow
