@@ -6,8 +6,9 @@ form POSTs (add and edit a destination of any registered kind, with the kind's o
 fields: ``auditrelay.api.web_support``), the workspace's API tokens (listed, created
 and shown once, revoked), and a Server-Sent Events stream of live status), and the
 page's local assets under ``/static/web/``. Everything is server-rendered; the script
-only shows the selected kind's fields and applies the live status pushes. Each handler gets a ``Pages`` (the dependency
-``PagesDep``): the request, its workspace, the API's service and the page's key.
+only shows the selected kind's fields and applies the live status pushes. Each handler
+gets a ``Pages`` (the dependency ``PagesDep``): the request, its workspace, the API's
+service and the page's key.
 
 Auth: the sign-in form takes a workspace token and opens a server-side session
 (``auditrelay.api.page_sessions``): the HttpOnly, SameSite=Strict cookie scoped to

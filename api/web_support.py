@@ -267,13 +267,14 @@ def _kind_form(kind: Kind, current: DestinationOut | None) -> KindForm:
 def _url_field(kind: Kind, editing: bool) -> FormField:
     key = f"{kind.name}.url"
     label = kind.url_label or "URL"
-    hint = kind.url_hint_text or "https:// only; the host must be public."
     if kind.url_choices:
+        hint = kind.url_hint_text or "The site your account is on."
         choices = tuple((url, text) for text, url in kind.url_choices)
         if editing:
             return FormField(key, label, "select", hint, "",
                              (("", "Keep the saved one"), *choices))
         return FormField(key, label, "select", hint, choices[0][0], choices, required=True)
+    hint = kind.url_hint_text or "https:// only; the host must be public."
     if editing:
         hint += " Leave empty to keep the saved URL (only its start is shown above)."
     return FormField(key, label, "url", hint, required=not editing)
