@@ -565,8 +565,9 @@ async def _edit(pages: Pages, dest_id: str, form: dict[str, str]) -> Response:
 
 
 async def _replace_url(pages: Pages, dest_id: str, url: str) -> Response:
-    """The detail page's form: a new URL, checked as the API's PATCH checks it. The
-    answer names the URL's host at most (it may be the credential)."""
+    """A new URL alone (the form before the edit form; kept for what posts it), checked
+    as the API's PATCH checks it. The answer names the URL's host at most (it may be the
+    credential)."""
     service = pages.service
 
     def run() -> str:
