@@ -1,12 +1,14 @@
-"""The Workspace Settings page of webhook destinations, served by the API.
+"""The Workspace Settings page of destinations (every kind), served by the API.
 
 ``install_web(app, settings)`` adds ``router``: ``/workspaces/{ws}/settings/webhooks``
 (the page, a sign-in page, a destination's detail and delete-confirmation pages,
-form POSTs, the workspace's API tokens (listed, created and shown once, revoked), and
-a Server-Sent Events stream of live status), and the page's local
-assets under ``/static/web/``. Everything is server-rendered; the script only
-applies the live status pushes. Each handler gets a ``Pages`` (the dependency
-``PagesDep``): the request, its workspace, the API's service and the page's key.
+form POSTs (add and edit a destination of any registered kind, with the kind's own
+fields: ``auditrelay.api.web_support``), the workspace's API tokens (listed, created
+and shown once, revoked), and a Server-Sent Events stream of live status), and the
+page's local assets under ``/static/web/``. Everything is server-rendered; the script
+only shows the selected kind's fields and applies the live status pushes. Each handler
+gets a ``Pages`` (the dependency ``PagesDep``): the request, its workspace, the API's
+service and the page's key.
 
 Auth: the sign-in form takes a workspace token and opens a server-side session
 (``auditrelay.api.page_sessions``): the HttpOnly, SameSite=Strict cookie scoped to
@@ -16,9 +18,11 @@ the token. Each request looks the session up: unknown, expired (idle longer than
 another workspace's → 404, a plan without forwarding → 402. Every POST also carries a
 CSRF token, an HMAC of the session id (``auditrelay.api.web_support``), and is
 refused (403) without it or from another origin. Changes answer with a
-redirect (POST-redirect-GET) and a signed flash cookie; creating a destination
-and rotating its secret instead render the new secret once, with
-``Cache-Control: no-store``.
+redirect (POST-redirect-GET) and a signed flash cookie; creating a webhook
+destination and rotating its secret instead render the new secret once, with
+``Cache-Control: no-store`` (other kinds are not signed: their credentials, typed in,
+are never shown back). A refused form is shown again (422) with the service's message
+next to the field it names, and what was typed but the secrets.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from auditrelay.schemas.ids import is_workspace_id
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.db import Workspace, WorkspaceToken, utcnow
 from auditrelay.store.engine import Store
+from auditrelay.wire.kinds import signed
 from auditrelay.wire.secrets import load_or_create_dev_key
 
 __all__ = ["PAGE", "Pages", "install_web", "router"]
@@ -146,6 +151,9 @@ def login_path(ws: str) -> str:
 
 
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
+# The forms are made from the kinds registry, read at each render.
+templates.env.globals.update(kind_label=support.kind_label, kind_signed=signed,
+                             kind_forms=support.kind_forms, shared_fields=support.shared_fields)
 
 
 def _render(request: Request, name: str, context: dict[str, Any],
@@ -439,6 +447,11 @@ def settings_page(pages: PagesDep) -> HTMLResponse:
 
 @router.get(PAGE + "/destinations/{dest_id}", response_class=HTMLResponse)
 def detail(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
+    return _detail_page(pages, dest_id)
+
+
+def _detail_page(pages: Pages, dest_id: str, *, form: dict[str, str] | None = None,
+                 errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
     ws = pages.ws
     who, dest = pages.signed_destination(dest_id)
     now = datetime.now(UTC)
@@ -447,7 +460,8 @@ def detail(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
     response = _render(pages.request, "detail.html", {
         "ws": ws, "dest": dest, "status": support.row_status(dest, now),
         "attempts": attempts, "csrf": who.csrf, "page": page_path(ws),
-        "flash": pages.flash()})
+        "kinds": support.kind_forms(dest), "form": form or {}, "errors": errors or {},
+        "flash": pages.flash()}, status)
     pages.take_flash(response)
     return response
 
@@ -466,34 +480,39 @@ def confirm_delete(pages: PagesDep, dest_id: DestinationId) -> HTMLResponse:
 @router.post(PAGE + "/destinations")
 async def create(pages: PagesDep) -> Response:
     form = await pages.checked_form()
-    kept = {f: form.get(f, "") for f in support.FORM_FIELDS}
+    kept = support.kept_values(form)
 
-    def run() -> tuple[str, str, str]:
+    def run() -> tuple[str, str, str | None]:
         with pages.changing() as session:
             who = pages.signed(session)
             body = support.destination_from_form(form)
             dest, secret = pages.service.create_destination(session, who.workspace, body,
                                                             workspace_actor(pages.ws))
-            return dest.id, dest.name, secret
+            # Only a webhook is signed: other kinds have no secret to show.
+            return dest.id, dest.name, secret if signed(dest.kind) else None
 
     try:
         dest_id, name, secret = await run_in_threadpool(run)
     except QuotaExceededError as exc:
         return pages.redirect(f"The destination was not added: {exc}.", "error")
     except InvalidInputError as exc:
-        errors = {support.form_field(exc): str(exc)}
+        errors = {support.form_field(exc, support.form_kind(form)): str(exc)}
         return await run_in_threadpool(lambda: pages.page(form=kept, errors=errors,
                                                           status=422))
+    if secret is None:
+        return pages.redirect(f"{name} added.", "ok")
     return pages.secret_page(dest_id, name, secret, created=True)
 
 
 @router.post(PAGE + "/destinations/{dest_id}/{action}")
 async def change(pages: PagesDep, dest_id: DestinationId, action: str) -> Response:
-    if action not in ("enable", "disable", "delete", "rotate-secret", "test", "url"):
+    if action not in ("enable", "disable", "delete", "rotate-secret", "test", "url", "edit"):
         raise NotFoundError(f"no action {action}")
     form = await pages.checked_form()
     if action == "test":
         return await _send_test(pages, dest_id)
+    if action == "edit":
+        return await _edit(pages, dest_id, form)
     if action == "url":
         return await _replace_url(pages, dest_id, form.get("url", "").strip())
     service = pages.service
@@ -513,16 +532,42 @@ async def change(pages: PagesDep, dest_id: DestinationId, action: str) -> Respon
             return service.update_destination(session, who.workspace, dest_id, patch,
                                               actor).name, None
 
-    name, secret = await run_in_threadpool(run)
+    try:
+        name, secret = await run_in_threadpool(run)
+    except ConflictError as exc:
+        return pages.redirect(str(exc), "error")  # a kind without a secret to rotate
     if secret is not None:
         return pages.secret_page(dest_id, name, secret, created=False)
     done = {"enable": "enabled", "disable": "disabled", "delete": "deleted"}[action]
     return pages.redirect(f"{name} {done}.")
 
 
+async def _edit(pages: Pages, dest_id: str, form: dict[str, str]) -> Response:
+    """The detail page's edit form, checked as the API's PATCH is; a refused form is
+    shown again with the message next to its field."""
+    service = pages.service
+
+    def run() -> str:
+        with pages.changing() as session:
+            who = pages.signed(session)
+            patch = support.patch_from_form(form)
+            return service.update_destination(session, who.workspace, dest_id, patch,
+                                              workspace_actor(pages.ws)).name
+
+    try:
+        name = await run_in_threadpool(run)
+    except InvalidInputError as exc:
+        errors = {support.form_field(exc, support.form_kind(form)): str(exc)}
+        kept = support.kept_values(form)
+        return await run_in_threadpool(
+            lambda: _detail_page(pages, dest_id, form=kept, errors=errors, status=422))
+    return pages.redirect(f"{name} saved.", "ok")
+
+
 async def _replace_url(pages: Pages, dest_id: str, url: str) -> Response:
-    """The detail page's form: a new URL, checked as the API's PATCH checks it. The
-    answer names the URL's host at most (it may be the credential)."""
+    """A new URL alone (the form before the edit form; kept for what posts it), checked
+    as the API's PATCH checks it. The answer names the URL's host at most (it may be the
+    credential)."""
     service = pages.service
 
     def run() -> str:
@@ -605,10 +650,10 @@ async def _send_test(pages: Pages, dest_id: str) -> Response:
         test, name = await run_in_threadpool(prepare)
     except RateLimitedError as exc:
         return pages.redirect(f"The test was not sent: {exc}.", "error")
-    result, _ = await service.send_test(test)
-    text = support.test_outcome_text(result.ok, result.status_code, result.latency_ms,
-                                     result.error)
-    return pages.redirect(f"{name}: {text}", "ok" if result.ok else "error")
+    result, words = await service.send_test(test)
+    delivered = result.ok and result.rejected is None
+    text = support.test_outcome_text(delivered, result.status_code, result.latency_ms, words)
+    return pages.redirect(f"{name}: {text}", "ok" if delivered else "error")
 
 
 # -- live status ---------------------------------------------------------------------------

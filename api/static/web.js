@@ -1,5 +1,26 @@
-// Live status of the settings page: applies the pushes of the Server-Sent Events
-// stream to the status cells. Without this script the page is complete as served.
+// The settings page's two small scripts; without them the page is complete as served.
+//
+// Kind fields: a destination form (data-kinds) holds every kind's fields; only the
+// selected kind's are shown and sent (the others are hidden and disabled). Without the
+// script all are shown, and the server reads the selected kind's only.
+(function () {
+  "use strict";
+  function apply(form, select) {
+    form.querySelectorAll("fieldset.kind-fields").forEach(function (group) {
+      var chosen = group.getAttribute("data-kind") === select.value;
+      group.hidden = !chosen;
+      group.disabled = !chosen;
+    });
+  }
+  document.querySelectorAll("form[data-kinds]").forEach(function (form) {
+    var select = form.querySelector('select[name="kind"]');
+    if (!select) { return; }
+    select.addEventListener("change", function () { apply(form, select); });
+    apply(form, select);
+  });
+}());
+
+// Live status: applies the pushes of the Server-Sent Events stream to the status cells.
 (function () {
   "use strict";
   var table = document.querySelector("[data-stream]");

@@ -252,6 +252,16 @@ class Kind:
     default_categories: ClassVar[tuple[str, ...]] = ()
     #: The content type of :meth:`body`.
     content_type: ClassVar[str] = "application/json"
+    # How the settings page asks for the URL (``auditrelay.api.web_support``); the
+    # defaults give a free text field labelled "URL" with the generic help.
+    #: (label, url) pairs: the page offers a list instead of a text field (Datadog's sites).
+    url_choices: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: The URL field's label and help on the page; empty: "URL" and the generic help.
+    url_label: ClassVar[str] = ""
+    url_hint_text: ClassVar[str] = ""
+    #: The URL is the credential (Slack, Sumo Logic): the page never shows it back, not
+    #: even in a refused form.
+    url_secret: ClassVar[bool] = False
 
     # -- fields ----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ class WebhookOptions(KindOptions):
 
 class Webhook(Kind):
     name: ClassVar[str] = "webhook"
-    label: ClassVar[str] = "The receiver"
+    label: ClassVar[str] = "Webhook"
     Options: ClassVar[type[KindOptions]] = WebhookOptions
     content_type: ClassVar[str] = CONTENT_TYPE
 

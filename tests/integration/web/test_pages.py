@@ -8,7 +8,22 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
+import pytest
+
+from auditrelay.wire.client import Reply
+from auditrelay.wire.kinds import KINDS
+from auditrelay.wire.kinds.base import (
+    Batch,
+    Credentials,
+    Kind,
+    KindOptions,
+    Request,
+    Target,
+    Verdict,
+)
 from tests.integration.api.conftest import ApiServer
 from tests.integration.web.conftest import PAGE, WebUser, anonymous, csrf_of, sign_in
 
@@ -149,8 +164,9 @@ def test_a_post_from_another_origin_is_refused(user: WebUser) -> None:
 
 
 def test_the_services_validation_message_is_shown_next_to_the_field(user: WebUser) -> None:
+    # Keyed by the field's id: each kind's URL is a field of its own (f-<kind>-url).
     cases = {
-        "url": ({"url": "https://10.0.0.1/x"}, "url: "),
+        "webhook-url": ({"url": "https://10.0.0.1/x"}, "url: "),
         "headers": ({"headers": "Authorization: Bearer abc"}, "reserved"),
         "event_types": ({"event_types": "Not A Glob"}, "is not an event-type glob"),
         "name": ({"name": ""}, "name: "),
@@ -334,3 +350,149 @@ def test_a_bad_token_name_is_refused_with_a_message(user: WebUser) -> None:
     assert refused.status_code == 303
     assert "The token was not created" in user.get().text
     assert len(_token_ids(user.get().text)) == 1
+
+
+# -- kinds -------------------------------------------------------------------------------------
+# A kind registered only for these tests: the page must offer it, with its own fields,
+# without knowing it (the forms are made from the registry).
+
+
+class LedgerOptions(KindOptions):
+    index: str
+    mode: Literal["fast", "safe"] = "safe"
+    gzip: bool = False
+
+
+class Ledger(Kind):
+    name: ClassVar[str] = "ledger"
+    label: ClassVar[str] = "Ledger SIEM"
+    Options: ClassVar[type[KindOptions]] = LedgerOptions
+    credentials: ClassVar[Credentials] = Credentials(("token",), (frozenset({"token"}),))
+
+    def body(self, batch: Batch, target: Target, events: Sequence[int]) -> bytes:
+        return batch.part(events)
+
+    def read(self, reply: Reply, request: Request) -> Verdict:
+        ok = reply.status is not None and 200 <= reply.status < 300
+        return Verdict("delivered") if ok else Verdict("retry", reply.error)
+
+
+TOKEN_VALUE = "ledger-token-value-0123456789"
+
+
+@pytest.fixture
+def ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(KINDS, "ledger", Ledger())
+
+
+def _ledger_form(**fields: str) -> dict[str, str]:
+    return {"name": "Books", "kind": "ledger", "ledger.url": "https://siem.example.com/",
+            "ledger.options.index": "main", "ledger.options.mode": "fast",
+            "ledger.options.gzip": "true", "ledger.credentials.token": TOKEN_VALUE,
+            # Without the script every kind's fields are sent: only the selected kind's count.
+            "webhook.url": "https://10.0.0.1/ignored", "webhook.options.gzip": "true",
+            **fields}
+
+
+def _row_of(html: str, dest: str) -> str:
+    return html.split(f'id="dest-{dest}"', 1)[1].split("</tr>", 1)[0]
+
+
+@pytest.mark.usefixtures("ledger")
+def test_a_destination_of_another_kind_is_added_with_its_own_fields(user: WebUser) -> None:
+    page = user.get().text
+    assert '<option value="ledger">Ledger SIEM</option>' in page
+    assert 'name="ledger.credentials.token" value=""' in page
+    added = user.post("/destinations", _ledger_form())
+    assert added.status_code == 303  # not signed: no secret page
+    listing = user.get().text
+    assert "Books added." in listing
+    [dest] = _dest_ids(listing)
+    row = _row_of(listing, dest)
+    assert "Ledger SIEM" in row
+    assert "<code>gzip</code> on, <code>index</code> main, <code>mode</code> fast" in row
+    assert "credentials set: token" in row
+    assert "Rotate secret" not in row
+    detail = user.get(f"/destinations/{dest}").text
+    assert '<dd id="dest-kind">Ledger SIEM</dd>' in detail
+    assert "<code>token</code> (values hidden)" in detail
+    # The edit form shows the saved options, never the credential.
+    assert 'id="f-ledger-options-index" name="ledger.options.index" value="main"' in detail
+    assert '<option value="fast" selected>fast</option>' in detail
+    for text in (listing, detail):
+        assert TOKEN_VALUE not in text
+    saved = user.api.call("GET", f"/v1/workspaces/{user.ws}/destinations/{dest}",
+                          user.token).json()
+    assert (saved["kind"], saved["options"], saved["credentials_set"]) == (
+        "ledger", {"index": "main", "mode": "fast", "gzip": True}, ["token"])
+    # Not signed: rotating is refused in words, nothing changes.
+    refused = user.post(f"/destinations/{dest}/rotate-secret")
+    assert refused.status_code == 303
+    assert "not signed" in user.get().text
+
+
+@pytest.mark.usefixtures("ledger")
+def test_a_kinds_validation_error_names_its_field_and_keeps_the_typed_values(
+        user: WebUser) -> None:
+    cases = {
+        "ledger-options-index": ({"ledger.options.index": ""}, "options.index: "),
+        "ledger-options-mode": ({"ledger.options.mode": "slow"}, "options.mode: "),
+        "ledger-credentials-token": ({"ledger.credentials.token": ""}, "credentials.token: "),
+        "ledger-url": ({"ledger.url": "https://10.0.0.1/"}, "url: "),
+        "kind": ({"kind": "nope"}, "kind: unknown destination kind"),
+    }
+    for field, (data, expected) in cases.items():
+        response = user.post("/destinations", _ledger_form(**data))
+        assert response.status_code == 422, field
+        error = re.search(rf'id="f-{field}-error">([^<]+)<', response.text)
+        assert error is not None, field
+        assert expected in error.group(1), error.group(1)
+        assert response.text.count('aria-invalid="true"') == 1
+        assert "The destination was not added: " in response.text
+        assert 'value="Books"' in response.text  # what was typed is kept...
+        assert TOKEN_VALUE not in response.text  # ...but never a credential
+    kept = user.post("/destinations", _ledger_form(**{"ledger.credentials.token": ""}))
+    assert 'id="f-ledger-options-index" name="ledger.options.index" value="main"' in kept.text
+    assert '<option value="ledger" selected>Ledger SIEM</option>' in kept.text
+    assert _dest_ids(user.get().text) == []
+
+
+@pytest.mark.usefixtures("ledger")
+def test_the_edit_form_changes_options_and_keeps_what_is_left_empty(user: WebUser) -> None:
+    assert user.post("/destinations", _ledger_form()).status_code == 303
+    [dest] = _dest_ids(user.get().text)
+    api = f"/v1/workspaces/{user.ws}/destinations/{dest}"
+    row = user.api.destination_row(dest)
+    assert row is not None
+    sealed = (row.url_encrypted, row.credentials_encrypted)
+
+    edit = {"name": "Books 2", "kind": "ledger", "ledger.url": "",
+            "ledger.options.index": "audit", "ledger.options.mode": "safe",
+            "ledger.options.gzip": "false", "ledger.credentials.token": "",
+            "event_types": "pro.atmos.auth.*", "description": "d", "headers": ""}
+    saved = user.post(f"/destinations/{dest}/edit", edit)
+    assert saved.status_code == 303
+    assert "Books 2 saved." in user.get().text
+    got = user.api.call("GET", api, user.token).json()
+    assert got["options"] == {"index": "audit", "mode": "safe", "gzip": False}
+    assert got["event_types"] == ["pro.atmos.auth.*"]
+    assert got["credentials_set"] == ["token"]
+    row = user.api.destination_row(dest)
+    assert row is not None
+    assert (row.url_encrypted, row.credentials_encrypted) == sealed  # kept as they were
+
+    refused = user.post(f"/destinations/{dest}/edit", {**edit, "ledger.options.index": ""})
+    assert refused.status_code == 422
+    error = re.search(r'id="f-ledger-options-index-error">([^<]+)<', refused.text)
+    assert error is not None
+    assert "options.index" in error.group(1)
+    assert 'value="Books 2"' in refused.text
+
+    # Another kind: its own URL, and none of the old credentials carried over.
+    to_webhook = {**edit, "kind": "webhook", "webhook.url": "https://siem.example.com/hook",
+                  "webhook.options.gzip": "true"}
+    assert user.post(f"/destinations/{dest}/edit", to_webhook).status_code == 303
+    got = user.api.call("GET", api, user.token).json()
+    assert (got["kind"], got["options"], got["credentials_set"]) == (
+        "webhook", {"gzip": True}, [])
+    assert got["url"].startswith("https://siem.example.com")
