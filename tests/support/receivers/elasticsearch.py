@@ -56,7 +56,7 @@ _NOTHING = object()
 _ID_MAX_BYTES = 512
 #: The API key of Elasticsearch's create API key example (a test value, not a secret).
 EXAMPLE_KEY_ID = "VuaCfGcBCdbkQm-e5aOx"
-EXAMPLE_KEY_SECRET = "ui2lp2axTNmsyakw9tvNnw"  # noqa: S105
+EXAMPLE_KEY_SECRET = "ui2lp2axTNmsyakw9tvNnw"
 
 
 def _error_body(status: int, kind: str, reason: str, **more: Any) -> dict[str, Any]:
