@@ -13,6 +13,7 @@ no credential appears in the worker's log or in any record.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import ipaddress
 import json
 import time
@@ -320,7 +321,8 @@ def record_texts(messages: Sequence[Message]) -> list[str]:
 def emitted_ids(settings: Settings, workspace_id: str) -> set[str]:
     return {ce_id for ce_id, ce_type, ws in event_ids_on(settings.kafka_bootstrap,
                                                          settings.topics.events)
-            if ws == workspace_id and not ce_type.startswith("pro.atmos.webhook.")}
+            if ws == workspace_id
+            and any(fnmatch.fnmatchcase(ce_type, glob) for glob in EMITTED_TYPES)}
 
 
 @pytest.mark.slow
