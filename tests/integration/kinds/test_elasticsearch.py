@@ -480,3 +480,44 @@ def test_per_item_429s_are_sent_again_alone_and_all_arrive(settings: Settings,
         assert second == refused, (first, second)
     words = [json.loads(m.value() or b"{}").get("error") or "" for m in attempts]
     assert any("to send again" in w and "es_rejected_execution_exception" in w for w in words)
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.timeout(180)
+def test_refused_credentials_and_a_busy_cluster_show_in_words_then_everything_arrives(
+        settings: Settings, tmp_path: Path) -> None:
+    fake = FakeElasticsearch(username=CREDENTIALS["username"],
+                             password=CREDENTIALS["password"])
+    fake.status_all = 401  # as if the password had been changed on the cluster
+    with ExitStack() as stack:
+        url = stack.enter_context(serve(fake))
+        workspace_id, dest_id = es_destination(settings, url)
+        worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
+        worker.wait_ready()
+        emitted = emit_with(settings, workspace_id, 50, lambda n: {"n": n})
+        statuses: list[dict[str, Any]] = []
+
+        def status_says(words: str) -> Callable[[], bool]:
+            def check() -> bool:
+                statuses[:] = [json.loads(m.value() or b"{}") for m in read_topic(
+                    settings.kafka_bootstrap, settings.topics.delivery_status, timeout=10)]
+                return any(s.get("destination_id") == dest_id and s.get("state") == "failing"
+                           and s.get("last_error") == words for s in statuses)
+            return check
+
+        wait_until(status_says("Elasticsearch rejected the credentials (HTTP 401)"), 60,
+                   lambda: f"statuses: {statuses[-3:]}" + worker.tail(), interval=0.5)
+        fake.status_all = None
+        fake.fail_next(429, times=2, retry_after=1)
+        wait_until(lambda: set(fake.documents("audit")) >= set(emitted), 60,
+                   lambda: f"{fake.count('audit')} of 50 documents" + worker.tail())
+        attempts = read_topic(settings.kafka_bootstrap, settings.topics.delivery_attempts)
+        output = worker.output()
+
+    assert fake.count("audit") == 50
+    words = {json.loads(m.value() or b"{}").get("error") for m in attempts}
+    assert "Elasticsearch rejected the credentials (HTTP 401)" in words
+    assert any(w and w.startswith("Elasticsearch is overloaded (HTTP 429 "
+                                  "es_rejected_execution_exception") for w in words)
+    assert secrets_in([output, *record_texts(attempts)]) == []
