@@ -47,9 +47,13 @@ that require SigV4-signed requests are not supported (only fine-grained access c
 with the internal user database, which takes Basic).
 
 Vendor documentation read (December 2026, through the docs search):
-- Bulk API: https://www.elastic.co/docs/api/doc/elasticsearch/operation/operation-bulk
-  (and https://www.elastic.co/guide/en/elasticsearch/reference/7.6/docs-bulk.html:
-  NDJSON, final newline, ``create`` fails if the document exists, per-item results);
+- Bulk API: https://www.elastic.co/guide/en/elasticsearch/reference/7.6/docs-bulk.html
+  and the current description in the client reference,
+  https://elastic.co/docs/reference/elasticsearch/clients/javascript/api-reference
+  (NDJSON, final newline, ``create`` fails if the document exists, per-item results,
+  the ``create_doc``/``auto_configure`` privileges); the current API page
+  (https://www.elastic.co/docs/api/doc/elasticsearch/operation/operation-bulk) was not
+  reachable from here, so the per-item answer's shape follows those pages;
 - index names: https://www.elastic.co/guide/en/elasticsearch/reference/7.8/indices-create-index.html
   (lowercase; no ``\\ / * ? " < > | , #``, space or ``:``; not starting with ``-``,
   ``_``, ``+``; not ``.`` or ``..``; at most 255 bytes; leading ``.`` deprecated except
