@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.kinds.base import Kind
+from auditrelay.wire.kinds.elasticsearch import Elasticsearch
 from auditrelay.wire.kinds.webhook import Webhook
 
 __all__ = ["DEFAULT_KIND", "KINDS", "kind_named", "kind_options", "signed"]
@@ -23,6 +24,7 @@ DEFAULT_KIND = "webhook"
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Webhook(),
+    Elasticsearch(),
 )}
 
 
