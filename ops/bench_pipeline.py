@@ -103,6 +103,7 @@ class RunResult:
 #: destinations (made-up credentials: the bench receiver checks none).
 BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "webhook": ("/hook", {}, {}),
+    "elasticsearch": ("", {"index": "bench"}, {"api_key": "YmVuY2g6a2V5"}),
 }
 
 
