@@ -37,6 +37,7 @@ __all__ = [
     "Batch",
     "Credentials",
     "Event",
+    "FollowUp",
     "Kind",
     "KindOptions",
     "Limits",
@@ -218,6 +219,23 @@ Outcome = Literal["delivered", "split", "rejected", "retry", "stop"]
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A request a reply asks for before its verdict holds: Splunk HEC's indexer
+    acknowledgement, where the events were taken and their indexing is confirmed by
+    asking again. Sent ``delay_seconds`` after the reply; its reply is read by
+    :meth:`Kind.read_follow_up`, whose verdict is the request's (and may ask again).
+    The kind bounds the asking (``waited_seconds`` and ``state`` are its own); the
+    sender caps it too (``auditrelay.wire.kinds.send``)."""
+
+    request: Request
+    delay_seconds: float = 0.0
+    #: Seconds waited for this request's verdict so far (before this delay).
+    waited_seconds: float = 0.0
+    #: What the kind needs to read the reply (Splunk: the ack id).
+    state: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """How one reply is read.
 
@@ -228,6 +246,9 @@ class Verdict:
     - ``retry``: nothing taken; the batch goes to a retry tier (``retry_after_seconds``
       honoured);
     - ``stop``: the destination must be disabled (``words`` say why).
+
+    With ``follow_up`` the verdict is not final: the follow-up request is sent, and
+    the verdict of its reply (:meth:`Kind.read_follow_up`) replaces this one.
     """
 
     outcome: Outcome
@@ -236,6 +257,7 @@ class Verdict:
     retry_after_seconds: float | None = None
     retry_items: tuple[int, ...] = ()
     rejected_items: tuple[tuple[int, str], ...] = ()
+    follow_up: FollowUp | None = None
 
 
 class Kind:
@@ -323,6 +345,11 @@ class Kind:
 
     def read(self, reply: Reply, request: Request) -> Verdict:
         raise NotImplementedError
+
+    def read_follow_up(self, reply: Reply, follow_up: FollowUp, request: Request) -> Verdict:
+        """The verdict on ``request`` once ``follow_up`` (which :meth:`read` or an earlier
+        call asked for) got ``reply``. Only kinds that ask for follow-ups implement it."""
+        raise NotImplementedError(f"{self.name} asks for no follow-up requests")
 
     def accepted_words(self, events: int) -> str:
         """What a test send says when the receiver took it."""
