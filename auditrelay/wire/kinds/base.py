@@ -10,7 +10,8 @@ SSRF-safe client, test sends, the page) is shared:
   within its :class:`Limits` (events and bytes per request, pace);
 - **answers**: how each reply is read, as a :class:`Verdict`: delivered (maybe
   with items to send again or refused), split (too large: halve and resend),
-  rejected (never acceptable: dead letter), retry, or stop (disable);
+  rejected (never acceptable: dead letter), retry, or stop (disable); a verdict may
+  first ask for a follow-up request (Splunk's indexer acknowledgement);
 - **words**: what the status and a test send say about it.
 
 A kind is one module with one :class:`Kind` subclass, registered in

@@ -13,7 +13,9 @@ What it enforces:
 - a metrics ``Content-Type`` (``application/vnd.sumologic.*``) would make the body
   metrics, not logs: 400 here, since auditrelay only sends logs;
 - logs: one message per line (this fake does no multiline detection; the docs
-  tell customers how to turn it off for JSON lines).
+  tell customers how to turn it off for JSON lines). Stricter than Sumo, which takes
+  any text: every line must be one JSON object (NDJSON, what auditrelay promises),
+  else 400 and nothing of the request is kept.
 
 Switches: ``throttle`` (the next n requests get 429 with ``Retry-After``),
 ``unavailable`` (the next n get 503), ``delete(code)``. It records every exchange and
@@ -23,6 +25,7 @@ each message (line) it took with the ``X-Sumo-*`` headers of its request.
 from __future__ import annotations
 
 import gzip
+import json
 import secrets
 import zlib
 from dataclasses import dataclass
@@ -99,9 +102,19 @@ class SumoLogicFake(RecordingApp):
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return Answer(400, b"UTF-8 only", content_type="text/plain")
-        for line in text.split("\n"):
-            if line.strip():
+        lines = [line for line in text.split("\n") if line.strip()]
+        if not text.endswith("\n") or not all(_json_object(line) for line in lines):
+            return Answer(400, b"not NDJSON", content_type="text/plain")
+        for line in lines:
+            if line:
                 self.messages.append(Message(line.encode(), headers.get("x-sumo-category"),
                                              headers.get("x-sumo-name"),
                                              headers.get("x-sumo-host")))
         return Answer(200, b"", content_type="text/plain")
+
+
+def _json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
