@@ -36,6 +36,7 @@ from tests.support.pipeline import (
     DestinationSpec,
     WorkerProcess,
     create_destinations,
+    event_ids_on,
     public_resolver,
     publish_outbox,
 )
@@ -158,6 +159,10 @@ def test_a_deleted_source_is_retried_with_words_until_the_new_url_is_put_on(
         assert code not in read
         assert new_code not in read
         assert json.loads(read)["url"].endswith("/\u2026")
+        # The change's own self-audit event goes to the destination too: wait for it.
+        wait_until(lambda: any(kind.endswith(".webhook.updated") for _, kind, _ in event_ids_on(
+            settings.kafka_bootstrap, settings.topics.events)), 30,
+            lambda: "the update was not published" + worker.tail(), interval=0.5)
         expected = workspace_ids_on_events(settings, workspace_ids[0])
         wait_until(lambda: expected <= event_ids(fake), 90,
                    lambda: f"missing {len(expected - event_ids(fake))}" + worker.tail(),
