@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.kinds.base import Kind
 from auditrelay.wire.kinds.elasticsearch import Elasticsearch
+from auditrelay.wire.kinds.splunk_hec import SplunkHec
+from auditrelay.wire.kinds.sumo_logic import SumoLogic
 from auditrelay.wire.kinds.webhook import Webhook
 
 __all__ = ["DEFAULT_KIND", "KINDS", "kind_named", "kind_options", "signed"]
@@ -24,6 +26,8 @@ DEFAULT_KIND = "webhook"
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Webhook(),
+    SplunkHec(),
+    SumoLogic(),
     Elasticsearch(),
 )}
 

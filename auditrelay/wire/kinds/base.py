@@ -10,7 +10,8 @@ SSRF-safe client, test sends, the page) is shared:
   within its :class:`Limits` (events and bytes per request, pace);
 - **answers**: how each reply is read, as a :class:`Verdict`: delivered (maybe
   with items to send again or refused), split (too large: halve and resend),
-  rejected (never acceptable: dead letter), retry, or stop (disable);
+  rejected (never acceptable: dead letter), retry, or stop (disable); a verdict may
+  first ask for a follow-up request (Splunk's indexer acknowledgement);
 - **words**: what the status and a test send say about it.
 
 A kind is one module with one :class:`Kind` subclass, registered in
@@ -37,6 +38,7 @@ __all__ = [
     "Batch",
     "Credentials",
     "Event",
+    "FollowUp",
     "Kind",
     "KindOptions",
     "Limits",
@@ -218,6 +220,23 @@ Outcome = Literal["delivered", "split", "rejected", "retry", "stop"]
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A request a reply asks for before its verdict holds: Splunk HEC's indexer
+    acknowledgement, where the events were taken and their indexing is confirmed by
+    asking again. Sent ``delay_seconds`` after the reply; its reply is read by
+    :meth:`Kind.read_follow_up`, whose verdict is the request's (and may ask again).
+    The kind bounds the asking (``waited_seconds`` and ``state`` are its own); the
+    sender caps it too (``auditrelay.wire.kinds.send``)."""
+
+    request: Request
+    delay_seconds: float = 0.0
+    #: Seconds waited for this request's verdict so far (before this delay).
+    waited_seconds: float = 0.0
+    #: What the kind needs to read the reply (Splunk: the ack id).
+    state: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """How one reply is read.
 
@@ -228,6 +247,9 @@ class Verdict:
     - ``retry``: nothing taken; the batch goes to a retry tier (``retry_after_seconds``
       honoured);
     - ``stop``: the destination must be disabled (``words`` say why).
+
+    With ``follow_up`` the verdict is not final: the follow-up request is sent, and
+    the verdict of its reply (:meth:`Kind.read_follow_up`) replaces this one.
     """
 
     outcome: Outcome
@@ -236,6 +258,7 @@ class Verdict:
     retry_after_seconds: float | None = None
     retry_items: tuple[int, ...] = ()
     rejected_items: tuple[tuple[int, str], ...] = ()
+    follow_up: FollowUp | None = None
 
 
 class Kind:
@@ -333,6 +356,11 @@ class Kind:
 
     def read(self, reply: Reply, request: Request) -> Verdict:
         raise NotImplementedError
+
+    def read_follow_up(self, reply: Reply, follow_up: FollowUp, request: Request) -> Verdict:
+        """The verdict on ``request`` once ``follow_up`` (which :meth:`read` or an earlier
+        call asked for) got ``reply``. Only kinds that ask for follow-ups implement it."""
+        raise NotImplementedError(f"{self.name} asks for no follow-up requests")
 
     def accepted_words(self, events: int) -> str:
         """What a test send says when the receiver took it."""

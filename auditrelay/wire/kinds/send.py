@@ -10,6 +10,11 @@ as a batch of its own with the same batch id; refused events are its ``rejected`
 part, dead-lettered with the receiver's words. A kind with a pace (Slack: one
 request a second) makes the attempt wait for its turn (``Pacer``): the lane waits,
 nothing is dropped.
+
+A reply may also ask for a follow-up request before its verdict holds (Splunk HEC's
+indexer acknowledgement: ``Verdict.follow_up``): it is sent after its delay (the lane
+waits, as for a pace), and its reply's verdict replaces the first one. The kind bounds
+the asking; ``MAX_FOLLOW_UPS`` bounds it here too, whatever a kind does.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from auditrelay.wire.kinds.base import Batch, Kind, Request, Target, Verdict
 from auditrelay.wire.kinds.target import target_of
 from auditrelay.wire.signing import Decrypter
 
-__all__ = ["Attempter", "Pacer", "Poster", "send_batch"]
+__all__ = ["MAX_FOLLOW_UPS", "Attempter", "Pacer", "Poster", "send_batch"]
+
+#: Follow-up requests of one request at most; then it is sent again later (retry).
+MAX_FOLLOW_UPS = 30
 
 #: Destinations whose last request time a pacer keeps before it forgets the stale ones.
 _PACED_KEPT = 65_536
@@ -116,12 +124,33 @@ async def send_batch(poster: Poster, kind: Kind, target: Target, batch: Batch,
         attempt.latency_ms += reply.latency_ms
         attempt.status = reply.status
         verdict = kind.read(reply, request)
+        if verdict.follow_up is not None:
+            verdict = await _followed(poster, kind, pacer, request, verdict, attempt)
         if verdict.outcome in ("retry", "stop"):
             attempt.problem = verdict
             attempt.retry.extend(i for waiting in (request, *queue) for i in waiting.events)
             return _result(attempt, stopped=verdict.outcome == "stop")
         _take(attempt, kind, target, request, verdict, queue)
     return _result(attempt, stopped=False)
+
+
+async def _followed(poster: Poster, kind: Kind, pacer: Pacer, request: Request,
+                    verdict: Verdict, attempt: _Attempt) -> Verdict:
+    """The verdict on ``request`` once the follow-ups its reply asked for are answered."""
+    asked = 0
+    while verdict.follow_up is not None:
+        if asked >= MAX_FOLLOW_UPS:
+            return Verdict("retry", f"{kind.label}: no final answer after {asked} follow-up "
+                                    "requests; sent again later")
+        follow_up = verdict.follow_up
+        if follow_up.delay_seconds > 0:
+            await pacer.sleep(follow_up.delay_seconds)  # the receiver's pace, not a poll
+        sent = follow_up.request
+        reply = await poster.request(sent.url, sent.body, sent.headers)
+        attempt.latency_ms += reply.latency_ms
+        verdict = kind.read_follow_up(reply, follow_up, request)
+        asked += 1
+    return verdict
 
 
 def _take(attempt: _Attempt, kind: Kind, target: Target, request: Request, verdict: Verdict,

@@ -9,8 +9,8 @@ from typing import ClassVar
 import pytest
 
 from auditrelay.wire.client import Reply
-from auditrelay.wire.kinds.base import Batch, Kind, Limits, Request, Target, Verdict
-from auditrelay.wire.kinds.send import Pacer, send_batch
+from auditrelay.wire.kinds.base import Batch, FollowUp, Kind, Limits, Request, Target, Verdict
+from auditrelay.wire.kinds.send import MAX_FOLLOW_UPS, Pacer, send_batch
 from tests.unit.wire.kinds.test_base import events_body, target
 
 pytestmark = pytest.mark.asyncio
@@ -141,3 +141,85 @@ async def test_a_pace_makes_the_next_request_wait_for_its_turn() -> None:
     assert waited == [pytest.approx(0.75)]
     await pacer.turn("dst_1", 0)  # no pace, no wait
     assert len(waited) == 1
+
+
+# -- follow-up requests (a reply that asks before its verdict holds) -------------------------
+
+
+class Confirming(Kind):
+    """Each request's reply asks for follow-ups; a follow-up reply's body is the verdict
+    (or ``"again"``: ask again after ``state`` + 1 seconds)."""
+
+    name: ClassVar[str] = "confirming"
+    label: ClassVar[str] = "Confirming"
+
+    def body(self, batch: Batch, target: Target, events: Sequence[int]) -> bytes:
+        return batch.part(events)
+
+    def read(self, reply: Reply, request: Request) -> Verdict:
+        ask = Request("https://rx.example/ack", b"ask", {}, request.events)
+        return Verdict("delivered", follow_up=FollowUp(ask, delay_seconds=0.5, state=0))
+
+    def read_follow_up(self, reply: Reply, follow_up: FollowUp, request: Request) -> Verdict:
+        said = reply.body.decode()
+        if said == "again":
+            return Verdict("delivered", follow_up=FollowUp(
+                follow_up.request, delay_seconds=follow_up.state + 1.0,
+                waited_seconds=follow_up.waited_seconds + follow_up.delay_seconds,
+                state=follow_up.state + 1))
+        return Verdict(said, "not confirmed" if said == "retry" else None)  # type: ignore[arg-type]
+
+
+class FollowPoster:
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def request(self, url: str, body: bytes,
+                      headers: Mapping[str, str] | Callable[[], Mapping[str, str]]) -> Reply:
+        self.sent.append((url, body))
+        answer = self.answers.pop(0) if url.endswith("/ack") else "taken"
+        return Reply(200, None, None, answer.encode(), 5)
+
+
+def sleeping_pacer() -> tuple[Pacer, list[float]]:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    return Pacer(sleep=sleep), slept
+
+
+async def test_a_follow_up_is_sent_after_its_delay_and_its_verdict_holds() -> None:
+    poster = FollowPoster("again", "again", "delivered")
+    pacer, slept = sleeping_pacer()
+    result = await send_batch(poster, Confirming(), target(), batch(2), pacer)
+    assert result.ok
+    assert [url for url, _ in poster.sent] == ["https://rx.example/in"] + [
+        "https://rx.example/ack"] * 3
+    assert slept == [0.5, 1.0, 2.0]
+    assert result.latency_ms == 20
+
+
+async def test_a_follow_up_that_says_retry_leaves_the_request_pending() -> None:
+    pacer, _ = sleeping_pacer()
+    result = await send_batch(FollowPoster("retry"), Confirming(), target(), batch(2), pacer)
+    assert not result.ok
+    assert result.error == "not confirmed"
+    assert result.pending is None  # the whole batch is sent again
+
+
+async def test_follow_ups_are_capped_whatever_the_kind_does() -> None:
+    poster = FollowPoster(*(["again"] * (MAX_FOLLOW_UPS + 5)))
+    pacer, slept = sleeping_pacer()
+    result = await send_batch(poster, Confirming(), target(), batch(1), pacer)
+    assert not result.ok
+    assert len(slept) == MAX_FOLLOW_UPS
+    assert "no final answer" in (result.error or "")
+
+
+async def test_a_kind_without_follow_ups_refuses_to_read_one() -> None:
+    follow_up = FollowUp(Request("https://rx.example", b"", {}, (0,)))
+    with pytest.raises(NotImplementedError, match="scripted asks for no follow-up"):
+        Scripted().read_follow_up(Reply(200, None, None, b"", 1), follow_up, follow_up.request)
