@@ -104,6 +104,8 @@ class RunResult:
 BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "webhook": ("/hook", {}, {}),
     "elasticsearch": ("", {"index": "bench"}, {"api_key": "YmVuY2g6a2V5"}),
+    "splunk_hec": ("", {}, {"token": "1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718"}),
+    "sumo_logic": ("/receiver/v1/http/ZaVnC4dhaV0benchbenchbenchbenchbench", {}, {}),
 }
 
 
