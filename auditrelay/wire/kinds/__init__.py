@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.kinds.base import Kind
+from auditrelay.wire.kinds.datadog import Datadog
+from auditrelay.wire.kinds.slack import Slack
 from auditrelay.wire.kinds.webhook import Webhook
 
 __all__ = ["DEFAULT_KIND", "KINDS", "kind_named", "kind_options", "signed"]
@@ -23,6 +25,8 @@ DEFAULT_KIND = "webhook"
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Webhook(),
+    Datadog(),
+    Slack(),
 )}
 
 
