@@ -42,7 +42,7 @@ class IntakeRequest:
     at: float
     path: str
     headers: dict[str, str]
-    #: Uncompressed body bytes, and its entries when it was a JSON array.
+    #: Uncompressed body bytes, and its entries (taken or not).
     size: int
     entries: int
     key_sent: bool
@@ -112,26 +112,28 @@ class DatadogIntake:
                 return *_error(415, f"unsupported content encoding {encoding}"), 0, []
         except (OSError, zlib.error, EOFError):
             return *_error(400, "the body could not be decompressed"), 0, []
-        with self._lock:
-            forced = self.forced.pop(0) if self.forced else None
-        if forced is not None:
-            return *_error(forced, _TITLES.get(forced, "forced")), len(body), []
-        if len(body) > MAX_BYTES:
-            return *_error(413, f"payload of {len(body)} bytes above {MAX_BYTES}"), len(body), []
-        if not headers.get("content-type", "").startswith("application/json"):
-            return *_error(400, "content type must be application/json"), len(body), []
         try:
             value = json.loads(body)
         except ValueError:
+            value = None
+        logs = value if isinstance(value, list) else [value] if value is not None else []
+        with self._lock:
+            forced = self.forced.pop(0) if self.forced else None
+        if forced is not None:
+            return *_error(forced, _TITLES.get(forced, "forced")), len(body), logs
+        if len(body) > MAX_BYTES:
+            return *_error(413, f"payload of {len(body)} bytes above {MAX_BYTES}"), len(body), logs
+        if not headers.get("content-type", "").startswith("application/json"):
+            return *_error(400, "content type must be application/json"), len(body), logs
+        if value is None:
             return *_error(400, "malformed JSON"), len(body), []
-        logs = value if isinstance(value, list) else [value]
         if len(logs) > MAX_ENTRIES:
-            return *_error(400, f"{len(logs)} entries, more than {MAX_ENTRIES}"), len(body), []
+            return *_error(400, f"{len(logs)} entries, more than {MAX_ENTRIES}"), len(body), logs
         for log in logs:
             if not isinstance(log, dict) or not isinstance(log.get("message"), str) or any(
                     name in log and not isinstance(log[name], str)
                     for name in _STRING_ATTRIBUTES):
-                return *_error(400, "malformed log entry"), len(body), []
+                return *_error(400, "malformed log entry"), len(body), logs
         return 202, {}, len(body), logs
 
 
