@@ -60,10 +60,11 @@ class Webhook:
 class SlackHooks:
     """The ASGI app: several webhooks, by path."""
 
-    def __init__(self, *paths: str, interval: float = 1.0, tolerance: float = 0.05) -> None:
+    def __init__(self, *paths: str, interval: float = 1.0, tolerance: float = 0.0) -> None:
         self.hooks = {path: Webhook() for path in paths}
         self.interval = interval
-        #: Clock jitter between the sender's pace and this app's arrivals.
+        #: Seconds a message may come early (none: the sender counts its pace from the
+        #: reply, so it can keep a whole second between arrivals).
         self.tolerance = tolerance
         self._lock = threading.Lock()
 
