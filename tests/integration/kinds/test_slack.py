@@ -162,19 +162,23 @@ def test_a_thousand_events_in_ten_seconds_come_at_most_one_message_a_second(
 
 
 @pytest.mark.timeout(120)
-def test_a_gone_channel_disables_and_an_invalid_payload_dead_letters(
+def test_a_gone_channel_disables_an_invalid_payload_dead_letters_429_waits(
         settings: Settings, tmp_path: Path) -> None:
     answers = {hook(1): (404, "channel_not_found"), hook(2): (410, "channel_is_archived"),
                hook(3): (403, "action_prohibited"), hook(4): (400, "invalid_payload")}
-    hooks = SlackHooks(*answers)
+    busy = hook(5)
+    hooks = SlackHooks(*answers, busy)
     for path, answer in answers.items():
         hooks.state(path).answer = answer
+    hooks.state(busy).forced.append((429, "rate_limited"))
     names = settings.topics
     with ExitStack() as stack:
-        ws, ids = _set_up(settings, stack, hooks, list(answers))
+        ws, ids = _set_up(settings, stack, hooks, [*answers, busy])
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
-        _emit(settings, ws, 4)
+        wanted = _emit(settings, ws, 4)
+        wait_until(lambda: _tally(hooks.messages(busy), ws)[0] >= len(wanted), 60,
+                   lambda: f"{hooks.state(busy).requests}" + worker.tail())
         statuses = read_records(settings.kafka_bootstrap, names.delivery_status, lambda s: sum(
             json.loads(m.value() or b"{}").get("state") == "disabled" for m in s) >= 3, 60)
         dlq = read_records(settings.kafka_bootstrap, names.dlq, lambda s: len(s) >= 4, 60)
@@ -189,6 +193,13 @@ def test_a_gone_channel_disables_and_an_invalid_payload_dead_letters(
     assert "channel is archived (channel_is_archived)" in words[ids[1]]
     assert "prohibit this webhook from posting (action_prohibited)" in words[ids[2]]
     assert words[ids[3]] == ""  # an invalid payload does not disable the destination
+    assert words[ids[4]] == ""
+    # 429: sent again after Retry-After (and the retry tier), the whole message, once.
+    [(first, refused, _), (again, taken, _)] = hooks.state(busy).requests
+    assert (refused, taken) == (429, 200)
+    assert again - first >= 1.0
+    assert _tally(hooks.messages(busy), ws) == (len(wanted), sorted(
+        wanted, key=lambda target: int(target.removeprefix("usr_t"))))
     reasons = {(record.key() or b"").decode(): _headers(record) for record in dlq}
     for dest in ids[:3]:
         assert reasons[dest]["ar_reason"] == "destination_disabled"
@@ -201,7 +212,7 @@ def test_a_gone_channel_disables_and_an_invalid_payload_dead_letters(
         with store.transaction() as session:
             rows = {dest: session.get(Destination, dest) for dest in ids}
             assert [(row.enabled, row.disabled_reason) for row in rows.values()
-                    if row is not None] == [(False, "gone")] * 3 + [(True, None)]
+                    if row is not None] == [(False, "gone")] * 3 + [(True, None)] * 2
     finally:
         store.dispose()
     for record in [*statuses, *dlq, *attempts]:

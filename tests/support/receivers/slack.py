@@ -17,7 +17,8 @@ limits" (api.slack.com/docs/rate-limits), the Block Kit reference. This app enfo
 - 200 ``ok`` (``text/plain``) when taken.
 
 A test breaks a webhook with ``state(path).answer = (410, "channel_is_archived")``
-(every later message gets it), and reads ``state(path).messages`` (taken, with the
+(every later message gets it) or ``state(path).forced.append((429, "rate_limited"))``
+(the next one gets it), and reads ``state(path).messages`` (taken, with the
 moment they arrived) and ``.requests``.
 """
 
@@ -51,6 +52,8 @@ class Webhook:
 
     #: When set, every later request gets this ``(status, error code)``.
     answer: tuple[int, str] | None = None
+    #: Answers to the next requests, one each, before anything else is checked.
+    forced: list[tuple[int, str]] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     #: ``(moment, status, Slack's answer)`` of every request.
     requests: list[tuple[float, int, str]] = field(default_factory=list)
@@ -97,6 +100,8 @@ class SlackHooks:
             now = time.monotonic()
             if hook is None or scope["method"] != "POST":
                 status, code = 404, "no_service"
+            elif hook.forced:
+                status, code = hook.forced.pop(0)
             elif hook.answer is not None:
                 status, code = hook.answer
             else:
@@ -108,6 +113,8 @@ class SlackHooks:
                 if status == 200:
                     hook.last = now
                     hook.messages.append(Message(now, json.loads(body)))
+            if status == 429 and not extra:
+                extra.append((b"retry-after", b"1"))
             if hook is not None:
                 hook.requests.append((now, status, code))
         await send({"type": "http.response.start", "status": status,
