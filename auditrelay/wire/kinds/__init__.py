@@ -15,7 +15,9 @@ from pydantic import ValidationError
 
 from auditrelay.schemas.errors import InvalidInputError
 from auditrelay.wire.kinds.base import Kind
+from auditrelay.wire.kinds.datadog import Datadog
 from auditrelay.wire.kinds.elasticsearch import Elasticsearch
+from auditrelay.wire.kinds.slack import Slack
 from auditrelay.wire.kinds.splunk_hec import SplunkHec
 from auditrelay.wire.kinds.sumo_logic import SumoLogic
 from auditrelay.wire.kinds.webhook import Webhook
@@ -27,8 +29,10 @@ DEFAULT_KIND = "webhook"
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Webhook(),
     SplunkHec(),
+    Datadog(),
     SumoLogic(),
     Elasticsearch(),
+    Slack(),
 )}
 
 

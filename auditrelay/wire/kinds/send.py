@@ -72,6 +72,15 @@ class Pacer:
             self._next = {key: due for key, due in self._next.items() if due > current}
         self._next[destination_id] = max(at, now) + interval
 
+    def replied(self, destination_id: str, interval: float) -> None:
+        """Count the pace from the reply too: a request that left late (a busy loop, a
+        slow connect) must not reach the receiver less than ``interval`` before the next
+        one. The receiver took it before it replied, so this bounds what it sees."""
+        if interval <= 0:
+            return
+        due = self.clock() + interval
+        self._next[destination_id] = max(self._next.get(destination_id, due), due)
+
 
 @dataclass
 class Attempter:
@@ -121,6 +130,7 @@ async def send_batch(poster: Poster, kind: Kind, target: Target, batch: Batch,
         request = queue.popleft()
         await pacer.turn(target.config.id, kind.limits.min_interval_seconds)
         reply = await poster.request(request.url, request.body, request.headers)
+        pacer.replied(target.config.id, kind.limits.min_interval_seconds)
         attempt.latency_ms += reply.latency_ms
         attempt.status = reply.status
         verdict = kind.read(reply, request)
