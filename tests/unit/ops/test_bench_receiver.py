@@ -82,7 +82,8 @@ def test_envelopes_carried_as_json_strings_are_counted_too() -> None:
     store = Store()
     envelope = '{"specversion":"1.0","id":"aud_019ade2c-4e1a-7b3c-9d4e-5f60718293a4",' \
                '"data":{"metadata":{"t":"100.000000"}}}'
-    body = json.dumps([{"message": envelope, "ddsource": "auditrelay"}]).encode()
+    body = json.dumps([{"message": envelope, "ddsource": "auditrelay",
+                         "audit": {"id": "aud_019ade2c-4e1a-7b3c-9d4e-5f60718293a4"}}]).encode()
     store.add(100.5, 1, body)
     assert store.events == 1
     assert report(store)["unique"] == 1
