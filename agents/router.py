@@ -177,10 +177,15 @@ class Router:
         """Hand records to the producer in order; those not handed over, and why."""
         for position, entry in enumerate(todo):
             try:
-                # Cancelling a send still waiting for metadata or queue room is safe:
-                # the record is not queued yet.
-                future = await asyncio.wait_for(self.publisher.send(entry[1]),
-                                                self._schedule_timeout)
+                # Awaited inline, not in a task of its own as wait_for would: a send that
+                # finds room in the producer's batch returns without a turn of the event
+                # loop, which the delivery lanes keep busy. With a task per record, a
+                # round of 10 000 records waited some 40 000 turns and the router fell
+                # tens of seconds behind (issue #19, docs/scaling.md). Cancelling a send
+                # still waiting for metadata or queue room is safe: the record is not
+                # queued yet.
+                async with asyncio.timeout(self._schedule_timeout):
+                    future = await self.publisher.send(entry[1])
             except Exception as exc:
                 return todo[position:], f"{entry[1].topic}: {exc!r}"
             inflight[asyncio.ensure_future(future)] = entry

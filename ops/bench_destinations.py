@@ -19,6 +19,8 @@ topic prefix ``bench.<random>.`` and a temporary folder:
 4. ``--burst``: one event per workspace, and the time from the produce to the last
    receipt; ``--rate R --duration S``: a steady phase, emit -> receipt percentiles
    overall, of the median and of the slowest destination;
+   with ``--keep-logs DIR`` the steady phase's receipts, batches and attempts are also
+   written to ``DIR/receipts.json`` (docs/scaling.md: where the tail's time went);
 5. the worker's peak RSS (``VmHWM``), CPU seconds, log size, and its failed attempts
    (``audit.delivery-attempts``), healthy destinations apart from slow/refusing ones;
    then everything stops and every topic of the prefix is deleted.
@@ -145,7 +147,8 @@ def destinations(settings: Settings, workspaces: int, per_workspace: int,
             with _topics_deleted(run, run.topic_prefix):
                 _run(run, Path(tmp), workspaces=workspaces, per_workspace=per_workspace,
                      events=events_per_workspace, deadline=deadline, slow=slow,
-                     refusing=refusing, burst=burst, rate=rate, duration=duration)
+                     refusing=refusing, burst=burst, rate=rate, duration=duration,
+                     dump=keep_logs)
         finally:
             if keep_logs is not None:
                 keep_logs.mkdir(parents=True, exist_ok=True)
@@ -156,7 +159,7 @@ def destinations(settings: Settings, workspaces: int, per_workspace: int,
 
 def _run(settings: Settings, folder: Path, *, workspaces: int, per_workspace: int,
          events: int, deadline: float, slow: int, refusing: int, burst: bool, rate: float,
-         duration: float) -> None:
+         duration: float, dump: Path | None = None) -> None:
     from auditrelay.ops.topics import ensure_topics
 
     ensure_topics(settings)
@@ -190,8 +193,8 @@ def _run(settings: Settings, folder: Path, *, workspaces: int, per_workspace: in
                 if burst:
                     _burst(control, fleet, emit, watch, deadline=deadline)
                 if rate and duration:
-                    _steady(control, fleet, emit, watch, rate=rate,
-                            duration=duration, deadline=deadline)
+                    _steady(settings, control, fleet, emit, watch, rate=rate,
+                            duration=duration, deadline=deadline, dump=dump)
             watch.sample()
             _figure("worker", f"peak RSS {watch.rss_kib / 1024:,.0f} MiB, "
                         f"{_cpu_seconds(worker.pid):,.1f} s CPU, "
@@ -312,8 +315,8 @@ def _burst(control: str, fleet: Fleet, emit: _Emitter, watch: _Watch, *,
                     f"healthy destinations within {deadline:.0f} s")
 
 
-def _steady(control: str, fleet: Fleet, emit: _Emitter, watch: _Watch, *,
-            rate: float, duration: float, deadline: float) -> None:
+def _steady(settings: Settings, control: str, fleet: Fleet, emit: _Emitter, watch: _Watch, *,
+            rate: float, duration: float, deadline: float, dump: Path | None = None) -> None:
     from auditrelay.ops.bench_receiver import percentile
 
     count = max(1, round(rate * duration))
@@ -339,6 +342,40 @@ def _steady(control: str, fleet: Fleet, emit: _Emitter, watch: _Watch, *,
         got = sum(n for n, _ in mine["paths"].values())
         _figure("steady: healthy destinations", f"p99 {mine['latency']['p99']:.2f} s "
                     f"({got:,} of {expected:,} event deliveries)")
+    if dump is not None:
+        _dump_receipts(settings, control, fleet, watch, emitted_at, dump)
+
+
+def _dump_receipts(settings: Settings, control: str, fleet: Fleet, watch: _Watch,
+                   emitted_at: float, folder: Path) -> None:
+    """``receipts.json``: the steady phase's [emit, receipt] per event and destination,
+    each destination's path and workspace, and where each batch was when: produced to
+    ``audit.deliveries`` (its Kafka timestamp) and attempted (``audit.delivery-attempts``);
+    for finding what the late ones share, and which stage held them."""
+    from auditrelay.ops.bench_receiver import _ID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    since = emitted_at * 1000
+    batches = [[key.decode(), ts / 1000, headers.get("ar_batch_id", b"").decode(),
+                [i.decode() for i in _ID.findall(value)]]
+               for ts, key, value, headers in _records(settings.kafka_bootstrap,
+                                                       settings.topics.deliveries)
+               if ts >= since]
+    attempts = []
+    for ts, _, value, _ in _records(settings.kafka_bootstrap,
+                                    settings.topics.delivery_attempts):
+        if value and ts >= since:
+            record = json.loads(value)
+            attempts.append([record["destination_id"], record["batch_id"], record["at"],
+                             record["latency_ms"], record["outcome"], record["attempt"]])
+    data = {
+        "batches": batches, "attempts": attempts,
+        "worker_started": watch.started, "emitted_at": emitted_at,
+        "destinations": {dest: {"path": path, "workspace": fleet.workspace_of[path]}
+                         for dest, path in fleet.path_of.items()},
+        "receipts": _get(f"{control}/receipts?since={emitted_at:.6f}&prefix=/"),
+    }
+    (folder / "receipts.json").write_text(json.dumps(data))
 
 
 # -- the failed attempts, from audit.delivery-attempts ----------------------------------------

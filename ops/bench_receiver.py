@@ -29,6 +29,8 @@ Control paths, on any port:
   events of all of them (``events``) and the first receipt of all;
 - ``GET /paths?since=T&prefix=P``: per path starting with ``P``, the unique events
   emitted at ``T`` or later and their p99 latency, and the percentiles of them all.
+- ``GET /receipts?since=T&prefix=P``: per path starting with ``P``, [emit time, receipt
+  time] of the first copy of each event emitted at ``T`` or later.
 
 The receiver and the producer share the machine's clock (``time.time()``), so
 the latencies need no clock synchronisation.
@@ -46,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Store", "percentile", "report", "serve"]
+__all__ = ["Store", "percentile", "receipts", "report", "serve"]
 
 _ID = re.compile(rb'"id":"(aud_[0-9A-Za-z-]+)"')
 # The bench producer's emit stamp: fixed-point seconds in data.metadata.t.
@@ -203,6 +205,22 @@ def path_report(store: Store, since: float, prefix: bytes) -> dict[str, Any]:
     }
 
 
+def receipts(store: Store, since: float, prefix: bytes) -> dict[str, list[list[float]]]:
+    """Per path under ``prefix``: [emit time, receipt time] of the first copy of each
+    event emitted at ``since`` or later (for looking at who was late, and when)."""
+    seen: set[tuple[bytes, bytes]] = set()
+    per_path: dict[str, list[list[float]]] = {}
+    for at, _, body, path in store.batches:
+        if not path.startswith(prefix):
+            continue
+        for event_id, stamp in zip(_ID.findall(body), _STAMP.findall(body), strict=False):
+            if float(stamp) < since or (path, event_id) in seen:
+                continue
+            seen.add((path, event_id))
+            per_path.setdefault(path.decode(), []).append([float(stamp), at])
+    return per_path
+
+
 def _query(path: bytes, name: bytes) -> bytes:
     for pair in path.partition(b"?")[2].split(b"&"):
         key, _, value = pair.partition(b"=")
@@ -254,6 +272,9 @@ def _handler(store: Store, port: int, delay: float = 0.0, answer: bytes = _OK) -
                         float(_query(path, b"after") or 0))))
                 elif path.startswith(b"/paths?"):
                     writer.write(_json_response(path_report(
+                        store, float(_query(path, b"since") or 0), _query(path, b"prefix"))))
+                elif path.startswith(b"/receipts?"):
+                    writer.write(_json_response(receipts(
                         store, float(_query(path, b"since") or 0), _query(path, b"prefix"))))
                 elif path == b"/reset":
                     store.reset()

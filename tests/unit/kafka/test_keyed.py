@@ -275,6 +275,40 @@ async def test_a_paused_partition_counts_bytes_too() -> None:
         await within_turns(lambda: tp(0) not in member.consumer.paused(), "resumed")
 
 
+@pytest.mark.asyncio
+async def test_records_settled_behind_a_slow_one_do_not_pause_the_partition() -> None:
+    # Issue #19: one destination's batch waiting on a slow receiver kept every record
+    # after it "in flight" until it settled, and the partition of a thousand healthy
+    # destinations was paused behind it.
+    group = FakeGroup(1)
+    async with Member(group, max_records=3) as member:
+        handler = member.handler
+        gate = handler.hold(0, 0)  # the slow one: offset 0, key "slow"
+        group.append(0, "slow", *(f"ok{n}" for n in range(10)))
+        await member.assign(tp(0))
+        await within_turns(lambda: all(handler.by_key.get(k(f"ok{n}")) == [n + 1]
+                                       for n in range(10)), "every other key handled")
+        assert tp(0) not in member.consumer.paused()
+        assert member.runner.in_flight(tp(0)) == 1
+        assert member.runner.commit_point(tp(0)) == 0  # still never past the slow one
+        gate.set_result(None)
+        await within_turns(lambda: member.runner.commit_point(tp(0)) == 11, "committed on")
+
+
+@pytest.mark.asyncio
+async def test_offsets_kept_behind_a_slow_record_are_bounded() -> None:
+    group = FakeGroup(1)
+    async with Member(group, max_records=2) as member:
+        gate = member.handler.hold(0, 0)
+        behind = 2 * keyed.BEHIND_FACTOR
+        group.append(0, "slow", *(f"ok{n}" for n in range(behind + 5)))
+        await member.assign(tp(0))
+        await within_turns(lambda: tp(0) in member.consumer.paused(), "paused at the bound")
+        gate.set_result(None)
+        await within_turns(lambda: member.runner.commit_point(tp(0)) == behind + 6,
+                           "all handled once the slow one settled")
+
+
 class Diverting:
     """Diverts records of the keys in ``divert`` (at feed time) and ``stop`` (when their
     turn comes), records of topic TOPIC only; records moves in order."""

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from auditrelay.ops.bench_receiver import Store, complete, path_report, percentile, report
+from auditrelay.ops.bench_receiver import (
+    Store,
+    complete,
+    path_report,
+    percentile,
+    receipts,
+    report,
+)
 
 
 def body(*events: tuple[str, float]) -> bytes:
@@ -87,3 +94,14 @@ def test_envelopes_carried_as_json_strings_are_counted_too() -> None:
     store.add(100.5, 1, body)
     assert store.events == 1
     assert report(store)["unique"] == 1
+
+
+def test_receipts_give_emit_and_first_receipt_per_path_and_event() -> None:
+    store = Store()
+    store.add(2.0, 1, body(("aud_A", 1.5), ("aud_OLD", 0.5)), b"/d/0")
+    store.add(3.0, 1, body(("aud_A", 1.5)), b"/d/0")  # a copy: its first receipt counts
+    store.add(4.0, 1, body(("aud_A", 1.5)), b"/d/1")  # another destination's copy
+    store.add(5.0, 2, body(("aud_B", 4.0)), b"/s/2")
+
+    assert receipts(store, 1.0, b"/d/") == {"/d/0": [[1.5, 2.0]], "/d/1": [[1.5, 4.0]]}
+    assert receipts(store, 0.0, b"/")["/d/0"] == [[1.5, 2.0], [0.5, 2.0]]
