@@ -1,7 +1,8 @@
 """Scenario helpers of the pipeline's end-to-end tests (``tests/integration/test_pipeline_*``).
 
-Settings of one test, receivers with destinations to them (``set_up``), a stream of
-events (``emit``, ``Emitter``), what each destination must get (``expected_ids``,
+Settings of one test (``scenario``: with the contract's topics, deleted after),
+receivers with destinations to them (``set_up``), a stream of events (``emit``,
+``Emitter``), what each destination must get (``expected_ids``,
 from ``audit.events`` itself, self-audit events included), waiting for it
 (``wait_delivered``) and checking it (``assert_exact``).
 """
@@ -11,15 +12,18 @@ from __future__ import annotations
 import fnmatch
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from auditrelay.ops.topics import ensure_topics
 from auditrelay.producer import Actor, AuditProducer, ProducerConfig
 from auditrelay.schemas.settings import Settings
+from tests.support.cleanup import topics_cleaned_up
 from tests.support.pipeline import (
     CreatedDestination,
     DestinationSpec,
@@ -30,7 +34,7 @@ from tests.support.pipeline import (
     event_ids_on,
     publish_outbox,
 )
-from tests.support.polling import wait_until
+from tests.support.polling import wait_quiet, wait_until
 from tests.support.servers import Receiver, serve
 from tests.support.settings import make_settings
 
@@ -52,6 +56,16 @@ def pipeline_settings(bootstrap: str, unique_name: str, tmp_path: Path, **more: 
         "consumer_session_timeout_seconds": 6, "retry_schedule_seconds": "2,4",
         "retry_jitter": 0, "log_level": "INFO", **more}
     return make_settings(tmp_path, bootstrap, f"test.{unique_name}.", **values)
+
+
+@contextmanager
+def scenario(bootstrap: str, admin: AdminClient, unique_name: str, tmp_path: Path,
+             **more: object) -> Iterator[Settings]:
+    """``pipeline_settings`` with the contract's topics made; deleted afterwards."""
+    settings = pipeline_settings(bootstrap, unique_name, tmp_path, **more)
+    with topics_cleaned_up(admin, settings.topics):
+        ensure_topics(settings)
+        yield settings
 
 
 # -- the scene: receivers, destinations, events --------------------------------------------
@@ -89,10 +103,12 @@ def set_up(stack: ExitStack, settings: Settings, workspaces: int,
 
 
 def emit(settings: Settings, workspace_ids: Sequence[str], count: int, *,
-         per_second: float | None = None) -> list[str]:
+         per_second: float | None = None,
+         metadata: Callable[[int], dict[str, Any]] = lambda n: {"n": n}) -> list[str]:
     """``count`` events round robin over workspaces and kinds; their ids once all confirmed.
 
     With ``per_second`` the events are spread over time (a stream), else sent at once.
+    Event n carries ``metadata(n)`` (``{"n": n}`` unless told otherwise).
     """
     ids: list[str] = []
     started = time.monotonic()
@@ -100,7 +116,7 @@ def emit(settings: Settings, workspace_ids: Sequence[str], count: int, *,
         for n in range(count):
             category, action = KINDS[(n // len(workspace_ids)) % len(KINDS)]
             event = producer.emit(workspace_ids[n % len(workspace_ids)], category, action,
-                                  actor=USER, metadata={"n": n})
+                                  actor=USER, metadata=metadata(n))
             ids.append(event.id)
             if per_second is not None and n % 100 == 99:
                 ahead = started + (n + 1) / per_second - time.monotonic()
@@ -162,16 +178,8 @@ def wait_delivered(sinks: Sequence[Sink], expected: Sequence[set[str]], timeout:
             w.tail() for w in worker_tails)
 
     wait_until(lambda: not any(missing()), timeout, report, interval=0.2)
-    last = [-1]
-    quiet_since = [time.monotonic()]
-
-    def quiet() -> bool:
-        total = sum(len(sink.receiver.requests) for sink in sinks)
-        if total != last[0]:
-            last[0], quiet_since[0] = total, time.monotonic()
-        return time.monotonic() - quiet_since[0] >= 1.5
-
-    wait_until(quiet, 30, "receivers kept receiving", interval=0.1)
+    wait_quiet(lambda: sum(len(sink.receiver.requests) for sink in sinks), 1.5,
+               what="receivers kept receiving")
 
 
 def assert_exact(sinks: Sequence[Sink], expected: Sequence[set[str]]) -> list[int]:

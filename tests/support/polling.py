@@ -1,6 +1,8 @@
 """Waiting in tests: poll a condition until it holds, or fail at a deadline.
 
 - ``wait_until``: blocking code (a thread, a subprocess, the broker).
+- ``wait_quiet``: until a count (requests a receiver got) stops changing for a while,
+  so that a late duplicate or foreign request would be seen.
 - ``eventually``: its twin for a test running in the event loop.
 - ``within_turns``: for unit tests of asyncio code, event-loop turns and no clock at
   all, so that the outcome never depends on how fast the machine is.
@@ -16,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-__all__ = ["Message", "eventually", "wait_until", "within_turns"]
+__all__ = ["Message", "eventually", "wait_quiet", "wait_until", "within_turns"]
 
 #: The failure message, or a function building it when the deadline has passed.
 Message = str | Callable[[], str]
@@ -35,6 +37,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: Message = "t
             raise AssertionError(f"not within {timeout} s: {_text(what)}")
         time.sleep(interval)
     return time.monotonic()
+
+
+def wait_quiet(count: Callable[[], int], seconds: float, timeout: float = 30.0,
+               what: Message = "it kept receiving", *, interval: float = 0.1) -> float:
+    """Poll ``count`` until it has not changed for ``seconds``; returns when (monotonic)."""
+    last = [-1]
+    since = [time.monotonic()]
+
+    def quiet() -> bool:
+        now = count()
+        if now != last[0]:
+            last[0], since[0] = now, time.monotonic()
+        return time.monotonic() - since[0] >= seconds
+
+    return wait_until(quiet, timeout, what, interval=interval)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float,

@@ -3,6 +3,8 @@ one HTTP receiver the tests deliver to.
 
 - ``Server`` / ``serve``: any ASGI app (the API, a ``Receiver``) on 127.0.0.1 at a free
   port, plain HTTP or, given a trustme certificate, HTTPS.
+- ``read_request`` / ``send_answer``: the ASGI plumbing every fake receiver shares
+  (lifespan, the whole body, the answer), so that a fake holds only its rules.
 - ``Receiver``: an ASGI app that records every request (method, path, headers, body,
   when) and answers as scripted: one status for all, or ``respond(n)`` per request n,
   after an optional delay. ``with Receiver(...) as rx`` serves it too (``rx.url``).
@@ -23,7 +25,8 @@ from typing import Any
 import trustme
 import uvicorn
 
-__all__ = ["Received", "Receiver", "Responder", "Server", "free_port", "serve"]
+__all__ = ["Received", "Receiver", "Request", "Responder", "Server", "free_port",
+           "read_request", "send_answer", "serve"]
 
 _DEADLINE = 30.0
 
@@ -95,6 +98,59 @@ def serve(app: Any, *, cert: trustme.LeafCert | None = None) -> Iterator[str]:
         yield server.base_url
 
 
+# -- the ASGI plumbing of a receiver -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, whole: ``path`` is the raw path and its query (``/a?b=c``),
+    header names are lower case."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+async def read_request(scope: dict[str, Any], receive: Any, send: Any) -> Request | None:
+    """The request of an ASGI ``http`` call, read whole; ``None`` when there is nothing to
+    answer (a ``lifespan`` call, answered here, or a sender gone mid-request)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return None
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None  # the sender died mid-request (kill -9): no request was made
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    if scope.get("query_string"):
+        path += "?" + scope["query_string"].decode("latin-1")
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    return Request(scope["method"], path, headers, body)
+
+
+async def send_answer(scope: dict[str, Any], send: Any, status: int,
+                      headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Answer an ASGI ``http`` call: ``status``, ``headers`` (content type included), ``body``."""
+    fields = list(headers)
+    if scope.get("scheme") == "https":
+        # asyncio closes a TLS connection by waiting (up to 30 s) for the peer's
+        # close_notify, which an idle pooled client never sends: so no TLS connection
+        # is left idle for the server's shutdown to close.
+        fields.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": fields})
+    await send({"type": "http.response.body", "body": body})
+
+
 # -- the receiver --------------------------------------------------------------------------
 
 
@@ -146,42 +202,19 @@ class Receiver:
     # -- as an ASGI app ----------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the sender died mid-request (kill -9): no request was made
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
+        request = await read_request(scope, receive, send)
+        if request is None:
+            return
         with self._lock:
             index = len(self.requests)
             status, headers = (self._respond(index) if self._respond is not None
                                else (self.status, []))
-            self.requests.append(Received(time.monotonic(), scope["method"], path, {
-                k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}, body,
-                status))
+            self.requests.append(Received(time.monotonic(), request.method, request.path,
+                                          request.headers, request.body, status))
         if self.delay:
             await asyncio.sleep(self.delay)
-        fields = [(b"content-type", b"application/json"), *headers]
-        if scope.get("scheme") == "https":
-            # asyncio closes a TLS connection by waiting (up to 30 s) for the peer's
-            # close_notify, which an idle pooled client never sends: so no TLS connection
-            # is left idle for the server's shutdown to close.
-            fields.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": fields})
-        await send({"type": "http.response.body", "body": b"{}"})
+        await send_answer(scope, send, status, [(b"content-type", b"application/json"),
+                                                *headers], b"{}")
 
     @property
     def bodies(self) -> list[bytes]:

@@ -14,7 +14,10 @@ controls, so nothing outside loopback is ever looked up or connected to.
   allowed private CIDRs, admin token off, ...) inside a test.
 - ``receiver``: an HTTPS receiver (``tests.support.servers.Receiver``) on 127.0.0.1
   whose trustme certificate is for ``RECEIVER_HOST``, a made-up name the resolver
-  maps to 127.0.0.1.
+  maps to 127.0.0.1; ``at_receiver_host`` serves any app (a vendor's fake) so.
+- For the destination kinds' modules: ``vendor_api`` (an app that knows a vendor's
+  names and allows loopback), ``ApiServer.post_destination`` / ``send_test`` /
+  ``assert_never_shown``, and ``refused_naming`` (a 422 naming a field).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +48,7 @@ from auditrelay.store.db import Destination, OutboxEntry
 from auditrelay.store.engine import Store, upgrade_database
 from auditrelay.wire.secrets import box_from_settings
 from tests.support.cleanup import topics_cleaned_up
-from tests.support.servers import Receiver, serve
+from tests.support.servers import Receiver, Server, serve
 from tests.support.settings import make_settings
 from tests.unit.wire.test_ssrf import NAMES as SSRF_NAMES
 from tests.unit.wire.test_ssrf import FakeResolver
@@ -61,6 +64,15 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 def make_resolver() -> FakeResolver:
     return FakeResolver(NAMES)
+
+
+def refused_naming(result: tuple[int, dict[str, Any]], field: str) -> str:
+    """The message of a ``post_destination`` answered 422 naming ``field`` first."""
+    status, answer = result
+    assert status == 422, answer
+    message: str = answer["error"]["message"]
+    assert message.startswith(f"{field}:"), message
+    return message
 
 
 def error_of(response: httpx.Response) -> dict[str, str]:
@@ -162,11 +174,29 @@ class ApiServer:
         return body["id"], body["token"]
 
     def create_destination(self, ws: str, token: str, **body: Any) -> dict[str, Any]:
-        payload = {"name": "SIEM", "url": "https://siem.example.com/ingest", **body}
-        response = self.call("POST", f"/v1/workspaces/{ws}/destinations", token, json=payload)
-        assert response.status_code == 201, response.text
-        created: dict[str, Any] = response.json()
+        status, created = self.post_destination(
+            ws, token, **{"name": "SIEM", "url": "https://siem.example.com/ingest", **body})
+        assert status == 201, created
         return created
+
+    def post_destination(self, ws: str, token: str, **body: Any) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` as a destination of ``ws``: the status and the JSON answer."""
+        response = self.call("POST", f"/v1/workspaces/{ws}/destinations", token, json=body)
+        answer: dict[str, Any] = response.json()
+        return response.status_code, answer
+
+    def send_test(self, ws: str, token: str, dest: str) -> dict[str, Any]:
+        """A test send to destination ``dest``: its report (the call itself must be 200)."""
+        response = self.call("POST", f"/v1/workspaces/{ws}/destinations/{dest}/test", token)
+        assert response.status_code == 200, response.text
+        report: dict[str, Any] = response.json()
+        return report
+
+    def assert_never_shown(self, *secrets: str) -> None:
+        """No response this server gave so far holds any of ``secrets``."""
+        for response in self.responses:
+            for secret in secrets:
+                assert secret not in response.text, response.request.url
 
     def outbox_count(self) -> int:
         with self.store.transaction() as session:
@@ -257,14 +287,35 @@ def api(make_api: MakeApi) -> ApiServer:
     return make_api(publish=True)
 
 
+@contextmanager
+def module_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               name: str = "api", **options: Any) -> Iterator[ApiServer]:
+    """An unpublished app (``running_api`` ``options``) on a fresh database of the kind
+    ``request.param``: for a module-scoped fixture parametrized by ``DB_KINDS``."""
+    tmp = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    with fresh_database(str(request.param), tmp,
+                        lambda: request.getfixturevalue("postgres_server")) as url, \
+            running_api(url, tmp / "var", **options) as server:
+        yield server
+
+
 @pytest.fixture(scope="module", params=DB_KINDS)
 def shared_api(request: pytest.FixtureRequest,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """One unpublished app per module and database kind; tests use workspaces of their own."""
-    tmp = tmp_path_factory.mktemp(f"api-{request.param}")
-    with fresh_database(str(request.param), tmp,
-                        lambda: request.getfixturevalue("postgres_server")) as url, \
-            running_api(url, tmp / "var") as server:
+    with module_api(request, tmp_path_factory) as server:
+        yield server
+
+
+@contextmanager
+def vendor_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               name: str, vendor_names: Mapping[str, Sequence[str]]) -> Iterator[ApiServer]:
+    """``module_api`` whose resolver also knows a vendor's names (mapped to a public
+    address: nothing connects to them) and that allows 127.0.0.0/8, so that a fake of
+    the vendor at ``http://127.0.0.1:{port}`` is the operator's choice."""
+    with module_api(request, tmp_path_factory, name,
+                    resolver=FakeResolver({**NAMES, **vendor_names}),
+                    settings={"allow_private_cidrs": LOOPBACK}) as server:
         yield server
 
 
@@ -290,6 +341,14 @@ def receiver(ca: trustme.CA) -> Iterator[Receiver]:
     with Receiver(cert=ca.issue_cert(RECEIVER_HOST), host=RECEIVER_HOST,
                   path="/ingest") as server:
         yield server
+
+
+@contextmanager
+def at_receiver_host(app: Any, ca: trustme.CA) -> Iterator[str]:
+    """``app`` served over HTTPS with a certificate of ``ca`` for ``RECEIVER_HOST``;
+    yields ``https://RECEIVER_HOST:{port}``."""
+    with Server(app, cert=ca.issue_cert(RECEIVER_HOST)) as server:
+        yield f"https://{RECEIVER_HOST}:{server.port}"
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from tests.integration.api.conftest import ApiServer, error_of
 
 
 def _create(api: ApiServer, ws: str, token: str, **body: Any) -> tuple[int, dict[str, Any]]:
-    payload = {"name": "SIEM", "url": "https://siem.example.com/ingest", **body}
-    response = api.call("POST", f"/v1/workspaces/{ws}/destinations", token, json=payload)
-    return response.status_code, response.json()
+    return api.post_destination(ws, token, **{
+        "name": "SIEM", "url": "https://siem.example.com/ingest", **body})
 
 
 def test_a_destination_is_a_webhook_unless_told_otherwise(shared_api: ApiServer) -> None:
@@ -40,7 +39,7 @@ def test_webhook_options_are_kept_and_patched_whole(shared_api: ApiServer) -> No
 def test_unknown_kinds_options_and_credentials_are_refused_naming_the_field(
         shared_api: ApiServer) -> None:
     ws, token = shared_api.create_workspace()
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"kind": "carrier_pigeon"}, "kind"),
         ({"options": {"gzpi": True}}, "options.gzpi"),
         ({"options": {"gzip": "sometimes"}}, "options.gzip"),

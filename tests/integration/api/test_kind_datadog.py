@@ -17,16 +17,13 @@ import pytest
 from auditrelay.wire.kinds.datadog import SITES
 from tests.integration.api.conftest import (
     DB_KINDS,
-    LOOPBACK,
-    NAMES,
     ApiServer,
     error_of,
-    fresh_database,
-    running_api,
+    refused_naming,
+    vendor_api,
 )
 from tests.support.receivers.datadog import DatadogIntake
 from tests.support.servers import serve
-from tests.unit.wire.test_ssrf import FakeResolver
 
 KEY = "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
@@ -37,19 +34,14 @@ VENDOR_NAMES = {url.removeprefix("https://"): ["93.184.216.34"] for url in SITES
 @pytest.fixture(scope="module", params=DB_KINDS)
 def dd_api(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    tmp = tmp_path_factory.mktemp(f"api-dd-{request.param}")
-    with fresh_database(str(request.param), tmp,
-                        lambda: request.getfixturevalue("postgres_server")) as url, \
-            running_api(url, tmp / "var", resolver=FakeResolver({**NAMES, **VENDOR_NAMES}),
-                        settings={"allow_private_cidrs": LOOPBACK}) as server:
+    with vendor_api(request, tmp_path_factory, "api-dd", VENDOR_NAMES) as server:
         yield server
 
 
 def _create(api: ApiServer, ws: str, token: str, **body: Any) -> tuple[int, dict[str, Any]]:
-    payload = {"name": "Datadog", "kind": "datadog_logs", "url": INTAKE,
-               "credentials": {"api_key": KEY}, **body}
-    response = api.call("POST", f"/v1/workspaces/{ws}/destinations", token, json=payload)
-    return response.status_code, response.json()
+    return api.post_destination(ws, token, **{
+        "name": "Datadog", "kind": "datadog_logs", "url": INTAKE,
+        "credentials": {"api_key": KEY}, **body})
 
 
 def test_a_datadog_destination_keeps_its_options_and_hides_its_key(dd_api: ApiServer) -> None:
@@ -70,9 +62,7 @@ def test_a_datadog_destination_keeps_its_options_and_hides_its_key(dd_api: ApiSe
     assert patched.json()["credentials_set"] == ["api_key"]
     read = dd_api.call("GET", path, token)
     assert read.json()["url"] == INTAKE
-    for response in dd_api.responses:
-        assert KEY not in response.text
-        assert OTHER_KEY not in response.text
+    dd_api.assert_never_shown(KEY, OTHER_KEY)
 
 
 @pytest.mark.parametrize(("body", "field", "words"), [
@@ -88,10 +78,7 @@ def test_a_datadog_destination_keeps_its_options_and_hides_its_key(dd_api: ApiSe
 def test_invalid_fields_are_refused_naming_the_field(dd_api: ApiServer, body: dict[str, Any],
                                                      field: str, words: str) -> None:
     ws, token = dd_api.create_workspace()
-    status, answer = _create(dd_api, ws, token, **body)
-    assert status == 422, answer
-    message = answer["error"]["message"]
-    assert message.startswith(field + ":"), message
+    message = refused_naming(_create(dd_api, ws, token, **body), field)
     assert words in message
     assert KEY not in message
 
@@ -112,12 +99,11 @@ def test_a_test_send_reports_datadogs_verdict_in_words(dd_api: ApiServer) -> Non
         ws, token = dd_api.create_workspace()
         status, created = _create(dd_api, ws, token, url=base)
         assert status == 201, created
-        path = f"/v1/workspaces/{ws}/destinations/{created['id']}/test"
 
-        sent = dd_api.call("POST", path, token).json()
+        sent = dd_api.send_test(ws, token, created["id"])
         assert sent["delivered"] is True, sent
         assert (sent["status_code"], sent["message"]) == (202, "Datadog accepted the log")
-        requests, logs = intake.snapshot()
+        requests, logs = intake.received()
         assert [r.path for r in requests] == ["/api/v2/logs"]
         assert requests[0].headers["content-encoding"] == "gzip"
         assert requests[0].headers["x-webhook-id"].startswith("msg_")
@@ -130,13 +116,9 @@ def test_a_test_send_reports_datadogs_verdict_in_words(dd_api: ApiServer) -> Non
         # Another destination: test sends to one destination are rate limited.
         status, second = _create(dd_api, ws, token, url=base)
         assert status == 201, second
-        again = dd_api.call("POST", f"/v1/workspaces/{ws}/destinations/{second['id']}/test",
-                            token)
-        assert again.status_code == 200, again.text
-        refused = again.json()
+        refused = dd_api.send_test(ws, token, second["id"])
         assert refused["delivered"] is False
         assert refused["status_code"] == 403
         assert refused["message"].startswith("API key rejected")
         assert refused["error"] == refused["message"]
-    for response in dd_api.responses:
-        assert KEY not in response.text
+    dd_api.assert_never_shown(KEY)

@@ -11,23 +11,16 @@ from typing import Any
 import pytest
 import trustme
 
-from tests.integration.api.conftest import RECEIVER_HOST, ApiServer
-from tests.support.receivers.sumo_logic import SumoLogicFake
-from tests.support.servers import Server
+from tests.integration.api.conftest import ApiServer, at_receiver_host, refused_naming
+from tests.support.receivers.sumo_logic import SOURCE_PATH, SumoLogicFake
 
 CODE = "ZaVnC4dhaV3uTKlf0Q5Rz1EXAMPLEcodeSECRET=="
 URL = f"https://siem.example.com/receiver/v1/http/{CODE}"
 
 
 def _create(api: ApiServer, ws: str, token: str, **body: Any) -> tuple[int, dict[str, Any]]:
-    payload = {"name": "Sumo", "kind": "sumo_logic", "url": URL, **body}
-    response = api.call("POST", f"/v1/workspaces/{ws}/destinations", token, json=payload)
-    return response.status_code, response.json()
-
-
-def _no_code_anywhere(api: ApiServer, code: str = CODE) -> None:
-    for response in api.responses:
-        assert code not in response.text, response.request.url
+    return api.post_destination(ws, token, **{"name": "Sumo", "kind": "sumo_logic", "url": URL,
+                                              **body})
 
 
 def test_a_sumo_destination_keeps_its_options_and_masks_its_url(
@@ -50,8 +43,7 @@ def test_a_sumo_destination_keeps_its_options_and_masks_its_url(
     assert patched.json()["url"] == "https://siem.example.com/\u2026"
     shared_api.call("GET", path, token)
     shared_api.call("GET", f"/v1/workspaces/{ws}/destinations", token)
-    _no_code_anywhere(shared_api)
-    _no_code_anywhere(shared_api, new_code)
+    shared_api.assert_never_shown(CODE, new_code)
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -65,10 +57,8 @@ def test_a_sumo_destination_keeps_its_options_and_masks_its_url(
 def test_bad_fields_are_refused_naming_the_field(shared_api: ApiServer,
                                                  body: dict[str, Any], field: str) -> None:
     ws, token = shared_api.create_workspace()
-    status, answer = _create(shared_api, ws, token, **body)
-    assert status == 422, answer
-    assert field in answer["error"]["message"]
-    _no_code_anywhere(shared_api)
+    refused_naming(_create(shared_api, ws, token, **body), field)
+    shared_api.assert_never_shown(CODE)
 
 
 # -- test sends through the fake -----------------------------------------------------------
@@ -78,15 +68,8 @@ def test_bad_fields_are_refused_naming_the_field(shared_api: ApiServer,
 def sumo(ca: trustme.CA) -> Iterator[tuple[SumoLogicFake, str, str]]:
     fake = SumoLogicFake()
     code = fake.new_source()
-    with Server(fake, cert=ca.issue_cert(RECEIVER_HOST)) as server:
-        yield fake, code, f"https://{RECEIVER_HOST}:{server.port}/receiver/v1/http/{code}"
-
-
-def _send_test(api: ApiServer, ws: str, token: str, dest: str) -> dict[str, Any]:
-    response = api.call("POST", f"/v1/workspaces/{ws}/destinations/{dest}/test", token)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
+    with at_receiver_host(fake, ca) as base:
+        yield fake, code, f"{base}{SOURCE_PATH}{code}"
 
 
 def test_a_test_send_is_one_gzipped_line_with_the_metadata_headers(
@@ -95,7 +78,7 @@ def test_a_test_send_is_one_gzipped_line_with_the_metadata_headers(
     ws, token = delivering_api.create_workspace()
     _, created = _create(delivering_api, ws, token, url=url,
                          options={"category": "prod/audit", "source_name": "atmos"})
-    result = _send_test(delivering_api, ws, token, created["id"])
+    result = delivering_api.send_test(ws, token, created["id"])
     assert result["message"] == "Sumo Logic accepted the event"
     assert result["delivered"] is True
     [message] = fake.messages
@@ -106,7 +89,7 @@ def test_a_test_send_is_one_gzipped_line_with_the_metadata_headers(
     [exchange] = fake.snapshot()
     assert exchange.headers["content-encoding"] == "gzip"
     assert gzip.decompress(exchange.body) == message.line + b"\n"
-    _no_code_anywhere(delivering_api, code)
+    delivering_api.assert_never_shown(code)
 
 
 def test_a_test_send_to_a_deleted_source_says_so(
@@ -115,9 +98,9 @@ def test_a_test_send_to_a_deleted_source_says_so(
     fake.delete(code)
     ws, token = delivering_api.create_workspace()
     _, created = _create(delivering_api, ws, token, url=url)
-    result = _send_test(delivering_api, ws, token, created["id"])
+    result = delivering_api.send_test(ws, token, created["id"])
     assert result["delivered"] is False
     assert result["status_code"] == 401
     assert "Sumo Logic does not know this HTTP source URL" in result["message"]
     assert fake.messages == []
-    _no_code_anywhere(delivering_api, code)
+    delivering_api.assert_never_shown(code)

@@ -17,36 +17,30 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
-from confluent_kafka.admin import AdminClient
 
-from auditrelay.ops.topics import ensure_topics
-from auditrelay.producer import AuditProducer, ProducerConfig
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.envelope import MAX_EVENT_BYTES
 from auditrelay.schemas.settings import Settings
 from auditrelay.wire.client import DeliveryClient, DeliveryConfig
 from auditrelay.wire.kinds.send import Attempter
 from auditrelay.wire.secrets import SecretBox, generate_key
-from tests.support.cleanup import topics_cleaned_up
-from tests.support.e2e import USER, pipeline_settings
+from tests.support.e2e import USER, emit
 from tests.support.pipeline import (
     DestinationSpec,
     WorkerProcess,
     create_destinations,
-    event_ids_on,
     publish_outbox,
     read_records,
 )
 from tests.support.polling import wait_until
 from tests.support.receivers.datadog import MAX_BYTES, MAX_ENTRIES, DatadogIntake
+from tests.support.records import assert_secret_nowhere, record_headers, workspace_event_ids
 from tests.support.servers import serve
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -81,7 +75,7 @@ async def test_a_hundred_events_of_80_kb_are_cut_below_5_mb_and_all_taken() -> N
             result = await Attempter(client, box, "9.9").send(
                 config, body, "msg_big", 100, lambda: datetime.now(UTC))
     assert result.ok, result.error
-    requests, logs = intake.snapshot()
+    requests, logs = intake.received()
     assert len(requests) >= 2
     assert all(r.status == 202 for r in requests)
     assert max(r.size for r in requests) <= MAX_BYTES
@@ -90,15 +84,6 @@ async def test_a_hundred_events_of_80_kb_are_cut_below_5_mb_and_all_taken() -> N
 
 
 # -- through the worker --------------------------------------------------------------------
-
-
-@pytest.fixture
-def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
-             tmp_path: Path) -> Iterator[Settings]:
-    settings = pipeline_settings(kafka_bootstrap, unique_name, tmp_path)
-    with topics_cleaned_up(kafka_admin, settings.topics):
-        ensure_topics(settings)
-        yield settings
 
 
 def _set_up(settings: Settings, stack: ExitStack, intake: DatadogIntake) -> str:
@@ -112,21 +97,12 @@ def _set_up(settings: Settings, stack: ExitStack, intake: DatadogIntake) -> str:
 
 
 def _emit(settings: Settings, ws: str, count: int, pad: int = 0) -> list[str]:
-    ids = []
-    with AuditProducer(ProducerConfig.from_settings(settings, client_id="dd-e2e")) as producer:
-        for n in range(count):
-            metadata: dict[str, Any] = {"n": n}
-            if pad:
-                metadata["pad"] = "x" * pad
-            ids.append(producer.emit(ws, "auth", "login_succeeded", actor=USER,
-                                     metadata=metadata).id)
-        producer.flush(60)
-        assert producer.failed == 0
-    return ids
+    return emit(settings, [ws], count, metadata=lambda n: {"n": n, "pad": "x" * pad} if pad
+                else {"n": n})
 
 
 def _taken_ids(intake: DatadogIntake) -> list[str]:
-    return [log["audit"]["id"] for log in intake.snapshot()[1]]
+    return [log["audit"]["id"] for log in intake.received()[1]]
 
 
 def _wait_taken(intake: DatadogIntake, ids: set[str], worker: WorkerProcess,
@@ -134,18 +110,6 @@ def _wait_taken(intake: DatadogIntake, ids: set[str], worker: WorkerProcess,
     wait_until(lambda: ids <= set(_taken_ids(intake)), timeout,
                lambda: f"{len(ids - set(_taken_ids(intake)))} of {len(ids)} not taken"
                + worker.tail())
-
-
-def _headers(record: Message) -> dict[str, str]:
-    pairs: Any = record.headers() or []  # the stubs type values loosely
-    return {str(name): bytes(value or b"").decode() for name, value in pairs}
-
-
-def _no_key_in(records: list[Message], worker: WorkerProcess) -> None:
-    for record in records:
-        assert KEY.encode() not in (record.value() or b"")
-        assert all(KEY not in value for value in _headers(record).values())
-    assert KEY not in worker.output()
 
 
 @pytest.mark.broker
@@ -159,11 +123,10 @@ def test_the_largest_events_arrive_as_logs_within_datadogs_limits(
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
         ids = _emit(settings, ws, 100, pad=MAX_EVENT_BYTES - 1500)
-        expected = {ce_id for ce_id, _, w in event_ids_on(settings.kafka_bootstrap,
-                                                          settings.topics.events) if w == ws}
+        expected = workspace_event_ids(settings, ws)
         assert set(ids) <= expected  # and the destination's own self-audit events
         _wait_taken(intake, expected, worker, timeout=90)
-    requests, logs = intake.snapshot()
+    requests, logs = intake.received()
     assert all(r.status == 202 for r in requests), [r.status for r in requests]
     assert max(r.size for r in requests) <= MAX_BYTES
     assert max(r.entries for r in requests) <= MAX_ENTRIES
@@ -197,16 +160,16 @@ def test_a_refused_key_is_retried_413_splits_and_400_dead_letters(
         statuses = read_records(settings.kafka_bootstrap, names.delivery_status, lambda s: any(
             "API key rejected" in (m.value() or b"").decode() for m in s), 40)
         assert not _taken_ids(intake)
-        assert any(r.status == 403 for r in intake.snapshot()[0])
+        assert any(r.status == 403 for r in intake.received()[0])
         intake.api_key = KEY
         _wait_taken(intake, refused_ids, worker)
 
         # 413: the request is split in halves, resent at once, and all of it taken.
-        quiet = len(intake.snapshot()[0])
+        quiet = len(intake.received()[0])
         intake.forced.append(413)
         split_ids = set(_emit(settings, ws, 6))
         _wait_taken(intake, split_ids, worker)
-        after = intake.snapshot()[0][quiet:]
+        after = intake.received()[0][quiet:]
         assert after[0].status == 413
         assert after[0].entries >= 2
         assert all(r.status == 202 for r in after[1:])
@@ -216,10 +179,9 @@ def test_a_refused_key_is_retried_413_splits_and_400_dead_letters(
         intake.forced.append(400)
         rejected_ids = set(_emit(settings, ws, 3))
         dlq = read_records(settings.kafka_bootstrap, names.dlq, lambda s: len(s) >= 1, 40)
-        attempts = read_records(settings.kafka_bootstrap, names.delivery_attempts,
-                                lambda s: any(b'"dead_letter"' in (m.value() or b"")
-                                              for m in s), 40)
-    headers = _headers(dlq[0])
+        read_records(settings.kafka_bootstrap, names.delivery_attempts,
+                     lambda s: any(b'"dead_letter"' in (m.value() or b"") for m in s), 40)
+    headers = record_headers(dlq[0])
     assert headers["ar_reason"] == "rejected_by_receiver"
     assert headers["ar_detail"].startswith("Datadog refused the logs as malformed (HTTP 400)")
     dead = {event["id"] for event in json.loads(dlq[0].value() or b"[]")}
@@ -228,4 +190,4 @@ def test_a_refused_key_is_retried_413_splits_and_400_dead_letters(
     assert len(_taken_ids(intake)) == len(set(_taken_ids(intake)))  # no duplicates
     latest = [json.loads(m.value() or b"{}") for m in statuses]
     assert any(s.get("last_error", "").startswith("API key rejected") for s in latest)
-    _no_key_in([*statuses, *dlq, *attempts], worker)
+    assert_secret_nowhere(settings, KEY, worker)

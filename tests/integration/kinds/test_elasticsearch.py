@@ -13,10 +13,8 @@ no credential appears in the worker's log or in any record.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import ipaddress
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -26,11 +24,8 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Message
-from confluent_kafka.admin import AdminClient
 
 from auditrelay.kafka.topic_reader import read_topic
-from auditrelay.ops.topics import ensure_topics
-from auditrelay.producer import AuditProducer, ProducerConfig
 from auditrelay.schemas.batches import REASON_REJECTED
 from auditrelay.schemas.destinations import DestinationConfig
 from auditrelay.schemas.settings import Settings
@@ -38,17 +33,16 @@ from auditrelay.wire.client import DeliveryClient, DeliveryConfig, DeliveryResul
 from auditrelay.wire.kinds.elasticsearch import FILTER_PATH
 from auditrelay.wire.kinds.send import Attempter
 from auditrelay.wire.secrets import SecretBox, generate_key
-from tests.support.cleanup import topics_cleaned_up
-from tests.support.e2e import KINDS, USER, Emitter, pipeline_settings
+from tests.support.e2e import KINDS, Emitter, emit
 from tests.support.pipeline import (
     DestinationSpec,
     WorkerProcess,
     create_destinations,
-    event_ids_on,
     publish_outbox,
 )
-from tests.support.polling import wait_until
+from tests.support.polling import wait_quiet, wait_until
 from tests.support.receivers.elasticsearch import FakeElasticsearch
+from tests.support.records import record_headers, workspace_event_ids
 from tests.support.servers import serve
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -219,7 +213,7 @@ async def test_whole_request_429_503_and_413(fake: FakeElasticsearch, es_url: st
     split = await sender.send(envelopes(4))
     assert split.ok, split.error
     assert fake.count("audit") == 4
-    statuses = [r.status for r in fake.snapshot()[-3:]]
+    statuses = [r.answer.status for r in fake.snapshot()[-3:]]
     assert statuses == [413, 200, 200]
 
 
@@ -272,21 +266,18 @@ def test_the_fake_is_strict(fake: FakeElasticsearch, es_url: str) -> None:
 CREDENTIALS = {"username": "auditrelay", "password": "pw-never-logged-e2e"}
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
-             tmp_path: Path) -> Iterator[Settings]:
-    settings = pipeline_settings(kafka_bootstrap, unique_name, tmp_path)
-    with topics_cleaned_up(kafka_admin, settings.topics):
-        ensure_topics(settings)
-        yield settings
+def e2e_fake() -> FakeElasticsearch:
+    """A fake cluster that knows the end-to-end destinations' user."""
+    return FakeElasticsearch(username=CREDENTIALS["username"], password=CREDENTIALS["password"])
 
 
-def es_destination(settings: Settings, url: str, index: str = "audit",
+def es_destination(settings: Settings, stack: ExitStack, fake: FakeElasticsearch,
                    ) -> tuple[str, str]:
-    """A workspace and an elasticsearch destination of it to ``url``; published."""
+    """``fake`` served (until ``stack`` closes), a workspace and an elasticsearch
+    destination of it to ``fake``'s index ``audit``; published. Their ids."""
     workspace_ids, [dest] = create_destinations(settings, 1, [DestinationSpec(
-        0, url, EMITTED_TYPES, kind="elasticsearch", options={"index": index},
-        credentials=CREDENTIALS)])
+        0, stack.enter_context(serve(fake)), EMITTED_TYPES, kind="elasticsearch",
+        options={"index": "audit"}, credentials=CREDENTIALS)])
     assert publish_outbox(settings) > 0
     return workspace_ids[0], dest.id
 
@@ -303,26 +294,12 @@ def secrets_in(texts: Sequence[str | bytes]) -> list[str]:
     return found
 
 
-def headers_of(message: Message) -> dict[str, str]:
-    raw = message.headers() or []
-    pairs = list(raw.items()) if isinstance(raw, dict) else raw
-    return {key: value.decode(errors="replace") if isinstance(value, bytes) else value or ""
-            for key, value in pairs}
-
-
 def record_texts(messages: Sequence[Message]) -> list[str]:
     texts = []
     for m in messages:
         texts.append((m.value() or b"").decode(errors="replace"))
-        texts.extend(f"{k}={v}" for k, v in headers_of(m).items())
+        texts.extend(f"{k}={v}" for k, v in record_headers(m).items())
     return texts
-
-
-def emitted_ids(settings: Settings, workspace_id: str) -> set[str]:
-    return {ce_id for ce_id, ce_type, ws in event_ids_on(settings.kafka_bootstrap,
-                                                         settings.topics.events)
-            if ws == workspace_id
-            and any(fnmatch.fnmatchcase(ce_type, glob) for glob in EMITTED_TYPES)}
 
 
 @pytest.mark.slow
@@ -330,12 +307,10 @@ def emitted_ids(settings: Settings, workspace_id: str) -> set[str]:
 @pytest.mark.timeout(180)
 def test_ten_thousand_events_and_a_kill_9_end_as_exactly_ten_thousand_documents(
         settings: Settings, tmp_path: Path) -> None:
-    fake = FakeElasticsearch(username=CREDENTIALS["username"],
-                             password=CREDENTIALS["password"])
+    fake = e2e_fake()
     log = tmp_path / "worker.log"
     with ExitStack() as stack:
-        url = stack.enter_context(serve(fake))
-        workspace_id, _ = es_destination(settings, url)
+        workspace_id, _ = es_destination(settings, stack, fake)
         first = stack.enter_context(WorkerProcess(settings, log))
         first.wait_ready()
         emitter = Emitter(settings, [workspace_id], 10_000, per_second=2_500)
@@ -352,22 +327,15 @@ def test_ten_thousand_events_and_a_kill_9_end_as_exactly_ten_thousand_documents(
         wait_until(lambda: fake.count("audit") >= 10_000, 90,
                    lambda: f"{fake.count('audit')} documents" + second.tail())
         # Quiet for a while: nothing more arrives (a late duplicate would be a 409).
-        last = [-1, time.monotonic()]
-
-        def quiet() -> bool:
-            sent = len(fake.snapshot())
-            if sent != last[0]:
-                last[0], last[1] = sent, time.monotonic()
-            return time.monotonic() - last[1] >= 1.5
-
-        wait_until(quiet, 30, "the fake kept receiving", interval=0.1)
+        wait_quiet(lambda: len(fake.snapshot()), 1.5, what="the fake kept receiving")
         assert second.alive(), second.tail()
         output = second.output()
 
     documents = fake.documents("audit")
     assert len(emitted) == 10_000
     assert len(documents) == 10_000
-    assert set(documents) == set(emitted) == emitted_ids(settings, workspace_id)
+    assert set(documents) == set(emitted) == workspace_event_ids(settings, workspace_id,
+                                                                 EMITTED_TYPES)
     assert all(doc["id"] == doc_id for doc_id, doc in documents.items())
     sent_items = sum(r.body.count(b'{"create":') for r in fake.snapshot())
     assert sent_items == 10_000 + fake.conflicts
@@ -376,36 +344,21 @@ def test_ten_thousand_events_and_a_kill_9_end_as_exactly_ten_thousand_documents(
           f"{len(fake.snapshot())} bulk requests")
 
 
-def emit_with(settings: Settings, workspace_id: str, count: int,
-              metadata: Callable[[int], dict[str, Any]]) -> list[str]:
-    ids: list[str] = []
-    with AuditProducer(ProducerConfig.from_settings(settings, client_id="es-e2e")) as producer:
-        for n in range(count):
-            category, action = KINDS[n % len(KINDS)]
-            ids.append(producer.emit(workspace_id, category, action, actor=USER,
-                                     metadata=metadata(n)).id)
-        producer.flush(60)
-        assert producer.failed == 0
-    return ids
-
-
 @pytest.mark.slow
 @pytest.mark.broker
 @pytest.mark.timeout(180)
 def test_mapping_errors_are_dead_lettered_with_the_reason_and_the_rest_delivered(
         settings: Settings, tmp_path: Path) -> None:
-    fake = FakeElasticsearch(username=CREDENTIALS["username"],
-                             password=CREDENTIALS["password"])
+    fake = e2e_fake()
     fake.mapping_error_field = "data.metadata.bad"
     with ExitStack() as stack:
-        url = stack.enter_context(serve(fake))
-        workspace_id, dest_id = es_destination(settings, url)
+        workspace_id, dest_id = es_destination(settings, stack, fake)
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
         def metadata(n: int) -> dict[str, Any]:
             return {"n": n, "bad": "not a number"} if n % 40 == 7 else {"n": n}
 
-        planned = emit_with(settings, workspace_id, 400, metadata)
+        planned = emit(settings, [workspace_id], 400, metadata=metadata)
         bad = {planned[n] for n in range(400) if n % 40 == 7}
         good = set(planned) - bad
         wait_until(lambda: set(fake.documents("audit")) >= good, 60,
@@ -425,7 +378,7 @@ def test_mapping_errors_are_dead_lettered_with_the_reason_and_the_rest_delivered
     dead = [event["id"] for m in dlq for event in json.loads(m.value() or b"[]")]
     assert sorted(dead) == sorted(bad)
     for m in dlq:
-        headers = headers_of(m)
+        headers = record_headers(m)
         assert headers["ar_reason"] == REASON_REJECTED
         assert headers["ar_destination_id"] == dest_id
         assert "document_parsing_exception" in headers["ar_detail"]
@@ -443,11 +396,9 @@ def test_mapping_errors_are_dead_lettered_with_the_reason_and_the_rest_delivered
 @pytest.mark.timeout(180)
 def test_per_item_429s_are_sent_again_alone_and_all_arrive(settings: Settings,
                                                            tmp_path: Path) -> None:
-    fake = FakeElasticsearch(username=CREDENTIALS["username"],
-                             password=CREDENTIALS["password"])
+    fake = e2e_fake()
     with ExitStack() as stack:
-        url = stack.enter_context(serve(fake))
-        workspace_id, _ = es_destination(settings, url)
+        workspace_id, _ = es_destination(settings, stack, fake)
         # Every 9th event of the stream, by its position in the first request carrying it:
         # refused as busy on its first try.
         seen: dict[str, int] = {}
@@ -459,7 +410,7 @@ def test_per_item_429s_are_sent_again_alone_and_all_arrive(settings: Settings,
         fake.busy = busy
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
-        emitted = emit_with(settings, workspace_id, 300, lambda n: {"n": n})
+        emitted = emit(settings, [workspace_id], 300)
         wait_until(lambda: set(fake.documents("audit")) >= set(emitted), 60,
                    lambda: f"{fake.count('audit')} of 300 documents" + worker.tail())
         attempts = read_topic(settings.kafka_bootstrap, settings.topics.delivery_attempts)
@@ -487,15 +438,13 @@ def test_per_item_429s_are_sent_again_alone_and_all_arrive(settings: Settings,
 @pytest.mark.timeout(180)
 def test_refused_credentials_and_a_busy_cluster_show_in_words_then_everything_arrives(
         settings: Settings, tmp_path: Path) -> None:
-    fake = FakeElasticsearch(username=CREDENTIALS["username"],
-                             password=CREDENTIALS["password"])
+    fake = e2e_fake()
     fake.status_all = 401  # as if the password had been changed on the cluster
     with ExitStack() as stack:
-        url = stack.enter_context(serve(fake))
-        workspace_id, dest_id = es_destination(settings, url)
+        workspace_id, dest_id = es_destination(settings, stack, fake)
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
-        emitted = emit_with(settings, workspace_id, 50, lambda n: {"n": n})
+        emitted = emit(settings, [workspace_id], 50)
         statuses: list[dict[str, Any]] = []
 
         def status_says(words: str) -> Callable[[], bool]:

@@ -14,22 +14,17 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
-from confluent_kafka.admin import AdminClient
 
-from auditrelay.ops.topics import ensure_topics
 from auditrelay.producer import AuditProducer, ProducerConfig, Target
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.db import Destination
 from auditrelay.store.engine import Store, make_engine
-from tests.support.cleanup import topics_cleaned_up
-from tests.support.e2e import USER, pipeline_settings
+from tests.support.e2e import USER
 from tests.support.pipeline import (
     DestinationSpec,
     WorkerProcess,
@@ -37,9 +32,10 @@ from tests.support.pipeline import (
     publish_outbox,
     read_records,
 )
-from tests.support.polling import wait_until
+from tests.support.polling import wait_quiet, wait_until
 from tests.support.receivers.slack import Message as Posted
 from tests.support.receivers.slack import SlackHooks
+from tests.support.records import assert_secret_nowhere, record_headers
 from tests.support.servers import serve
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -57,15 +53,6 @@ _TARGET = re.compile(r" on user `(usr_t\d+)` ")
 
 def hook(n: int) -> str:
     return f"/services/T0001/B000{n}/{SECRET}{n}"
-
-
-@pytest.fixture
-def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
-             tmp_path: Path) -> Iterator[Settings]:
-    settings = pipeline_settings(kafka_bootstrap, unique_name, tmp_path)
-    with topics_cleaned_up(kafka_admin, settings.topics):
-        ensure_topics(settings)
-        yield settings
 
 
 def _set_up(settings: Settings, stack: ExitStack, hooks: SlackHooks, paths: list[str],
@@ -144,7 +131,9 @@ def test_a_thousand_events_in_ten_seconds_come_at_most_one_message_a_second(
 
         wait_until(accounted, 90, lambda: "accounted for: "
                    f"{[_tally(hooks.messages(p), ws)[0] for p in paths]}" + worker.tail())
-        _wait_quiet(hooks, paths, 2.5)  # a duplicate or a late message would come now
+        # A duplicate or a late message would come now.
+        wait_quiet(lambda: sum(len(hooks.state(path).requests) for path in paths), 2.5,
+                   what="the webhooks kept receiving")
     for path in paths:
         state = hooks.state(path)
         first = state.requests[0][0]
@@ -182,8 +171,8 @@ def test_a_gone_channel_disables_an_invalid_payload_dead_letters_429_waits(
         statuses = read_records(settings.kafka_bootstrap, names.delivery_status, lambda s: sum(
             json.loads(m.value() or b"{}").get("state") == "disabled" for m in s) >= 3, 60)
         dlq = read_records(settings.kafka_bootstrap, names.dlq, lambda s: len(s) >= 4, 60)
-        attempts = read_records(settings.kafka_bootstrap, names.delivery_attempts,
-                                lambda s: len(s) >= 4, 60)
+        read_records(settings.kafka_bootstrap, names.delivery_attempts, lambda s: len(s) >= 4,
+                     60)
     words = dict.fromkeys(ids, "")
     for record in statuses:
         status = json.loads(record.value() or b"{}")
@@ -200,7 +189,7 @@ def test_a_gone_channel_disables_an_invalid_payload_dead_letters_429_waits(
     assert again - first >= 1.0
     assert _tally(hooks.messages(busy), ws) == (len(wanted), sorted(
         wanted, key=lambda target: int(target.removeprefix("usr_t"))))
-    reasons = {(record.key() or b"").decode(): _headers(record) for record in dlq}
+    reasons = {(record.key() or b"").decode(): record_headers(record) for record in dlq}
     for dest in ids[:3]:
         assert reasons[dest]["ar_reason"] == "destination_disabled"
     assert reasons[ids[3]]["ar_reason"] == "rejected_by_receiver"
@@ -215,26 +204,4 @@ def test_a_gone_channel_disables_an_invalid_payload_dead_letters_429_waits(
                     if row is not None] == [(False, "gone")] * 3 + [(True, None)] * 2
     finally:
         store.dispose()
-    for record in [*statuses, *dlq, *attempts]:
-        assert SECRET.encode() not in (record.value() or b"")
-        assert all(SECRET not in value for value in _headers(record).values())
-    assert SECRET not in worker.output()
-
-
-def _wait_quiet(hooks: SlackHooks, paths: list[str], seconds: float) -> None:
-    """Until no webhook got a request for ``seconds``."""
-    last = [-1]
-    since = [time.monotonic()]
-
-    def quiet() -> bool:
-        total = sum(len(hooks.state(path).requests) for path in paths)
-        if total != last[0]:
-            last[0], since[0] = total, time.monotonic()
-        return time.monotonic() - since[0] >= seconds
-
-    wait_until(quiet, 30, "the webhooks kept receiving", interval=0.1)
-
-
-def _headers(record: Message) -> dict[str, str]:
-    pairs: Any = record.headers() or []  # the stubs type values loosely
-    return {str(name): bytes(value or b"").decode() for name, value in pairs}
+    assert_secret_nowhere(settings, SECRET, worker)

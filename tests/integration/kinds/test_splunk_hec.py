@@ -13,7 +13,6 @@ the token is in no log line, attempt, status, dead letter or config record.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -21,96 +20,32 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Message
-from confluent_kafka.admin import AdminClient
 
 from auditrelay.kafka.topic_reader import read_topic
-from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.batches import REASON_REJECTED
 from auditrelay.schemas.settings import Settings
-from auditrelay.schemas.status import DeliveryAttempt, DestinationStatus
-from tests.support.cleanup import topics_cleaned_up
-from tests.support.e2e import emit, pipeline_settings
+from tests.support.e2e import emit
 from tests.support.pipeline import (
     DestinationSpec,
     WorkerProcess,
     create_destinations,
-    event_ids_on,
     publish_outbox,
 )
 from tests.support.polling import wait_until
 from tests.support.receivers.splunk_hec import SplunkHecFake
+from tests.support.records import (
+    assert_secret_nowhere,
+    attempts,
+    record_headers,
+    statuses,
+    wait_for_records,
+    workspace_event_ids,
+)
 from tests.support.servers import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(180)]
 
 TOKEN = "9f3c2b1a-7d6e-4f5a-8b9c-0d1e2f3a4b5c"
-
-
-@pytest.fixture
-def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
-             tmp_path: Path) -> Iterator[Settings]:
-    settings = pipeline_settings(kafka_bootstrap, unique_name, tmp_path)
-    with topics_cleaned_up(kafka_admin, settings.topics):
-        ensure_topics(settings)
-        yield settings
-
-
-# -- helpers shared with the other kinds' end-to-end tests ---------------------------------
-
-
-def header(message: Message, name: str) -> str | None:
-    for key, value in _headers(message):
-        if key == name:
-            return value.decode()
-    return None
-
-
-def _headers(message: Message) -> list[tuple[str, bytes]]:
-    found: Any = message.headers() or []
-    return [(str(key), bytes(value or b"")) for key, value in found]
-
-
-def workspace_ids_on_events(settings: Settings, workspace_id: str) -> set[str]:
-    """The ids on ``audit.events`` of ``workspace_id`` (self-audit events included)."""
-    return {ce_id for ce_id, _, ws in event_ids_on(settings.kafka_bootstrap,
-                                                   settings.topics.events) if ws == workspace_id}
-
-
-def statuses(settings: Settings) -> list[DestinationStatus]:
-    return [DestinationStatus.model_validate_json(m.value() or b"")
-            for m in read_topic(settings.kafka_bootstrap, settings.topics.delivery_status)]
-
-
-def attempts(settings: Settings) -> list[DeliveryAttempt]:
-    return [DeliveryAttempt.model_validate_json(m.value() or b"")
-            for m in read_topic(settings.kafka_bootstrap, settings.topics.delivery_attempts)]
-
-
-def wait_for_records(settings: Settings, read: Callable[[Settings], list[Any]],
-                     holds: Callable[[list[Any]], bool], timeout: float, what: str,
-                     worker: WorkerProcess) -> list[Any]:
-    found: list[Any] = []
-
-    def check() -> bool:
-        found[:] = read(settings)
-        return holds(found)
-
-    wait_until(check, timeout, lambda: what + worker.tail(), interval=0.5)
-    return found
-
-
-def assert_secret_nowhere(settings: Settings, secret: str, worker: WorkerProcess,
-                          more: Sequence[str] = ()) -> None:
-    """``secret`` is in no worker log line and no record of the topics a status, an
-    attempt, a dead letter or a destination's config travels on."""
-    assert secret not in worker.output()
-    names = settings.topics
-    for topic in (names.delivery_status, names.delivery_attempts, names.dlq,
-                  names.destinations, *more):
-        for message in read_topic(settings.kafka_bootstrap, topic):
-            assert secret.encode() not in (message.value() or b""), topic
-            for _, value in _headers(message):
-                assert secret.encode() not in value, topic
 
 
 def envelope_seconds(envelope: dict[str, Any]) -> float:
@@ -154,7 +89,7 @@ def test_events_arrive_as_hec_objects_through_a_refused_token_busy_hec_and_acks(
             plain.busy = 2
         with acked.lock:
             acked.tokens.add(TOKEN)
-        expected = workspace_ids_on_events(settings, workspace_ids[0])
+        expected = workspace_event_ids(settings, workspace_ids[0])
         assert len(expected) > 300
         wait_until(lambda: expected <= plain.event_ids() and expected <= acked.event_ids(),
                    90, lambda: f"missing {len(expected - plain.event_ids())} and "
@@ -220,20 +155,20 @@ def test_an_event_hec_refuses_is_dead_lettered_and_withheld_acks_are_sent_again(
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
         emit(settings, workspace_ids, 40)
-        expected = workspace_ids_on_events(settings, workspace_ids[0])
+        expected = workspace_event_ids(settings, workspace_ids[0])
 
         # The refused events are dead-lettered with HEC's words, the others indexed.
         def dead_letters(settings: Settings) -> list[Message]:
             return [m for m in read_topic(settings.kafka_bootstrap, settings.topics.dlq)
-                    if header(m, "ar_destination_id") == created[0].id]
+                    if record_headers(m).get("ar_destination_id") == created[0].id]
 
         dlq = wait_for_records(settings, dead_letters, lambda found: sum(
             len(json.loads(m.value() or b"[]")) for m in found) >= len(bad), 60,
             "the refused events were not dead-lettered", worker)
         refused = [e for m in dlq for e in json.loads(m.value() or b"[]")]
         assert sorted(e["data"]["metadata"]["n"] for e in refused) == sorted(bad)
-        assert {header(m, "ar_reason") for m in dlq} == {REASON_REJECTED}
-        assert {header(m, "ar_detail") for m in dlq} == {
+        assert {record_headers(m).get("ar_reason") for m in dlq} == {REASON_REJECTED}
+        assert {record_headers(m).get("ar_detail") for m in dlq} == {
             "Splunk HEC refused the event: Invalid data format (HTTP 400, code 6)"}
         refused_ids = {e["id"] for e in refused}
         wait_until(lambda: expected - refused_ids <= strict.event_ids(), 60,

@@ -13,26 +13,17 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.settings import Settings
 from auditrelay.store.engine import Store, make_engine
-from tests.integration.kinds.test_splunk_hec import (
-    assert_secret_nowhere,
-    attempts,
-    statuses,
-    wait_for_records,
-    workspace_ids_on_events,
-)
-from tests.support.cleanup import topics_cleaned_up
-from tests.support.e2e import emit, pipeline_settings
+from tests.support.e2e import emit
 from tests.support.pipeline import (
+    CreatedDestination,
     DestinationSpec,
     WorkerProcess,
     create_destinations,
@@ -42,22 +33,32 @@ from tests.support.pipeline import (
 )
 from tests.support.polling import wait_until
 from tests.support.receivers.sumo_logic import SOURCE_PATH, SumoLogicFake
+from tests.support.records import (
+    assert_secret_nowhere,
+    attempts,
+    statuses,
+    wait_for_records,
+    workspace_event_ids,
+)
 from tests.support.servers import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, kafka_admin: AdminClient, unique_name: str,
-             tmp_path: Path) -> Iterator[Settings]:
-    settings = pipeline_settings(kafka_bootstrap, unique_name, tmp_path)
-    with topics_cleaned_up(kafka_admin, settings.topics):
-        ensure_topics(settings)
-        yield settings
-
-
 def event_ids(fake: SumoLogicFake) -> set[str]:
     return {str(json.loads(line)["id"]) for line in fake.lines()}
+
+
+def sumo_destination(settings: Settings, base: str, code: str,
+                     options: dict[str, Any] | None = None,
+                     ) -> tuple[list[str], list[CreatedDestination]]:
+    """A workspace and a sumo_logic destination of it to the source ``code`` of the
+    fake at ``base``; published."""
+    created = create_destinations(settings, 1, [DestinationSpec(
+        0, f"{base}{SOURCE_PATH}{code}", kind="sumo_logic", name="sumo",
+        options=options or {})])
+    assert publish_outbox(settings) > 0
+    return created
 
 
 def new_url(settings: Settings, workspace_id: str, dest_id: str, url: str) -> str:
@@ -89,11 +90,8 @@ def test_events_arrive_as_gzipped_lines_through_throttling_and_outages(
     code = fake.new_source()
     with ExitStack() as stack:
         base = stack.enter_context(serve(fake))
-        workspace_ids, created = create_destinations(settings, 1, [
-            DestinationSpec(0, f"{base}{SOURCE_PATH}{code}", kind="sumo_logic", name="sumo",
-                            options={"category": "prod/atmos/audit", "source_name": "atmos",
-                                     "source_host": "eu-1"})])
-        assert publish_outbox(settings) > 0
+        workspace_ids, created = sumo_destination(settings, base, code, {
+            "category": "prod/atmos/audit", "source_name": "atmos", "source_host": "eu-1"})
         with fake.lock:
             fake.throttle = 2
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
@@ -104,7 +102,7 @@ def test_events_arrive_as_gzipped_lines_through_throttling_and_outages(
             for a in found), 60, "no attempt was throttled", worker)
         with fake.lock:
             fake.unavailable = 1
-        expected = workspace_ids_on_events(settings, workspace_ids[0])
+        expected = workspace_event_ids(settings, workspace_ids[0])
         assert len(expected) > 250
         wait_until(lambda: expected <= event_ids(fake), 90,
                    lambda: f"missing {len(expected - event_ids(fake))}" + worker.tail(),
@@ -138,9 +136,7 @@ def test_a_deleted_source_is_retried_with_words_until_the_new_url_is_put_on(
     code = fake.new_source()
     with ExitStack() as stack:
         base = stack.enter_context(serve(fake))
-        workspace_ids, created = create_destinations(settings, 1, [
-            DestinationSpec(0, f"{base}{SOURCE_PATH}{code}", kind="sumo_logic", name="sumo")])
-        assert publish_outbox(settings) > 0
+        workspace_ids, created = sumo_destination(settings, base, code)
         fake.delete(code)  # the source is deleted in Sumo Logic
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
@@ -163,7 +159,7 @@ def test_a_deleted_source_is_retried_with_words_until_the_new_url_is_put_on(
         wait_until(lambda: any(kind.endswith(".webhook.updated") for _, kind, _ in event_ids_on(
             settings.kafka_bootstrap, settings.topics.events)), 30,
             lambda: "the update was not published" + worker.tail(), interval=0.5)
-        expected = workspace_ids_on_events(settings, workspace_ids[0])
+        expected = workspace_event_ids(settings, workspace_ids[0])
         wait_until(lambda: expected <= event_ids(fake), 90,
                    lambda: f"missing {len(expected - event_ids(fake))}" + worker.tail(),
                    interval=0.5)

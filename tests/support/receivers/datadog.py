@@ -11,19 +11,25 @@ Datadog's body, ``{"errors": [{"status", "title", "detail"}]}``.
 
 A test switches failures on: ``api_key`` (the key accepted now), ``forced`` (statuses
 answered to the next requests, in order, whatever they carry). What it took is in
-``logs`` (parsed log objects) and every request in ``requests``. Serve it with
+``logs`` (parsed log objects) and every request in ``requests`` (``received()`` gives
+both at once; ``snapshot()`` the exchanges, never the key). Serve it with
 ``tests.support.servers.serve`` (plain HTTP on 127.0.0.1).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import threading
 import time
-import zlib
 from dataclasses import dataclass
 from typing import Any
+
+from tests.support.receivers.recording import (
+    Answer,
+    EncodingRefused,
+    RecordingApp,
+    decoded_body,
+    json_answer,
+)
 
 __all__ = ["MAX_BYTES", "MAX_ENTRIES", "DatadogIntake", "IntakeRequest"]
 
@@ -49,76 +55,55 @@ class IntakeRequest:
     status: int
 
 
-class DatadogIntake:
+class DatadogIntake(RecordingApp):
     """The ASGI app (see the module docstring)."""
 
+    unrecorded_headers = frozenset({"dd-api-key"})
+
     def __init__(self, api_key: str) -> None:
+        super().__init__()
         self.api_key = api_key
         self.forced: list[int] = []
         self.logs: list[dict[str, Any]] = []
         self.requests: list[IntakeRequest] = []
-        self._lock = threading.Lock()
 
-    def snapshot(self) -> tuple[list[IntakeRequest], list[dict[str, Any]]]:
-        with self._lock:
+    def received(self) -> tuple[list[IntakeRequest], list[dict[str, Any]]]:
+        with self.lock:
             return list(self.requests), list(self.logs)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope["headers"]}
-        status, answer, size, logs = self._answer(scope, headers, body)
-        with self._lock:
-            self.requests.append(IntakeRequest(
-                time.monotonic(), scope["path"],
-                {k: v for k, v in headers.items() if k != "dd-api-key"}, size,
-                len(logs), "dd-api-key" in headers, status))
-            if status == 202:
-                self.logs.extend(logs)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        route = path.partition("?")[0]
+        status, answer, size, logs = self._answer(method, route, headers, body)
+        self.requests.append(IntakeRequest(
+            time.monotonic(), route, {k: v for k, v in headers.items() if k != "dd-api-key"},
+            size, len(logs), "dd-api-key" in headers, status))
+        if status == 202:
+            self.logs.extend(logs)
+        return json_answer(status, answer)
 
-    def _answer(self, scope: dict[str, Any], headers: dict[str, str], body: bytes,
+    def _answer(self, method: str, route: str, headers: dict[str, str], body: bytes,
                 ) -> tuple[int, Any, int, list[dict[str, Any]]]:
-        if scope["path"] != "/api/v2/logs":
+        if route != "/api/v2/logs":
             return *_error(404, "no such endpoint"), 0, []
-        if scope["method"] != "POST":
+        if method != "POST":
             return *_error(405, "use POST"), 0, []
         key = headers.get("dd-api-key")
         if not key:
             return *_error(401, "API key missing"), 0, []
         if key != self.api_key:
             return *_error(403, "Forbidden"), 0, []
-        encoding = headers.get("content-encoding", "identity").lower()
         try:
-            if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding == "deflate":
-                body = zlib.decompress(body)
-            elif encoding != "identity":
-                return *_error(415, f"unsupported content encoding {encoding}"), 0, []
-        except (OSError, zlib.error, EOFError):
+            body = decoded_body(headers, body)
+        except EncodingRefused as refused:
+            if refused.unsupported:
+                return *_error(415, f"unsupported content encoding {refused.encoding}"), 0, []
             return *_error(400, "the body could not be decompressed"), 0, []
         try:
             value = json.loads(body)
         except ValueError:
             value = None
         logs = value if isinstance(value, list) else [value] if value is not None else []
-        with self._lock:
-            forced = self.forced.pop(0) if self.forced else None
+        forced = self.forced.pop(0) if self.forced else None
         if forced is not None:
             return *_error(forced, _TITLES.get(forced, "forced")), len(body), logs
         if len(body) > MAX_BYTES:

@@ -29,7 +29,7 @@ https://www.elastic.co/docs/api/elasticsearch/authentication, common options):
   ``es_rejected_execution_exception``, 503, 401...), or ``status_all`` for every request.
 
 Documents are kept by ``_id`` per index (``documents(index)``, ``count(index)``); every
-request is recorded (``requests``, as ``tests.support.servers.Received``).
+exchange is recorded (``snapshot()``, as ``tests.support.receivers.recording.Exchange``).
 """
 
 from __future__ import annotations
@@ -37,14 +37,13 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from tests.support.servers import Received
+from tests.support.receivers.recording import Answer, RecordingApp
 
 __all__ = ["FakeElasticsearch"]
 
@@ -86,7 +85,7 @@ class _BadRequest(Exception):
         self.status, self.kind, self.reason = status, kind, reason
 
 
-class FakeElasticsearch:
+class FakeElasticsearch(RecordingApp):
     """An ASGI app answering ``_bulk`` as Elasticsearch does (see the module docstring).
 
     Credentials: an API key (``api_key_id`` + ``api_key_secret``; ``encoded_api_key``
@@ -99,6 +98,7 @@ class FakeElasticsearch:
                  api_key_secret: str | None = EXAMPLE_KEY_SECRET,
                  username: str | None = None, password: str | None = None,
                  auto_create: bool = True, data_streams: tuple[str, ...] = ()) -> None:
+        super().__init__()
         self.api_key_id, self.api_key_secret = api_key_id, api_key_secret
         self.username, self.password = username, password
         self.auto_create = auto_create
@@ -110,7 +110,6 @@ class FakeElasticsearch:
         self.mapping_error_field: str | None = None
         #: Every request answered with this status (an outage), when set.
         self.status_all: int | None = None
-        self.requests: list[Received] = []
         self.conflicts = 0
         self.rejected_busy = 0
         self.rejected_mapping = 0
@@ -118,7 +117,6 @@ class FakeElasticsearch:
         self._tries: Counter[str] = Counter()
         self._fail: deque[tuple[int, float | None]] = deque()
         self._seq = 0
-        self._lock = threading.Lock()
 
     # -- what tests use ------------------------------------------------------------------
 
@@ -128,65 +126,31 @@ class FakeElasticsearch:
 
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
         """Answer the next ``times`` requests with ``status`` as a whole."""
-        with self._lock:
+        with self.lock:
             self._fail.extend([(status, retry_after)] * times)
 
     def documents(self, index: str) -> dict[str, dict[str, Any]]:
-        with self._lock:
+        with self.lock:
             return dict(self._indices.get(index, {}))
 
     def count(self, index: str) -> int:
-        with self._lock:
+        with self.lock:
             return len(self._indices.get(index, {}))
 
     def create_index(self, index: str) -> None:
-        with self._lock:
+        with self.lock:
             self._indices.setdefault(index, {})
-
-    def snapshot(self) -> list[Received]:
-        with self._lock:
-            return list(self.requests)
-
-    # -- ASGI ----------------------------------------------------------------------------
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope["headers"]}
-        query = scope.get("query_string", b"").decode("latin-1")
-        path = scope["path"] + (f"?{query}" if query else "")
-        with self._lock:
-            status, extra, answer = self._answer(scope["method"], scope["path"], query,
-                                                 headers, body)
-            self.requests.append(Received(time.monotonic(), scope["method"], path, headers,
-                                          body, status))
-        content = b"" if answer is None else json.dumps(answer).encode()
-        fields = [(b"content-type", b"application/json"), (b"x-elastic-product", b"Elasticsearch"),
-                  *extra]
-        if scope.get("scheme") == "https":
-            fields.append((b"connection", b"close"))  # see servers.Receiver
-        await send({"type": "http.response.start", "status": status, "headers": fields})
-        await send({"type": "http.response.body", "body": content})
 
     # -- the bulk API --------------------------------------------------------------------
 
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        route, _, query = path.partition("?")
+        status, extra, answer = self._answer(method, route, query, headers, body)
+        return Answer(status, b"" if answer is None else json.dumps(answer).encode(),
+                      (("x-elastic-product", "Elasticsearch"), *extra))
+
     def _answer(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-                ) -> tuple[int, list[tuple[bytes, bytes]], Any]:
+                ) -> tuple[int, list[tuple[str, str]], Any]:
         if self.status_all is not None:
             return self._whole(self.status_all, None)
         if self._fail:
@@ -197,8 +161,8 @@ class FakeElasticsearch:
             reason = ("missing authentication credentials for REST request [/_bulk]"
                       if "authorization" not in headers
                       else "unable to authenticate with provided credentials")
-            return 401, [(b"www-authenticate", b'ApiKey, Basic realm="security", '
-                                                b'charset="UTF-8"')], \
+            return 401, [("www-authenticate", 'ApiKey, Basic realm="security", '
+                                              'charset="UTF-8"')], \
                 _error_body(401, "security_exception", reason)
         segments = [unquote(s) for s in path.strip("/").split("/")]
         if method not in ("POST", "PUT") or segments[-1] != "_bulk" or len(segments) > 2:
@@ -223,8 +187,8 @@ class FakeElasticsearch:
         return 200, [], _filtered(answer, filters) if filters else answer
 
     def _whole(self, status: int, retry_after: float | None,
-               ) -> tuple[int, list[tuple[bytes, bytes]], Any]:
-        extra = [] if retry_after is None else [(b"retry-after", str(int(retry_after)).encode())]
+               ) -> tuple[int, list[tuple[str, str]], Any]:
+        extra = [] if retry_after is None else [("retry-after", str(int(retry_after)))]
         if status == 401:
             return 401, extra, _error_body(401, "security_exception",
                                            "unable to authenticate with provided credentials")

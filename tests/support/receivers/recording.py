@@ -1,15 +1,22 @@
-"""The ASGI plumbing the strict fakes share: read a request whole, let the fake answer
-it, record both. Serve a fake with ``tests.support.servers.serve(fake)``."""
+"""The base of the strict fakes: read a request whole, let the fake answer it, record
+both. A fake subclasses ``RecordingApp`` and holds only its vendor's rules (``handle``).
+Serve a fake with ``tests.support.servers.serve(fake)`` (or ``Server(fake, cert=...)``).
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["Answer", "Exchange", "RecordingApp", "json_answer"]
+from tests.support.servers import read_request, send_answer
+
+__all__ = ["Answer", "EncodingRefused", "Exchange", "RecordingApp", "decoded_body",
+           "json_answer"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,31 @@ class Answer:
 
 def json_answer(status: int, value: Any, *headers: tuple[str, str]) -> Answer:
     return Answer(status, json.dumps(value).encode(), headers)
+
+
+class EncodingRefused(Exception):
+    """A body in a ``Content-Encoding`` the vendor does not take (``unsupported``), or
+    one that does not decode."""
+
+    def __init__(self, encoding: str, *, unsupported: bool) -> None:
+        super().__init__(encoding)
+        self.encoding = encoding
+        self.unsupported = unsupported
+
+
+def decoded_body(headers: dict[str, str], body: bytes,
+                 encodings: tuple[str, ...] = ("gzip", "deflate")) -> bytes:
+    """``body`` decompressed as its ``Content-Encoding`` says, if one of ``encodings``
+    (none: as it is); else ``EncodingRefused``."""
+    encoding = headers.get("content-encoding", "identity").lower()
+    if encoding == "identity":
+        return body
+    if encoding not in encodings or encoding not in ("gzip", "deflate"):
+        raise EncodingRefused(encoding, unsupported=True)
+    try:
+        return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+    except (OSError, EOFError, zlib.error):
+        raise EncodingRefused(encoding, unsupported=False) from None
 
 
 @dataclass(frozen=True)
@@ -38,7 +70,14 @@ class Exchange:
 
 class RecordingApp:
     """An ASGI app: subclasses implement :meth:`handle` (called under the lock, so a fake's
-    state changes one request at a time); every exchange is kept in :attr:`exchanges`."""
+    state changes one request at a time); every exchange is kept in :attr:`exchanges`.
+
+    ``handle`` gets the raw path with its query (``/_bulk?filter_path=...``) and the
+    headers in lower case. Headers named in ``unrecorded_headers`` (a credential a test
+    could print) are seen by ``handle`` but not kept.
+    """
+
+    unrecorded_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
@@ -52,33 +91,14 @@ class RecordingApp:
             return list(self.exchanges)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request = await read_request(scope, receive, send)
+        if request is None:
+            return
+        kept = {k: v for k, v in request.headers.items() if k not in self.unrecorded_headers}
         with self.lock:
-            answer = self.handle(scope["method"], path, headers, body)
-            self.exchanges.append(Exchange(time.monotonic(), scope["method"], path, headers,
-                                           body, answer))
-        fields = [(b"content-type", answer.content_type.encode()),
-                  *((k.encode(), v.encode()) for k, v in answer.headers)]
-        if scope.get("scheme") == "https":
-            fields.append((b"connection", b"close"))  # see tests.support.servers.Receiver
-        await send({"type": "http.response.start", "status": answer.status, "headers": fields})
-        await send({"type": "http.response.body", "body": answer.body})
+            answer = self.handle(request.method, request.path, request.headers, request.body)
+            self.exchanges.append(Exchange(time.monotonic(), request.method, request.path, kept,
+                                           request.body, answer))
+        await send_answer(scope, send, answer.status, [
+            (b"content-type", answer.content_type.encode()),
+            *((k.encode(), v.encode()) for k, v in answer.headers)], answer.body)

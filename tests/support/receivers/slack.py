@@ -19,16 +19,17 @@ limits" (api.slack.com/docs/rate-limits), the Block Kit reference. This app enfo
 A test breaks a webhook with ``state(path).answer = (410, "channel_is_archived")``
 (every later message gets it) or ``state(path).forced.append((429, "rate_limited"))``
 (the next one gets it), and reads ``state(path).messages`` (taken, with the
-moment they arrived) and ``.requests``.
+moment they arrived) and ``.requests``; ``snapshot()`` has every exchange.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.support.receivers.recording import Answer, RecordingApp
 
 __all__ = ["Message", "SlackHooks", "Webhook"]
 
@@ -60,66 +61,47 @@ class Webhook:
     last: float | None = None
 
 
-class SlackHooks:
+class SlackHooks(RecordingApp):
     """The ASGI app: several webhooks, by path."""
 
     def __init__(self, *paths: str, interval: float = 1.0, tolerance: float = 0.0) -> None:
+        super().__init__()
         self.hooks = {path: Webhook() for path in paths}
         self.interval = interval
         #: Seconds a message may come early (none: the sender counts its pace from the
         #: reply, so it can keep a whole second between arrivals).
         self.tolerance = tolerance
-        self._lock = threading.Lock()
 
     def state(self, path: str) -> Webhook:
         return self.hooks[path]
 
     def messages(self, path: str) -> list[Message]:
-        with self._lock:
+        with self.lock:
             return list(self.hooks[path].messages)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope["headers"]}
-        extra: list[tuple[bytes, bytes]] = []
-        with self._lock:
-            hook = self.hooks.get(scope["path"])
-            now = time.monotonic()
-            if hook is None or scope["method"] != "POST":
-                status, code = 404, "no_service"
-            elif hook.forced:
-                status, code = hook.forced.pop(0)
-            elif hook.answer is not None:
-                status, code = hook.answer
-            else:
-                status, code = _check(headers, body)
-                if status == 200 and hook.last is not None \
-                        and now - hook.last < self.interval - self.tolerance:
-                    status, code = 429, "rate_limited"
-                    extra.append((b"retry-after", b"1"))
-                if status == 200:
-                    hook.last = now
-                    hook.messages.append(Message(now, json.loads(body)))
-            if status == 429 and not extra:
-                extra.append((b"retry-after", b"1"))
-            if hook is not None:
-                hook.requests.append((now, status, code))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), *extra]})
-        await send({"type": "http.response.body", "body": code.encode()})
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        hook = self.hooks.get(path.partition("?")[0])
+        now = time.monotonic()
+        extra: tuple[tuple[str, str], ...] = ()
+        if hook is None or method != "POST":
+            status, code = 404, "no_service"
+        elif hook.forced:
+            status, code = hook.forced.pop(0)
+        elif hook.answer is not None:
+            status, code = hook.answer
+        else:
+            status, code = _check(headers, body)
+            if status == 200 and hook.last is not None \
+                    and now - hook.last < self.interval - self.tolerance:
+                status, code = 429, "rate_limited"
+            if status == 200:
+                hook.last = now
+                hook.messages.append(Message(now, json.loads(body)))
+        if status == 429:
+            extra = (("retry-after", "1"),)
+        if hook is not None:
+            hook.requests.append((now, status, code))
+        return Answer(status, code.encode(), extra, "text/plain; charset=utf-8")
 
 
 def _check(headers: dict[str, str], body: bytes) -> tuple[int, str]:

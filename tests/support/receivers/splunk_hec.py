@@ -33,14 +33,18 @@ It records every exchange, the HEC objects it indexed (``indexed``) and its acks
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
 from collections.abc import Callable
 from typing import Any
 
-from tests.support.receivers.recording import Answer, RecordingApp, json_answer
+from tests.support.receivers.recording import (
+    Answer,
+    EncodingRefused,
+    RecordingApp,
+    decoded_body,
+    json_answer,
+)
 
 __all__ = ["SplunkHecFake"]
 
@@ -134,14 +138,10 @@ class SplunkHecFake(RecordingApp):
         return channel
 
     def _content(self, headers: dict[str, str], body: bytes) -> bytes:
-        encoding = headers.get("content-encoding", "identity").lower()
-        if encoding == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError, zlib.error):
-                raise _Invalid(hec(400, "Invalid data format", 6)) from None
-        elif encoding != "identity":
-            raise _Invalid(hec(400, "Invalid data format", 6))
+        try:
+            body = decoded_body(headers, body, encodings=("gzip",))
+        except EncodingRefused:
+            raise _Invalid(hec(400, "Invalid data format", 6)) from None
         if len(body) > self.max_content_length:
             raise _Invalid(json_answer(413, {"text": "Content length exceeded", "code": 6}))
         return body

@@ -24,13 +24,11 @@ each message (line) it took with the ``X-Sumo-*`` headers of its request.
 
 from __future__ import annotations
 
-import gzip
 import json
 import secrets
-import zlib
 from dataclasses import dataclass
 
-from tests.support.receivers.recording import Answer, RecordingApp
+from tests.support.receivers.recording import Answer, EncodingRefused, RecordingApp, decoded_body
 
 __all__ = ["MAX_BYTES", "Message", "SumoLogicFake"]
 
@@ -84,16 +82,11 @@ class SumoLogicFake(RecordingApp):
         if self.unavailable > 0:
             self.unavailable -= 1
             return Answer(503, b"", content_type="text/plain")
-        encoding = headers.get("content-encoding", "identity").lower()
         try:
-            if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding == "deflate":
-                body = zlib.decompress(body)
-            elif encoding != "identity":
-                return Answer(400, b"unsupported encoding", content_type="text/plain")
-        except (OSError, EOFError, zlib.error):
-            return Answer(400, b"cannot decompress", content_type="text/plain")
+            body = decoded_body(headers, body)
+        except EncodingRefused as refused:
+            words = b"unsupported encoding" if refused.unsupported else b"cannot decompress"
+            return Answer(400, words, content_type="text/plain")
         if len(body) > MAX_BYTES:
             return Answer(413, b"", content_type="text/plain")
         if headers.get("content-type", "").startswith(_METRICS):
