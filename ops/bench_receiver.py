@@ -62,12 +62,11 @@ _ESCAPED_MARK = b'\\"specversion\\"'
 
 
 def _messages(body: bytes) -> bytes:
-    """Datadog's logs as a batch of the envelopes in their ``message`` (their other
-    attributes repeat the event's fields, its id among them)."""
-    logs = json.loads(body)
-    return b"[" + b",".join(log["message"].encode() for log in logs
-                            if isinstance(log, dict) and isinstance(log.get("message"), str)
-                            ) + b"]"
+    """Datadog's logs with only the envelopes in their ``message`` countable: the other
+    attributes repeat the event's id and emit stamp, unescaped (C-level replaces, no
+    parse: the receiver must not be what limits the bench)."""
+    return (body.replace(b'"id":', b'"_":').replace(b'"t":"', b'"_":"')
+            .replace(b'\\"', b'"'))
 
 
 def _answer(status: bytes, body: bytes, content_type: bytes = b"application/json") -> bytes:

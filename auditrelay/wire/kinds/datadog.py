@@ -130,7 +130,8 @@ class Datadog(Kind):
             value = getattr(options, name)
             if value is not None:
                 common[name] = value
-        logs = [log_of(batch.events[i], common) for i in events]
+        every = batch.events
+        logs = [log_of(every[i], common) for i in events]
         return json.dumps(logs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def base_headers(self, target: Target, batch: Batch) -> dict[str, str]:
@@ -166,18 +167,19 @@ class Datadog(Kind):
 
 def log_of(event: Event, common: Mapping[str, Any]) -> dict[str, Any]:
     """One Datadog log object for ``event`` (see the module docstring)."""
-    audit: dict[str, Any] = {name: event.data[name] for name in _AUDIT_FIELDS
-                             if event.data.get(name) is not None}
-    for name in _DATA_FIELDS:
-        value = event.field("data", name)
-        if value is not None:
-            audit[name] = value
+    data = event.data
+    audit: dict[str, Any] = {name: value for name in _AUDIT_FIELDS
+                             if (value := data.get(name)) is not None}
+    inner = data.get("data")
+    if isinstance(inner, dict):
+        audit.update((name, value) for name in _DATA_FIELDS
+                     if (value := inner.get(name)) is not None)
     log: dict[str, Any] = {**common, "message": event.raw.decode("utf-8"), "audit": audit}
-    actor = event.field("data", "actor", "id")
-    if isinstance(actor, str):
-        log["usr"] = {"id": actor}
-    if isinstance(event.data.get("type"), str):
-        log["evt"] = {"name": event.data["type"]}
+    actor = inner.get("actor") if isinstance(inner, dict) else None
+    if isinstance(actor, dict) and isinstance(actor.get("id"), str):
+        log["usr"] = {"id": actor["id"]}
+    if isinstance(data.get("type"), str):
+        log["evt"] = {"name": data["type"]}
     return log
 
 

@@ -90,10 +90,12 @@ def test_envelopes_carried_as_json_strings_are_counted_too() -> None:
     envelope = '{"specversion":"1.0","id":"aud_019ade2c-4e1a-7b3c-9d4e-5f60718293a4",' \
                '"data":{"metadata":{"t":"100.000000"}}}'
     body = json.dumps([{"message": envelope, "ddsource": "auditrelay",
-                         "audit": {"id": "aud_019ade2c-4e1a-7b3c-9d4e-5f60718293a4"}}]).encode()
+                         "audit": {"id": "aud_019ade2c-4e1a-7b3c-9d4e-5f60718293a4",
+                                   "metadata": {"t": "90.000000"}}}]).encode()
     store.add(100.5, 1, body)
     assert store.events == 1
     assert report(store)["unique"] == 1
+    assert report(store)["latency"]["max"] == 0.5
 
 
 def test_receipts_give_emit_and_first_receipt_per_path_and_event() -> None:
