@@ -28,7 +28,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -36,7 +36,7 @@ from typing import ClassVar, Literal
 import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from auditrelay.api.app import create_app
 from auditrelay.kafka.admin import read_compacted
@@ -122,27 +122,41 @@ def _add(page: Page, name: str, url: str) -> str:
     return str(row.get_attribute("id")).removeprefix("dest-")
 
 
+def _settings_page(base: str, name: str) -> tuple[str, str, str]:
+    """A new Enterprise workspace through the API: its id, token and settings page URL."""
+    created = httpx.post(f"{base}/v1/workspaces", json={"name": name, "plan": "enterprise"},
+                         headers={"Authorization": f"Bearer {ADMIN}"})
+    assert created.status_code == 201, created.text
+    ws, token = created.json()["id"], created.json()["token"]
+    return ws, token, f"{base}/workspaces/{ws}/settings/webhooks"
+
+
+@contextmanager
+def _chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, closed whatever happens."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                             args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _page(browser: Browser, *, script: bool = True) -> Page:
+    page = browser.new_context(java_script_enabled=script).new_page()
+    page.set_default_timeout(10_000)
+    return page
+
+
 def test_the_settings_page_in_chromium(settings: Settings) -> None:
     assert CHROMIUM.exists(), "Debian's chromium is needed: make system-deps"
     app = create_app(settings, resolver=_resolver, publish=True)
     with Receiver(path="/ingest") as good, Receiver(status=500, path="/ingest") as bad, \
             serve(app) as base:
-        created = httpx.post(f"{base}/v1/workspaces", json={"name": "Acme",
-                                                            "plan": "enterprise"},
-                             headers={"Authorization": f"Bearer {ADMIN}"})
-        assert created.status_code == 201, created.text
-        ws, token = created.json()["id"], created.json()["token"]
-        page_url = f"{base}/workspaces/{ws}/settings/webhooks"
-
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page()
-                page.set_default_timeout(10_000)
-                _scenario(page, page_url, token, settings, ws, good, bad)
-            finally:
-                browser.close()
+        ws, token, page_url = _settings_page(base, "Acme")
+        with _chromium() as browser:
+            _scenario(_page(browser), page_url, token, settings, ws, good, bad)
 
 
 def _scenario(page: Page, page_url: str, token: str, settings: Settings,
@@ -262,21 +276,9 @@ def test_every_kind_in_chromium(settings: Settings) -> None:
     with ExitStack() as stack:
         receivers = {name: stack.enter_context(Receiver()) for name in KINDS}
         base = stack.enter_context(serve(app))
-        created = httpx.post(f"{base}/v1/workspaces", json={"name": "Kinds",
-                                                            "plan": "enterprise"},
-                             headers={"Authorization": f"Bearer {ADMIN}"})
-        assert created.status_code == 201, created.text
-        ws, token = created.json()["id"], created.json()["token"]
-        page_url = f"{base}/workspaces/{ws}/settings/webhooks"
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page()
-                page.set_default_timeout(10_000)
-                _every_kind(page, page_url, token, settings, ws, receivers)
-            finally:
-                browser.close()
+        ws, token, page_url = _settings_page(base, "Kinds")
+        with _chromium() as browser:
+            _every_kind(_page(browser), page_url, token, settings, ws, receivers)
 
 
 def _every_kind(page: Page, page_url: str, token: str, settings: Settings, ws: str,
@@ -441,24 +443,12 @@ def test_the_form_sends_the_chosen_kinds_fields_with_and_without_script(
     monkeypatch.setitem(KINDS, "survey", _Survey())
     app = create_app(settings, resolver=_resolver, publish=False)
     with serve(app) as base:
-        created = httpx.post(f"{base}/v1/workspaces", json={"name": "Form",
-                                                            "plan": "enterprise"},
-                             headers={"Authorization": f"Bearer {ADMIN}"})
-        assert created.status_code == 201, created.text
-        ws, token = created.json()["id"], created.json()["token"]
-        page_url = f"{base}/workspaces/{ws}/settings/webhooks"
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                                 args=CHROMIUM_ARGS, headless=True)
-            try:
-                for script in (True, False):
-                    context = browser.new_context(java_script_enabled=script)
-                    page = context.new_page()
-                    page.set_default_timeout(10_000)
-                    _survey_form(page, page_url, token, script=script)
-                    context.close()
-            finally:
-                browser.close()
+        ws, token, page_url = _settings_page(base, "Form")
+        with _chromium() as browser:
+            for script in (True, False):
+                page = _page(browser, script=script)
+                _survey_form(page, page_url, token, script=script)
+                page.context.close()
         listed = httpx.get(f"{base}/v1/workspaces/{ws}/destinations",
                            headers={"Authorization": f"Bearer {token}"}).json()["items"]
     got = {d["name"]: (d["kind"], d["options"], d["credentials_set"]) for d in listed}
