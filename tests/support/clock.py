@@ -11,3 +11,15 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class ManualSleep:
+    """An injected ``sleep`` that notes what it was asked and moves ``clock`` by it."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.slept: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.now += seconds

@@ -11,6 +11,7 @@ import pytest
 from auditrelay.wire.client import Reply
 from auditrelay.wire.kinds.base import Batch, FollowUp, Kind, Limits, Request, Target, Verdict
 from auditrelay.wire.kinds.send import MAX_FOLLOW_UPS, Pacer, send_batch
+from tests.support.clock import ManualClock, ManualSleep
 from tests.unit.wire.kinds.test_base import events_body, target
 
 pytestmark = pytest.mark.asyncio
@@ -125,18 +126,14 @@ async def test_stop_disables_with_the_kinds_words() -> None:
 
 
 async def test_a_pace_makes_the_next_request_wait_for_its_turn() -> None:
-    now = [100.0]
-    waited: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waited.append(seconds)
-        now[0] += seconds
-
-    pacer = Pacer(clock=lambda: now[0], sleep=sleep)
+    clock = ManualClock(100.0)
+    sleep = ManualSleep(clock)
+    waited = sleep.slept
+    pacer = Pacer(clock=clock, sleep=sleep)
     await pacer.turn("dst_1", 1.0)
     await pacer.turn("dst_2", 1.0)
     assert waited == []
-    now[0] += 0.25
+    clock.now += 0.25
     await pacer.turn("dst_1", 1.0)
     assert waited == [pytest.approx(0.75)]
     await pacer.turn("dst_1", 0)  # no pace, no wait

@@ -14,6 +14,7 @@ from auditrelay.wire.client import Reply
 from auditrelay.wire.kinds.base import Batch, KindOptions, Request, Target
 from auditrelay.wire.kinds.send import Pacer
 from auditrelay.wire.kinds.slack import MAX_BLOCKS, Slack
+from tests.support.clock import ManualClock, ManualSleep
 from tests.unit.wire.kinds.test_base import NOW
 
 KIND = Slack()
@@ -178,19 +179,15 @@ def test_429_waits_for_retry_after_and_5xx_is_retried() -> None:
 
 @pytest.mark.asyncio
 async def test_the_pace_counts_from_the_reply_so_a_late_request_keeps_its_second() -> None:
-    now = [100.0]
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    pacer = Pacer(clock=lambda: now[0], sleep=sleep)
+    clock = ManualClock(100.0)
+    sleep = ManualSleep(clock)
+    slept = sleep.slept
+    pacer = Pacer(clock=clock, sleep=sleep)
     await pacer.turn("dst_1", 1.0)
-    now[0] += 0.4  # the request left late (a busy loop) and Slack took it now
+    clock.now += 0.4  # the request left late (a busy loop) and Slack took it now
     pacer.replied("dst_1", 1.0)
     await pacer.turn("dst_1", 1.0)
-    assert now[0] == pytest.approx(101.4)  # a whole second after Slack took the first
+    assert clock.now == pytest.approx(101.4)  # a whole second after Slack took the first
     assert slept == [pytest.approx(1.0)]
     pacer.replied("dst_2", 0)  # no pace, nothing booked
     await pacer.turn("dst_2", 1.0)
