@@ -47,6 +47,7 @@ def run_worker(settings: Settings) -> None:
             install_log_filters(logger)
 
     app = create_app(settings, registrars=default_registrars(settings.worker_stages))
+    app.task(_beat)
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                     logging_config=logging_config(settings))
     stop_metrics = serve_worker_metrics(settings)
@@ -54,6 +55,13 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
     finally:
         stop_metrics()
+
+
+async def _beat() -> None:
+    """The worker's heartbeat as a Faust app task: no parameter, so Faust passes no app."""
+    from auditrelay.observability.metrics import heartbeat
+
+    await heartbeat()
 
 
 def _run_delivery_only(settings: Settings) -> None:
@@ -64,6 +72,7 @@ def _run_delivery_only(settings: Settings) -> None:
     from auditrelay.agents.pipeline import running_pipeline
     from auditrelay.observability.collector import serve_worker_metrics
     from auditrelay.observability.logs import configure_logging
+    from auditrelay.observability.metrics import heartbeat
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -72,7 +81,11 @@ def _run_delivery_only(settings: Settings) -> None:
             loop.add_signal_handler(signum, stop.set)
         async with running_pipeline(settings):
             logging.getLogger(__name__).info("Worker ready (delivery only)")
-            await stop.wait()
+            beat = asyncio.create_task(heartbeat())
+            try:
+                await stop.wait()
+            finally:
+                beat.cancel()
 
     configure_logging(settings)
     stop_metrics = serve_worker_metrics(settings)

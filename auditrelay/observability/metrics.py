@@ -10,13 +10,16 @@ called per round or per batch, never per event. Label children are cached
 (``_Children``); the ``destination`` label has one value per destination, which
 is the intended cardinality. The gauges about Kafka (consumer lag, backlog,
 retry tiers, dead letters) are set by ``auditrelay.observability.collector``'s thread from
-broker offsets, off the hot path.
+broker offsets, off the hot path. The worker's heartbeat gauge is set by
+``heartbeat``, a task on the worker's own event loop (``auditrelay.ops.runner``).
 
 No Faust import here: the API imports this module.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final, Generic, TypeVar
@@ -35,6 +38,7 @@ from auditrelay.schemas.batches import REASON_MALFORMED, BatchMeta
 
 __all__ = [
     "API_REGISTRY",
+    "HEARTBEAT_SECONDS",
     "WORKER_REGISTRY",
     "count_api_request",
     "count_auth_failure",
@@ -43,6 +47,7 @@ __all__ = [
     "count_produced",
     "count_rate_limited",
     "count_round",
+    "heartbeat",
     "waiting_for_slot",
 ]
 
@@ -87,6 +92,15 @@ SLOT_WAITING: Final = Gauge(
     "auditrelay_delivery_slot_waiting", "Delivery requests waiting for one of the client's "
     "max_connections connection slots (the worker's own queue: not yet an attempt)",
     registry=WORKER_REGISTRY)
+
+# Set from the event loop that runs the stages, not from a thread: a loop that is stuck
+# (or a process that is gone) stops it, while the metrics endpoint's thread may still answer.
+WORKER_HEARTBEAT: Final = Gauge(
+    "auditrelay_worker_heartbeat_timestamp_seconds", "When this worker's event loop last "
+    "beat (Unix time, every few seconds); it stops moving when the loop is stuck",
+    registry=WORKER_REGISTRY)
+#: Seconds between two beats of ``heartbeat``; alerts allow several missed beats.
+HEARTBEAT_SECONDS: Final = 5.0
 
 # -- worker: gauges from Kafka offsets (auditrelay.observability.collector) ---------
 
@@ -219,6 +233,16 @@ def count_decision(kind: str, meta: BatchMeta, request_seconds: float | None,
         DELIVERY_LATENCY.observe(max(0.0, now - meta.first_event_ms / 1000))
     elif kind in ("dead_letter", "disabled"):
         count_dead_letter(meta.reason or kind)
+
+
+async def heartbeat(interval: float = HEARTBEAT_SECONDS) -> None:
+    """Set ``WORKER_HEARTBEAT`` to now every ``interval`` seconds until cancelled.
+
+    Runs on the loop of the worker's stages, so the gauge says that loop still turns.
+    """
+    while True:
+        WORKER_HEARTBEAT.set(time.time())
+        await asyncio.sleep(interval)
 
 
 @contextmanager

@@ -290,6 +290,8 @@ def _check_worker_samples(samples: Samples, total: int, ok_id: str, bad_id: str)
     assert age is not None
     assert 0 < age < 120
     assert (val("auditrelay_offsets_collect_errors_total") or 0) == 0
+    # The loop of the stages beats (docs/metrics.md): set by the Faust app's task.
+    assert (val("auditrelay_worker_heartbeat_timestamp_seconds") or 0) > 0
 
 
 def _check_api_metrics(api_url: str, workspace: str, metrics_scrapes: float) -> None:

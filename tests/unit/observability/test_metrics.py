@@ -3,10 +3,17 @@ is per process and shared by every test)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
 from collections.abc import Callable
 
+import pytest
+
 from auditrelay.observability import metrics
+from auditrelay.ops import runner
 from auditrelay.schemas.batches import REASON_DELETED, REASON_EXHAUSTED, BatchMeta
+from tests.support.polling import eventually
 
 META = BatchMeta("msg_1", "dst_unit_metrics", "ws_1", 7, 1_000_000)
 
@@ -78,3 +85,26 @@ def test_api_requests_by_template_with_unknown_methods_folded() -> None:
     assert ok() == 0
     assert metrics.API_REGISTRY.get_sample_value("auditrelay_delivery_latency_seconds_count") \
         is None
+
+
+@pytest.mark.asyncio
+async def test_the_heartbeat_moves_while_its_loop_turns_and_stops_when_cancelled() -> None:
+    beat = reader("auditrelay_worker_heartbeat_timestamp_seconds")
+    metrics.WORKER_HEARTBEAT.set(0)
+    started = time.time()
+    task = asyncio.create_task(metrics.heartbeat(interval=0.01))
+    try:
+        await eventually(lambda: beat() >= started, 5, "no first beat")
+        first = beat()
+        await eventually(lambda: beat() > first, 5, "no second beat")
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.done()
+    assert started <= beat() <= time.time()
+
+
+def test_the_worker_heartbeat_is_a_faust_task_that_takes_no_app() -> None:
+    # Faust hands the app to a task that takes a parameter: heartbeat's interval.
+    assert not inspect.signature(runner._beat).parameters
