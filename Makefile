@@ -5,9 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # OS packages the suite uses: kcat (broker checks), PostgreSQL (the API suite runs
-# on SQLite and on PostgreSQL) and Chromium (browser tests of the settings page).
+# on SQLite and on PostgreSQL), Chromium (browser tests of the settings page) and
+# prometheus for its promtool (checks and unit tests of deploy/prometheus/alerts.yml;
+# on a machine with systemd the package also enables a Prometheus server on :9090).
 # Java 17 and Maven are installed by `auditrelay kafka up` itself when missing.
-APT_PACKAGES := kcat postgresql chromium
+APT_PACKAGES := kcat postgresql chromium prometheus
 
 .PHONY: run test test-fast lint lock system-deps install kafka-up kafka-down clean
 
