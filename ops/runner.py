@@ -26,6 +26,13 @@ from auditrelay.schemas.settings import Settings
 _STOP_GRACE_SECONDS = 15.0
 
 
+async def _beat() -> None:
+    """The worker's heartbeat as a Faust app task: no parameter, so Faust passes no app."""
+    from auditrelay.observability.metrics import heartbeat
+
+    await heartbeat()
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker's stages (``settings.worker_stages``) until it is signalled."""
     if not {"router", "archive"} & set(settings.worker_stages):
@@ -47,21 +54,14 @@ def run_worker(settings: Settings) -> None:
             install_log_filters(logger)
 
     app = create_app(settings, registrars=default_registrars(settings.worker_stages))
-    app.task(_beat)
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                     logging_config=logging_config(settings))
+    app.task(_beat)
     stop_metrics = serve_worker_metrics(settings)
     try:
         worker.execute_from_commandline()
     finally:
         stop_metrics()
-
-
-async def _beat() -> None:
-    """The worker's heartbeat as a Faust app task: no parameter, so Faust passes no app."""
-    from auditrelay.observability.metrics import heartbeat
-
-    await heartbeat()
 
 
 def _run_delivery_only(settings: Settings) -> None:
