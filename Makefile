@@ -17,7 +17,7 @@ run: install
 	$(BIN)/auditrelay run --demo
 
 test: install system-deps lint
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=25
 
 # Unit tests only: no broker, a few seconds.
 test-fast: install

@@ -1,7 +1,8 @@
 """The real Kafka broker, shared by the session, and per-test topics and groups.
 
 The broker is the project's own (``auditrelay kafka up``): reused when one already
-answers, started otherwise and then stopped when the session ends.
+answers, started otherwise (once for all xdist workers) and then stopped when the
+session ends (tests/support/services.py).
 """
 
 from __future__ import annotations
@@ -16,23 +17,19 @@ from auditrelay.ops import kafka_local
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicSpec
 from tests.support.polling import wait_until
+from tests.support.services import start_once
 
 TopicFactory = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_bootstrap() -> str:
     settings = Settings()  # tests are an entry point: they read AUDITRELAY_* once
     if kafka_local.broker_answers(settings.kafka_bootstrap):
-        yield settings.kafka_bootstrap
-        return
+        return settings.kafka_bootstrap
     broker = kafka_local.LocalKafka.from_settings(settings)
-    started = broker.up()
-    try:
-        yield broker.bootstrap
-    finally:
-        if started:
-            broker.down()
+    start_once("kafka", broker.up)  # stopped by tests/conftest.py when the session ends
+    return broker.bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,8 @@ def _refusal(tmp_path: Path, token: str) -> str:
     return message
 
 
-@pytest.mark.parametrize("token", [SHORT, "x", " " * 31, SHORT + "a"])
+@pytest.mark.parametrize("token", [SHORT, "x", " " * 31, SHORT + "a"],
+                         ids=["30-random", "1-char", "31-spaces", "31-random"])
 def test_a_short_admin_token_is_refused(tmp_path: Path, token: str) -> None:
     assert "32 characters" in _refusal(tmp_path, token)
 

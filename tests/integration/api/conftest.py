@@ -49,6 +49,7 @@ from auditrelay.store.engine import Store, upgrade_database
 from auditrelay.wire.secrets import box_from_settings
 from tests.support.cleanup import topics_cleaned_up
 from tests.support.servers import Receiver, Server, serve
+from tests.support.services import start_once
 from tests.support.settings import make_settings
 from tests.unit.wire.test_ssrf import NAMES as SSRF_NAMES
 from tests.unit.wire.test_ssrf import FakeResolver
@@ -106,7 +107,7 @@ class SessionPostgres:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[SessionPostgres]:
+def postgres_server() -> SessionPostgres:
     """The project's local PostgreSQL; stopped at the end only if this session started it.
 
     If it cannot start, the first test that needs it fails with the one-line reason
@@ -114,15 +115,10 @@ def postgres_server() -> Iterator[SessionPostgres]:
     """
     server = LocalPostgres.from_settings(Settings())
     try:
-        started = server.up()
+        start_once("postgres", server.up)  # stopped by tests/conftest.py at the session's end
     except ProvisioningError as exc:
-        yield SessionPostgres(error=f"PostgreSQL cannot start: {exc}")
-        return
-    try:
-        yield SessionPostgres(server)
-    finally:
-        if started:
-            server.down()
+        return SessionPostgres(error=f"PostgreSQL cannot start: {exc}")
+    return SessionPostgres(server)
 
 
 @contextmanager
