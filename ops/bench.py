@@ -42,6 +42,7 @@ from auditrelay.ops.bench_create import create
 from auditrelay.ops.bench_destinations import destinations
 from auditrelay.ops.bench_http import http
 from auditrelay.ops.bench_pipeline import pipeline
+from auditrelay.ops.bench_takeover import takeover
 from auditrelay.schemas.settings import Settings
 
 
@@ -54,6 +55,7 @@ bench.add_command(pipeline)  # ops/bench_pipeline.py: end to end through a real 
 bench.add_command(http)  # ops/bench_http.py: CPU per request of each HTTP client
 bench.add_command(create)  # ops/bench_create.py: destinations/s through the API
 bench.add_command(destinations)  # ops/bench_destinations.py: delivery at scale
+bench.add_command(takeover)  # ops/bench_takeover.py: a worker killed, one started
 
 
 def padded_metadata(builder: Any, actor: Any, size: int) -> dict[str, str]:
