@@ -49,7 +49,9 @@ def faust_broker_url(bootstrap: str) -> str:
 
 
 def create_app(settings: Settings, *, app_id: str | None = None,
-               registrars: Sequence[Registrar] = ()) -> faust.App:
+               registrars: Sequence[Registrar] = (), replication_factor: int = 1) -> faust.App:
+    """``replication_factor``: of the topic Faust creates (its leader topic); the worker
+    passes what the settings resolve to on the cluster (3 on three or more brokers)."""
     app = faust.App(
         app_id or settings.topics.app_group,
         broker=faust_broker_url(settings.kafka_bootstrap),
@@ -61,7 +63,7 @@ def create_app(settings: Settings, *, app_id: str | None = None,
         # auditrelay.agents.pipeline); Faust's consumer group only follows the leader topic
         # (which Faust creates), electing the worker that runs leader-only crontabs.
         topic_disable_leader=False,
-        topic_replication_factor=1,
+        topic_replication_factor=replication_factor,
         # After a worker dies, its partitions move to the others once this passes.
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=heartbeat_seconds(settings.consumer_session_timeout_seconds),
