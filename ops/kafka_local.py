@@ -82,6 +82,8 @@ class LocalKafka:
     #: ``(node id, controller port)`` of every voter of the controller quorum; empty: this
     #: node alone.
     voters: tuple[tuple[int, int], ...] = ()
+    #: More JVM options, after the project's (tests start nodes faster with C1 alone).
+    jvm_options: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -256,7 +258,7 @@ class LocalKafka:
         return ["java", f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m",
                 "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-XX:ErrorFile={self.home / 'hs_err_%p.log'}",
-                f"-Dlog4j2.configurationFile={self.log4j_path}",
+                f"-Dlog4j2.configurationFile={self.log4j_path}", *self.jvm_options,
                 "-cp", f"{self.lib_dir}/*"]
 
     def _spawn(self) -> int:
@@ -329,6 +331,7 @@ class LocalCluster:
     home: Path
     cache: Path
     start_timeout: float
+    jvm_options: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, brokers: int | None = None) -> LocalCluster:
@@ -355,7 +358,7 @@ class LocalCluster:
             LocalKafka(version=self.version, port=port, controller_port=controller,
                        heap_mb=self.heap_mb, home=self.home / f"node-{node_id}",
                        cache=self.cache, start_timeout=self.start_timeout, node_id=node_id,
-                       voters=voters)
+                       voters=voters, jvm_options=self.jvm_options)
             for (node_id, controller), port in zip(voters, self.ports, strict=True))
 
     def node(self, node_id: int) -> LocalKafka:
