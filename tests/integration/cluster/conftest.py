@@ -23,8 +23,8 @@ BROKERS = 3
 #: Each node's heap: three of them, beside the shared broker, on this 24 GiB machine.
 HEAP_MB = 384
 #: On two shared cores a node (re)started under load took 50 s with the default JIT;
-#: the client compiler alone and the serial collector spend less CPU starting up.
-JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+#: the client compiler alone spends less CPU starting up.
+JVM_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 
 
 @pytest.fixture(scope="session")
