@@ -39,7 +39,10 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         cluster.up()
         yield cluster
     finally:
-        cluster.down()
+        # Its data goes with the temporary directory: no graceful stop to wait for (all
+        # nodes stopping at once wait for a controller, some until killed after 30 s).
+        for node in cluster.nodes:
+            node.kill()
 
 
 @pytest.fixture(scope="session")
