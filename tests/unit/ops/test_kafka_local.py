@@ -128,3 +128,23 @@ def test_cluster_status_lines_cap_the_listed_partitions() -> None:
                          "controller quorum: leader node 2 (epoch 5), voters 1, 2, 3",
                          "brokers registered: 1, 3", "under-replicated partitions: 20"]
     assert lines[-1] == "  ... and 8 more"
+
+
+def test_cli_status_and_down_of_a_cluster_that_does_not_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from auditrelay.ops.cli import cli
+
+    env = {"AUDITRELAY_VAR_DIR": str(tmp_path), "AUDITRELAY_KAFKA_PORT": "19092",
+           "AUDITRELAY_KAFKA_CONTROLLER_PORT": "19093"}
+    status = CliRunner().invoke(cli, ["kafka", "status", "--brokers", "3"], env=env)
+    assert status.exit_code == 3, status.output
+    assert status.output.splitlines() == [
+        "cluster (3 brokers, bootstrap 127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094):",
+        "  node 1: 127.0.0.1:29092 down", "  node 2: 127.0.0.1:29093 down",
+        "  node 3: 127.0.0.1:29094 down", "  cluster not running"]
+    # Without --brokers: the single broker only, as long as no cluster was ever made.
+    single = CliRunner().invoke(cli, ["kafka", "status"], env=env)
+    assert (single.exit_code, single.output) == (3, "not running\n")
+    down = CliRunner().invoke(cli, ["kafka", "down"], env=env)
+    assert (down.exit_code, down.output) == (0, "not running\n")
