@@ -107,7 +107,7 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(kafka_cluster: LocalCluster,
+def scene(kafka_cluster: LocalCluster, cluster_admin: AdminClient,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     tmp_path = tmp_path_factory.mktemp("scene")
     settings = pipeline_settings(kafka_cluster.bootstrap, f"cluster-{tmp_path.name}", tmp_path)
@@ -118,6 +118,12 @@ def scene(kafka_cluster: LocalCluster,
                                       [(n, (), True) for n in range(WORKSPACES)])
         worker = stack.enter_context(WorkerProcess(settings, tmp_path / "worker.log"))
         worker.wait_ready()
+        # The topic Faust creates (it elects the worker that runs leader-only timers) is
+        # replicated like ours, so a dead broker does not take it offline.
+        leader_topic = f"{settings.topics.app_group}-__assignor-__leader"
+        partitions = cluster_admin.list_topics(leader_topic, timeout=10).topics[
+            leader_topic].partitions
+        assert {len(p.replicas) for p in partitions.values()} == {3}
         yield Scene(settings, workspace_ids, sinks, worker, stack)
 
 
