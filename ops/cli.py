@@ -34,41 +34,73 @@ def cli(ctx: click.Context) -> None:
 
 @cli.group()
 def kafka() -> None:
-    """The local single-node Kafka broker (KRaft, 127.0.0.1)."""
+    """The local Kafka: one KRaft node by default, or a cluster (--brokers 3), on 127.0.0.1."""
+
+
+_BROKERS = click.option(
+    "--brokers", type=click.IntRange(1, 9), default=None,
+    help="1: the single broker (var/kafka); 2 or more: the local cluster "
+         "(var/kafka-cluster, ports from AUDITRELAY_KAFKA_CLUSTER_PORT). "
+         "[up: 1; down, status: both, or the one given]")
 
 
 @kafka.command("up")
+@_BROKERS
 @click.pass_obj
-def kafka_up(settings: Settings) -> None:
-    """Fetch Kafka if needed, start the broker, print its bootstrap address."""
+def kafka_up(settings: Settings, brokers: int | None) -> None:
+    """Fetch Kafka if needed, start the broker(s), print the bootstrap address."""
     from auditrelay.ops import kafka_local
 
-    broker = kafka_local.LocalKafka.from_settings(settings)
-    started = broker.up(progress=lambda msg: click.echo(msg, err=True))
-    click.echo(broker.bootstrap)
+    progress = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    local: kafka_local.LocalKafka | kafka_local.LocalCluster
+    if brokers is None or brokers == 1:
+        local = kafka_local.LocalKafka.from_settings(settings)
+    else:
+        local = kafka_local.LocalCluster.from_settings(settings, brokers)
+    started = local.up(progress=progress)
+    click.echo(local.bootstrap)
     if not started:
         click.echo("(already running)", err=True)
 
 
 @kafka.command("down")
+@_BROKERS
 @click.pass_obj
-def kafka_down(settings: Settings) -> None:
-    """Stop the broker that `kafka up` started (graceful, then forced)."""
+def kafka_down(settings: Settings, brokers: int | None) -> None:
+    """Stop the broker(s) that `kafka up` started (graceful, then forced)."""
     from auditrelay.ops import kafka_local
 
-    stopped = kafka_local.LocalKafka.from_settings(settings).down()
+    stopped = False
+    if brokers in (None, 1):
+        stopped |= kafka_local.LocalKafka.from_settings(settings).down()
+    if brokers != 1:
+        cluster = kafka_local.LocalCluster.from_settings(settings, brokers)
+        stopped |= cluster.home.exists() and cluster.down()
     click.echo("stopped" if stopped else "not running")
 
 
 @kafka.command("status")
+@_BROKERS
 @click.pass_obj
-def kafka_status(settings: Settings) -> None:
-    """Say whether the local broker runs, and where."""
+def kafka_status(settings: Settings, brokers: int | None) -> None:
+    """Each local node, the cluster's controller quorum and under-replicated partitions;
+    exits 3 when nothing runs."""
     from auditrelay.ops import kafka_local
 
-    status = kafka_local.LocalKafka.from_settings(settings).status()
-    click.echo(status.describe())
-    if not status.running:
+    running = False
+    cluster = kafka_local.LocalCluster.from_settings(settings, None if brokers == 1 else brokers)
+    show_cluster = brokers not in (None, 1) or (brokers is None and cluster.home.exists())
+    if brokers in (None, 1):
+        status = kafka_local.LocalKafka.from_settings(settings).status()
+        running |= status.running
+        click.echo(f"single broker: {status.describe()}" if show_cluster else status.describe())
+    if show_cluster:
+        report = cluster.status()
+        running |= report.running > 0
+        click.echo(f"cluster ({len(report.nodes)} brokers, bootstrap {cluster.bootstrap}):")
+        for line in report.lines():
+            click.echo(f"  {line}")
+    if not running:
         sys.exit(3)
 
 
@@ -98,7 +130,8 @@ def topics_ensure(settings: Settings, fix: bool) -> None:
     if unfixed:
         raise click.ClickException(
             f"{len(unfixed)} drift(s) cannot be fixed by altering the topic (the partition "
-            "count of the delivery topics): recreate those topics empty")
+            "count of the delivery topics, a replication factor): recreate those topics "
+            "empty, or reassign their partitions (docs/kafka.md)")
 
 
 @topics.command("migrate")

@@ -53,7 +53,8 @@ def run_worker(settings: Settings) -> None:
             super().on_setup_root_logger(logger, level)
             install_log_filters(logger)
 
-    app = create_app(settings, registrars=default_registrars(settings.worker_stages))
+    app = create_app(settings, registrars=default_registrars(settings.worker_stages),
+                     replication_factor=_leader_replication(settings))
     worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                     logging_config=logging_config(settings))
     app.task(_beat)
@@ -62,6 +63,25 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
     finally:
         stop_metrics()
+
+
+def _leader_replication(settings: Settings) -> int:
+    """The replication factor of Faust's leader topic: the settings' resolved on the
+    cluster, as ``topics ensure`` does; 1 (with a warning) when no broker answers yet,
+    which matters only if the topic does not exist either."""
+    from auditrelay.kafka.admin import admin_client, cluster_replication
+    from auditrelay.schemas.errors import KafkaError
+
+    try:
+        replication, _ = cluster_replication(admin_client(settings.kafka_bootstrap),
+                                             settings.topic_replication_factor,
+                                             settings.topic_min_insync_replicas)
+    except KafkaError as exc:
+        logging.getLogger(__name__).warning(
+            "cannot resolve the topic replication (%s); Faust's leader topic, if it must be "
+            "created, gets one replica", exc)
+        return 1
+    return replication.factor
 
 
 def _run_delivery_only(settings: Settings) -> None:

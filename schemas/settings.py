@@ -183,6 +183,18 @@ class Settings(BaseSettings):
         default=9093, ge=1, le=65535, description="local KRaft controller port"
     )
     kafka_heap_mb: int = Field(default=512, ge=128, le=1024, description="local broker heap")
+    # Local cluster (``auditrelay kafka up --brokers 3``): node n listens on these + n - 1.
+    kafka_cluster_port: int = Field(
+        default=29092, ge=1, le=65535 - 16,
+        description="port of the local cluster's first broker (the others follow it)",
+    )
+    kafka_cluster_controller_port: int = Field(
+        default=29192, ge=1, le=65535 - 16,
+        description="KRaft controller port of the local cluster's first node",
+    )
+    kafka_cluster_heap_mb: int = Field(
+        default=448, ge=128, le=1024, description="heap of each local cluster node"
+    )
     kafka_start_timeout_seconds: float = Field(
         default=90.0, gt=0, description="how long `kafka up` waits for the broker"
     )
@@ -195,6 +207,18 @@ class Settings(BaseSettings):
         default=12, ge=1, le=1000,
         description="partitions of the delivery and parked topics: the most delivery workers "
                     "that share the work (a destination is a key, never a partition)",
+    )
+    # Replication (docs/kafka.md): unset, resolved from the cluster's broker count when
+    # topics are created (schemas.topics.resolve_replication): 3 and 2 on three or more
+    # brokers, 1 and 1 below.
+    topic_replication_factor: int | None = Field(
+        default=None, ge=1, le=16,
+        description="replicas of each topic; default 3 on a cluster of 3+ brokers, else 1",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None, ge=1, le=16,
+        description="min.insync.replicas of each topic; default 2 on a cluster of 3+ "
+                    "brokers, else 1",
     )
 
     # Delivery (contract section 2).
@@ -349,6 +373,10 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", f"sqlite:///{db}")
         if self.kafka_port == self.kafka_controller_port:
             raise ValueError("kafka_port and kafka_controller_port must differ")
+        if (self.topic_replication_factor is not None and self.topic_min_insync_replicas
+                is not None and self.topic_min_insync_replicas > self.topic_replication_factor):
+            raise ValueError("topic_min_insync_replicas cannot exceed topic_replication_factor: "
+                             "no write could ever be acknowledged")
         return self
 
     @model_validator(mode="after")

@@ -6,9 +6,11 @@ contract's retention rules. ``auditrelay.ops.topics`` creates them, agents subsc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+
+from auditrelay.schemas.errors import TopicError
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -33,6 +35,51 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
     key: str = ""
     content: str = ""
+    #: Replicas of each partition; None: the broker's ``default.replication.factor``.
+    replication_factor: int | None = None
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of each partition, and how many must have a write before it is
+    acknowledged to an ``acks=all`` producer (``min.insync.replicas``)."""
+
+    factor: int
+    min_insync: int
+
+    def describe(self, brokers: int) -> str:
+        return (f"replication factor {self.factor}, min.insync.replicas {self.min_insync} "
+                f"({brokers} broker{'s' if brokers != 1 else ''})")
+
+
+def resolve_replication(brokers: int, factor: int | None = None,
+                        min_insync: int | None = None) -> Replication:
+    """The replication of new topics on a cluster of ``brokers`` brokers.
+
+    Unset values default to 3 replicas with 2 in sync on three or more brokers (one
+    broker may die and writes go on, none acknowledged is lost), 1 and 1 below; a
+    default ``min_insync`` never exceeds the factor. A factor the cluster cannot
+    place, or a minimum above the factor, is a ``TopicError``.
+    """
+    cluster = brokers >= 3
+    factor = factor if factor is not None else (3 if cluster else 1)
+    if min_insync is None:
+        min_insync = min(2 if cluster else 1, factor)
+    if factor > brokers:
+        raise TopicError(f"replication factor {factor} needs {factor} brokers; the cluster has "
+                         f"{brokers} (AUDITRELAY_TOPIC_REPLICATION_FACTOR)")
+    if min_insync > factor:
+        raise TopicError(f"min.insync.replicas {min_insync} exceeds the replication factor "
+                         f"{factor}: no write could be acknowledged "
+                         "(AUDITRELAY_TOPIC_MIN_INSYNC_REPLICAS)")
+    return Replication(factor, min_insync)
+
+
+def with_replication(specs: Iterable[TopicSpec], replication: Replication) -> list[TopicSpec]:
+    """``specs`` with ``replication``'s factor and ``min.insync.replicas`` config."""
+    return [replace(spec, replication_factor=replication.factor,
+                    config={**spec.config, "min.insync.replicas": str(replication.min_insync)})
+            for spec in specs]
 
 
 @dataclass(frozen=True)

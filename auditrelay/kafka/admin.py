@@ -13,8 +13,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from auditrelay.kafka.topic_reader import read_topic
-from auditrelay.schemas.errors import TopicError
-from auditrelay.schemas.topics import TopicSpec
+from auditrelay.schemas.errors import BrokerUnavailableError, TopicError
+from auditrelay.schemas.topics import Replication, TopicSpec, resolve_replication
 
 _TIMEOUT = 30.0
 
@@ -35,6 +35,22 @@ def describe_configs(admin: AdminClient, names: Sequence[str]) -> dict[str, dict
         raise TopicError(f"cannot read topic configs: {exc}") from exc
 
 
+def broker_count(admin: AdminClient) -> int:
+    """How many brokers the cluster's metadata lists."""
+    try:
+        return len(admin.list_topics(timeout=_TIMEOUT).brokers)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"cannot read the cluster's metadata: {exc}") from exc
+
+
+def cluster_replication(admin: AdminClient, factor: int | None = None,
+                        min_insync: int | None = None) -> tuple[Replication, int]:
+    """The replication of new topics (settings ``topic_replication_factor`` and
+    ``topic_min_insync_replicas``, defaults from the broker count), and that count."""
+    brokers = broker_count(admin)
+    return resolve_replication(brokers, factor, min_insync), brokers
+
+
 def partitions_of(admin: AdminClient, topic: str) -> list[int]:
     """The partition ids of ``topic``; TopicError if it does not exist."""
     try:
@@ -50,8 +66,10 @@ def create_topics(admin: AdminClient, specs: Sequence[TopicSpec]) -> list[str]:
     """Create topics, treating 'already exists' as success; returns those created now."""
     if not specs:
         return []
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1,
-                    config=dict(s.config)) for s in specs]
+    # -1: the broker's default.replication.factor (3 on the local cluster, 1 alone).
+    new = [NewTopic(s.name, num_partitions=s.partitions,
+                    replication_factor=s.replication_factor or -1, config=dict(s.config))
+           for s in specs]
     created = []
     for name, future in admin.create_topics(new, request_timeout=_TIMEOUT).items():
         try:

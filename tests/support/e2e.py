@@ -104,16 +104,20 @@ def set_up(stack: ExitStack, settings: Settings, workspaces: int,
 
 def emit(settings: Settings, workspace_ids: Sequence[str], count: int, *,
          per_second: float | None = None,
-         metadata: Callable[[int], dict[str, Any]] = lambda n: {"n": n}) -> list[str]:
+         metadata: Callable[[int], dict[str, Any]] = lambda n: {"n": n},
+         until: threading.Event | None = None) -> list[str]:
     """``count`` events round robin over workspaces and kinds; their ids once all confirmed.
 
     With ``per_second`` the events are spread over time (a stream), else sent at once.
-    Event n carries ``metadata(n)`` (``{"n": n}`` unless told otherwise).
+    Event n carries ``metadata(n)`` (``{"n": n}`` unless told otherwise). Once ``until``
+    is set the stream ends early (within 100 events): a stream as long as what it outlasts.
     """
     ids: list[str] = []
     started = time.monotonic()
     with AuditProducer(ProducerConfig.from_settings(settings, client_id="e2e")) as producer:
         for n in range(count):
+            if until is not None and n % 100 == 0 and until.is_set():
+                break
             category, action = KINDS[(n // len(workspace_ids)) % len(KINDS)]
             event = producer.emit(workspace_ids[n % len(workspace_ids)], category, action,
                                   actor=USER, metadata=metadata(n))
@@ -125,7 +129,7 @@ def emit(settings: Settings, workspace_ids: Sequence[str], count: int, *,
                 producer.poll(0)
         producer.flush(150)
         assert producer.failed == 0
-        assert producer.delivered == count
+        assert producer.delivered == len(ids)
     return ids
 
 
@@ -138,11 +142,14 @@ class Emitter(threading.Thread):
         self._args = (settings, workspace_ids, count, per_second)
         self.ids: list[str] = []
         self.error: BaseException | None = None
+        #: Set it to end the stream before ``count`` (``emit``'s ``until``).
+        self.stop = threading.Event()
 
     def run(self) -> None:
         settings, workspace_ids, count, per_second = self._args
         try:
-            self.ids = emit(settings, workspace_ids, count, per_second=per_second)
+            self.ids = emit(settings, workspace_ids, count, per_second=per_second,
+                            until=self.stop)
         except BaseException as exc:
             self.error = exc
 

@@ -42,3 +42,26 @@ def test_report_lines() -> None:
     report = EnsureReport(created=["a"], unchanged=["b"], drifted=[drift])
     assert report.lines() == ["created   a", "ok        b",
                               "DRIFTED   t: retention.ms is 2, the contract wants 1"]
+
+
+def test_another_replication_factor_is_drift_the_settings_name() -> None:
+    spec = TopicSpec("audit.events", 6, {"min.insync.replicas": "2"}, replication_factor=3)
+    configs = {"audit.events": {"min.insync.replicas": "1"}}
+    drifts = find_drift([spec], {"audit.events": 6}, configs, replicas={"audit.events": 1})
+    assert drifts == [Drift("audit.events", "replication factor", "3", "1"),
+                      Drift("audit.events", "min.insync.replicas", "2", "1")]
+    assert str(drifts[0]) == "audit.events: replication factor is 1, the settings want 3"
+    ok = {"audit.events": {"min.insync.replicas": "2"}}
+    assert find_drift([spec], {"audit.events": 6}, ok, replicas={"audit.events": 3}) == []
+
+
+def test_a_spec_without_a_factor_never_drifts_on_replicas() -> None:
+    configs = {"audit.events": dict(SPEC.config)}
+    assert find_drift([SPEC], {"audit.events": 6}, configs, replicas={"audit.events": 2}) == []
+
+
+def test_report_lines_name_the_replication_first() -> None:
+    report = EnsureReport(created=["a"], replication="replication factor 3, "
+                          "min.insync.replicas 2 (3 brokers)")
+    assert report.lines() == [
+        "replicas  replication factor 3, min.insync.replicas 2 (3 brokers)", "created   a"]
