@@ -1,4 +1,8 @@
-"""The pipeline on a three-broker cluster while brokers die and restart (issue 15).
+"""The three-broker cluster (issue 15): `kafka status` and `topics ensure` on it, then
+the pipeline on it while brokers die and restart.
+
+One module, so that pytest-xdist (which hands out whole files) runs every test of
+the cluster in one worker, on one cluster.
 
 One worker (a real subprocess, never restarted) and one scene (receivers on
 127.0.0.1, a destination per workspace, topics with 3 replicas and
@@ -14,19 +18,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select
 
-from auditrelay.kafka.admin import read_compacted
+from auditrelay.kafka.admin import describe_configs, read_compacted
 from auditrelay.ops.kafka_local import LocalCluster
 from auditrelay.ops.topics import ensure_topics
 from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.topics import static_topic_specs
 from auditrelay.store.db import OutboxEntry
 from auditrelay.store.engine import Store, make_engine
 from tests.integration.cluster.conftest import whole
+from tests.support.cleanup import topics_cleaned_up
 from tests.support.e2e import (
     Emitter,
     Sink,
@@ -47,8 +54,63 @@ from tests.support.pipeline import (
 )
 from tests.support.polling import wait_until
 from tests.support.servers import Receiver, serve
+from tests.support.settings import make_settings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+# -- the cluster itself, while whole -------------------------------------------------------
+
+
+@pytest.fixture
+def topic_settings(kafka_cluster: LocalCluster, cluster_admin: AdminClient, unique_name: str,
+                   tmp_path: Path) -> Iterator[Settings]:
+    settings = make_settings(tmp_path, kafka_cluster.bootstrap, f"test.{unique_name}.",
+                             topic_partitions=2, delivery_partitions=2)
+    with topics_cleaned_up(cluster_admin, settings.topics):
+        yield settings
+
+
+def test_status_shows_three_nodes_a_quorum_leader_and_full_replication(
+        kafka_cluster: LocalCluster) -> None:
+    status = kafka_cluster.status()
+    assert status.running == 3
+    assert status.voters == (1, 2, 3)
+    assert status.leader in (1, 2, 3)
+    assert status.registered == (1, 2, 3)
+    assert status.under_replicated == ()
+    assert f"controller quorum: leader node {status.leader}" in "\n".join(status.lines())
+
+
+def test_ensure_creates_three_replicas_two_in_sync_and_reports_drift(
+        topic_settings: Settings, cluster_admin: AdminClient) -> None:
+    settings = topic_settings
+    report = ensure_topics(settings)
+    assert report.replication == "replication factor 3, min.insync.replicas 2 (3 brokers)"
+    names = [spec.name for spec in static_topic_specs(settings.topics, 2, 2)]
+    assert sorted(report.created) == sorted(names)
+    meta = cluster_admin.list_topics(timeout=10).topics
+    for name in names:
+        assert {len(p.replicas) for p in meta[name].partitions.values()} == {3}, name
+    configs = describe_configs(cluster_admin, names)
+    assert {configs[name]["min.insync.replicas"] for name in names} == {"2"}
+    assert ensure_topics(settings).drifted == []
+
+    # Settings that want other replication: both differences are drift; `fix` alters
+    # min.insync.replicas back and leaves the replication factor (a reassignment).
+    other = settings.model_copy(update={"topic_replication_factor": 2,
+                                        "topic_min_insync_replicas": 1})
+    drifted = ensure_topics(other).drifted
+    events = settings.topics.events
+    assert {(d.setting, d.expected, d.actual) for d in drifted if d.topic == events} == {
+        ("replication factor", "2", "3"), ("min.insync.replicas", "1", "2")}
+    fixed = ensure_topics(other, fix=True)
+    assert {d.setting for d in fixed.fixed} == {"min.insync.replicas"}
+    assert describe_configs(cluster_admin, [events])[events]["min.insync.replicas"] == "1"
+    assert {d.setting for d in ensure_topics(other).drifted} == {"replication factor"}
+
+
+# -- the pipeline while brokers die and restart ---------------------------------------------
 
 RecordProperty = Callable[[str, object], None]
 
