@@ -42,14 +42,14 @@ from auditrelay.kafka.backoff import Backoff
 from auditrelay.kafka.clients import commit, consumer, fetch, start_consumer
 from auditrelay.schemas.settings import Settings
 
-__all__ = ["FETCH_MAX_WAIT_MS", "Round", "RoundReader", "hand_over_to", "input_consumer",
-           "next_offsets", "read_rounds", "rewind", "round_deadline", "settle"]
+__all__ = ["FETCH_MAX_WAIT_MS", "FETCH_MIN_BYTES", "Round", "RoundReader", "hand_over_to",
+           "input_consumer", "next_offsets", "read_rounds", "rewind", "round_deadline", "settle"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
-_FETCH_MIN_BYTES = 256 * 1024
-#: How long the broker may hold a fetch for ``_FETCH_MIN_BYTES`` (the archive's wait).
+FETCH_MIN_BYTES = 256 * 1024
+#: How long the broker may hold a fetch for ``FETCH_MIN_BYTES`` (the archive's wait).
 FETCH_MAX_WAIT_MS = 50
 #: One workspace is one partition: let a fetch bring several rounds' worth of it.
 _PARTITION_FETCH_BYTES = 4 * 1024 * 1024
@@ -265,17 +265,19 @@ def hand_over_to(channel: Any, name: str, *, report_seconds: float = 60.0) -> Ha
 
 
 def input_consumer(settings: Settings, group_id: str, client_id: str, *,
+                   fetch_min_bytes: int = FETCH_MIN_BYTES,
                    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> AIOKafkaConsumer:
     """A consumer of the input topic in the stage's group ``group_id`` (``TopicNames``).
 
-    The broker answers a fetch once it has ``_FETCH_MIN_BYTES`` or after
-    ``fetch_max_wait_ms``: a few fetches per second at low rates instead of one per
-    record or two (each costs the worker CPU), for at most that long a wait. The
-    router, whose latency it is, waits less (``auditrelay.agents.router``).
+    The broker answers a fetch once it has ``fetch_min_bytes`` or after
+    ``fetch_max_wait_ms``. The archive's defaults: a few fetches per second at low
+    rates instead of one per record or two (each costs the worker CPU), for at
+    most 50 ms of waiting. The router, whose latency it is, sets its own
+    (``auditrelay.agents.router``).
     """
     return consumer(settings.kafka_bootstrap, group_id=group_id, client_id=client_id,
                     session_timeout=settings.consumer_session_timeout_seconds,
-                    fetch_min_bytes=_FETCH_MIN_BYTES, fetch_max_wait_ms=fetch_max_wait_ms,
+                    fetch_min_bytes=fetch_min_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
                     max_partition_fetch_bytes=_PARTITION_FETCH_BYTES)
 
 
