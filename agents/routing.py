@@ -1,7 +1,9 @@
 """The router's pure logic: check records, group events into batches, dead-letter the rest.
 
-No Kafka and no clock beyond what is passed in; ``auditrelay.agents.router`` feeds these
-functions rounds of consumed (aiokafka) records and produces what they return.
+No Kafka and no clock beyond what is passed in; ``auditrelay.agents.router`` feeds a
+:class:`BatchBuffer` the consumed (aiokafka) records of every read and produces what it
+closes: a destination's batch as soon as it is full, a partial one once its oldest
+event is a window old. ``plan_round`` batches a whole round at once.
 
 The per-event path is kept minimal on purpose (the pipeline target is 20 000
 events/s on two cores shared with the broker): header lookups, a few cached
