@@ -3,8 +3,9 @@
 A Faust stream hands its agent one record at a time, with several event-loop
 turns, a task switch and offset bookkeeping per record; that caps one stream
 agent near 11 000 records/s on our 2-core machine whatever the agent does
-(docs/performance.md#router). The router and the archive therefore read the
-input topic through a :class:`RoundReader`: one aiokafka consumer in a group of
+(docs/performance.md#router). The archive therefore reads the input topic
+through a :class:`RoundReader` (the router, whose batches must not wait for a
+round, through :mod:`auditrelay.kafka.streaming`): one aiokafka consumer in a group of
 the stage's own, whose ``getmany`` loop gathers a round (up to ``max_records``
 records, or whatever came until ``window`` seconds after the round's oldest
 record was produced), hands it to the stage's Faust agent over an in-memory channel as a
@@ -14,9 +15,9 @@ Faust's cost is then paid per round, not per record.
 Guarantees:
 
 - At least once: a round's offsets are committed only after the agent settled
-  it (the router: every batch confirmed by the broker; the archive: the rows
-  committed). A round the agent could not settle (cancelled at shutdown) is not
-  committed, and the next owner of its partitions reads it again.
+  it (the archive: the rows committed). A round the agent could not settle
+  (cancelled at shutdown) is not committed, and the next owner of its
+  partitions reads it again.
 - One round at a time per reader, in partition order, so per-partition (hence
   per-workspace, hence per-destination) order is kept.
 - Rebalances: the revocation callback waits for the round in hand, commits it,
