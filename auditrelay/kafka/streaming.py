@@ -16,8 +16,8 @@ Guarantees:
   produced and confirmed by the broker (the stage's :meth:`Stage.step` and
   :meth:`Stage.flush` return only then), or is held by the stage (then the commit
   stops before it). Cancelled in the middle of a step, the reader commits only
-  what it worked out before that step (a batch of held records may be on its way
-  but unconfirmed).
+  what it could commit after the step before (a batch of held records may be on
+  its way but unconfirmed).
 - One step at a time, in fetch order (hence in partition order).
 - Rebalances: the revocation callback waits for the step in hand, has the stage
   flush everything it holds (produced and confirmed), commits, and invalidates
@@ -114,11 +114,8 @@ class StreamReader(ConsumerRebalanceListener):  # type: ignore[misc]
         #: Per partition, the offset after the last record stepped.
         self._consumed: dict[Part, int] = {}
         self._committed: dict[Part, int] = {}
-        #: What may be committed, as worked out between two steps (still safe later).
+        #: What may be committed, as worked out after the last complete step.
         self._ready: dict[Part, int] = {}
-        #: Whether a step ran since ``_ready`` was worked out; whether one is running.
-        self._stepped = False
-        self._in_step = False
         self._fetch_backoff = Backoff(0.5, _MAX_BACKOFF)
         #: Steps taken, for tests and logs.
         self.steps = 0
@@ -163,27 +160,19 @@ class StreamReader(ConsumerRebalanceListener):  # type: ignore[misc]
                 due = self._stage.next_due()
                 if records or (due is not None and due <= now):
                     await self._step(records, now)
-                if (self._stepped or self._ready) and (
-                        not records
-                        or time.monotonic() - self._last_commit >= self._commit_interval):
-                    self._work_out()
+                if self._ready and (not records or time.monotonic() - self._last_commit
+                                    >= self._commit_interval):
                     await self._commit()
 
     async def _step(self, records: list[Any], now: float) -> None:
-        self._in_step = True
+        # Cancelled during the step, ``_ready`` (worked out after the step before) is still
+        # safe: a batch of held records may be on its way now, but unconfirmed.
         await self._stage.step(records, now)
-        self._in_step = False
-        self._stepped = True
         self.steps += 1
         consumed = self._consumed
         for record in records:
             consumed[(record.topic, record.partition)] = record.offset + 1
-
-    def _work_out(self) -> None:
-        """What may be committed now, between steps (worked out only when committing: the
-        stage's ``held`` looks at every open batch)."""
-        self._ready = commit_points(self._consumed, self._stage.held(), self._committed)
-        self._stepped = False
+        self._ready = commit_points(consumed, self._stage.held(), self._committed)
 
     async def _commit(self) -> None:
         self._last_commit = time.monotonic()
@@ -200,13 +189,7 @@ class StreamReader(ConsumerRebalanceListener):  # type: ignore[misc]
             self._ready = {(tp.topic, tp.partition): o for tp, o in offsets.items()}
 
     async def close(self) -> None:
-        """Commit what is safe; call after ``run`` ended.
-
-        Cancelled in the middle of a step, a batch holding records may be on its way
-        but unconfirmed: then only what was worked out before that step is committed.
-        """
-        if not self._in_step:
-            self._work_out()
+        """Commit what the last complete step allowed; call after ``run`` ended."""
         with contextlib.suppress(Exception):
             await self._commit()
 
