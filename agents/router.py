@@ -3,44 +3,59 @@
 For each event the router finds the enabled destinations of its workspace whose
 event-type globs match (destinations of workspaces without the forwarding
 entitlement are never matched), batches the events per destination (at most
-``batch_max_events``, flushed at least every ``batch_window_seconds``) and
-produces each batch to ``audit.deliveries`` keyed by its destination id, the event
-bytes untouched (:mod:`auditrelay.agents.routing` holds the logic, this module the
-Kafka side). A destination deleted after its batch was routed is the delivery
-stage's to refuse (dead letter, reason ``destination_deleted``).
+``batch_max_events``) and produces each batch to ``audit.deliveries`` keyed by its
+destination id, the event bytes untouched (:mod:`auditrelay.agents.routing` holds the
+logic, this module the Kafka side). A destination deleted after its batch was
+routed is the delivery stage's to refuse (dead letter, reason ``destination_deleted``).
+
+When a batch leaves (issue #14): **the moment it is full**; the window only bounds
+partial batches. The router keeps each destination's open batch across reads
+(:class:`~auditrelay.agents.routing.BatchBuffer`, in memory); every read, whatever
+the consumer returned, joins the open batches, and a batch that reaches
+``batch_max_events`` events (or the byte cap) is produced at once. A partial batch
+is produced once its oldest event is ``batch_window_seconds`` old (by its Kafka
+timestamp): the reader wakes up for that even when no records come.
 
 Guarantees:
 
-- The input is read in rounds (:mod:`auditrelay.kafka.rounds`: up to ``ROUND_EVENTS``
-  records, or what came within ``batch_window_seconds`` of the round's first),
-  handed to the Faust agent ``router``, and committed only after every record
-  made from it (batches and dead letters) is confirmed by the broker, that is
-  once :meth:`Router.handle` returned.
-- Nothing escapes :meth:`Router.handle` but cancellation: produce failures (broker
+- At least once, commit only after settle: the input is read by a
+  :class:`~auditrelay.kafka.streaming.StreamReader` (a consumer in the router's group),
+  which commits a partition only up to the lowest offset still in an open batch,
+  and only after every record made from what comes before it (batches, dead
+  letters) was confirmed by the broker (:meth:`Router.step` returns only then).
+  At a rebalance the open batches are produced and confirmed, then the offsets
+  committed; at shutdown they are dropped, uncommitted, and read again by the
+  partitions' next owner.
+- Nothing escapes :meth:`Router.step` but cancellation: produce failures (broker
   down) are retried with backoff, resending only what was not confirmed, until
   everything is. Malformed input goes to ``audit.dlq`` with reason
   ``malformed_event`` and the detail.
-- One round at a time (``concurrency=1``), for per-destination order.
+- One step at a time, batches produced in order, for per-destination order. The
+  router runs in a Faust task of its own, not an agent: no Faust stream acks
+  anything here, the reader's commits are the only acknowledgement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import faust
 
 from auditrelay.agents.routing import (
+    MAX_BATCH_BYTES,
+    BatchBuffer,
     OutRecord,
     RecordLike,
     RoundPlan,
-    plan_round,
 )
 from auditrelay.kafka.backoff import Backoff
-from auditrelay.kafka.rounds import Round, hand_over_to, input_consumer, read_rounds, settle
+from auditrelay.kafka.rounds import input_consumer
+from auditrelay.kafka.streaming import read_stream
 from auditrelay.observability import metrics
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicNames
@@ -51,9 +66,15 @@ __all__ = ["FaustPublisher", "Publisher", "Router", "RouterStats", "register"]
 
 log = logging.getLogger(__name__)
 
-#: Events the agent takes per round (it also stops waiting after the batch window).
-#: Several batches' worth, so that at high volume batches are full and rounds few.
-ROUND_EVENTS: Final = 2000
+#: Most records one read hands the router. Several batches' worth, so that at high
+#: volume a read fills batches and steps are few; at low volume a read is what came.
+READ_EVENTS: Final = 2000
+#: The router's fetch: the broker answers as soon as it has a record (no wait for more
+#: bytes: at low rates that wait was latency), and when idle every half second (an
+#: answer costs the worker CPU). At high rates a fetch finds plenty waiting anyway.
+#: (A 10 ms wait for 256 KiB instead: 100 answers a second even idle; docs/performance.md.)
+FETCH_MIN_BYTES: Final = 1
+FETCH_MAX_WAIT_MS: Final = 500
 _REPORT_SECONDS: Final = 10.0
 
 
@@ -92,7 +113,6 @@ class RouterStats:
         self.events += plan.events
         self.routed += plan.routed
         self.malformed += plan.malformed
-        self.batches += len(plan.records) - plan.malformed
 
     def line(self, seconds: float) -> str:
         return (f"router: {self.events} events in {seconds:.0f} s "
@@ -101,42 +121,82 @@ class RouterStats:
 
 
 class Router:
-    """Routes rounds of input records; the agent body only calls :meth:`handle`."""
+    """Routes input records into batches and produces them; the reader's stage
+    (:class:`~auditrelay.kafka.streaming.Stage`)."""
 
     def __init__(self, registry: DestinationRegistry, topics: TopicNames, publisher: Publisher,
-                 *, max_events: int = 100, backoff_seconds: tuple[float, float] = (0.5, 30.0),
+                 *, max_events: int = 100, window: float = 1.0,
+                 max_bytes: int = MAX_BATCH_BYTES,
+                 backoff_seconds: tuple[float, float] = (0.5, 30.0),
                  schedule_timeout: float = 30.0) -> None:
         self.registry = registry
         self.topics = topics
         self.publisher = publisher
         self.max_events = max_events
         self.stats = RouterStats()
+        self.buffer = BatchBuffer(registry.matching, topics, max_events=max_events,
+                                  max_bytes=max_bytes, window=window)
+        #: Closed batches and dead letters not confirmed yet (kept through a failed step).
+        self._out: list[OutRecord] = []
         self._backoff_seconds = backoff_seconds
         self._schedule_timeout = schedule_timeout
 
-    async def handle(self, records: Sequence[RecordLike]) -> RoundPlan:
-        """Plan one round and publish it; returns once the broker confirmed every record.
+    async def step(self, records: Sequence[RecordLike], now: float | None = None) -> None:
+        """Add ``records`` to the open batches; produce the batches full by now, those
+        due at ``now`` (epoch seconds) and the dead letters; return once the broker
+        confirmed them all.
 
         Never raises but for cancellation: a failure inside (a bug) is logged and the
-        round retried, since returning or raising would ack input not yet routed.
+        step retried from the record that failed, since raising would let the
+        reader go on (and commit) past records not yet routed.
         """
+        await self._settle(records, now, close_all=False)
+
+    async def flush(self) -> None:
+        """Produce every open batch (and whatever else is closed); returns once confirmed."""
+        await self._settle((), None, close_all=True)
+
+    async def handle(self, records: Sequence[RecordLike]) -> None:
+        """Route ``records`` completely, as a round: partial batches too."""
+        await self._settle(records, None, close_all=True)
+
+    def next_due(self) -> float | None:
+        return self.buffer.next_due()
+
+    def held(self) -> Mapping[tuple[str, int], int]:
+        return self.buffer.held()
+
+    async def _settle(self, records: Sequence[RecordLike], now: float | None, *,
+                      close_all: bool) -> None:
         backoff = Backoff(*self._backoff_seconds)
+        buffer, start = self.buffer, 0
         while True:
             try:
-                plan = plan_round(records, self.registry.matching, self.topics,
-                                  max_events=self.max_events)
-                await self.publish(plan.records)
+                at = time.time() if now is None else now
+                buffer.add(records, at, start)
+                start = len(records)
+                if close_all:
+                    buffer.close_all()
+                else:
+                    buffer.close_due(at)
+                self._out.extend(buffer.take())
+                if self._out:
+                    await self.publish(self._out)
+                    self._out = []
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("router round of %d records failed; retrying in %.1f s",
+                if start < len(records):  # the add failed: resume at its record
+                    start = buffer.failed_at
+                log.exception("router step of %d records failed; retrying in %.1f s",
                               len(records), backoff.delay)
                 await backoff.wait()
                 continue
+            plan, buffer.plan = buffer.plan, RoundPlan()
             self.stats.add(plan)
             metrics.count_round(routed=plan.events - plan.unrouted - plan.malformed,
                                 unmatched=plan.unrouted, malformed=plan.malformed)
-            return plan
+            return
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         """Produce ``records`` and wait until the broker confirmed all of them.
@@ -164,6 +224,8 @@ class Router:
                         todo.append(entry)
                     else:
                         metrics.count_produced(entry[1].meta)
+                        if entry[1].meta is not None and not entry[1].meta.reason:
+                            self.stats.batches += 1
             if problem is not None and todo:
                 self.stats.retries += 1
                 log.warning("router: %d record(s) not confirmed (%s); retrying in %.1f s",
@@ -195,7 +257,7 @@ class Router:
 def register(app: faust.App, settings: Settings, destinations: SharedFollower, *,
              registry: DestinationRegistry | None = None,
              publisher: Publisher | None = None) -> Router:
-    """Add the router agent, and the reader that feeds it rounds, to ``app``.
+    """Add the router, and the reader that feeds it, to ``app`` (a Faust task).
 
     Without ``registry`` the app's :class:`~auditrelay.tables.registry.RegistryFollower`
     (``destinations``, shared with delivery) provides it, and the reader waits
@@ -208,22 +270,18 @@ def register(app: faust.App, settings: Settings, destinations: SharedFollower, *
         registry = follower.registry
     router = Router(registry, settings.topics,
                     publisher or FaustPublisher(app),
-                    max_events=settings.batch_max_events)
-    rounds_channel: faust.ChannelT[Round] = app.channel()
-
-    @app.agent(rounds_channel, name="router", concurrency=1)
-    async def route(rounds: faust.StreamT[Round]) -> None:
-        async for batch in rounds:
-            await settle(batch, router.handle(batch.records))
+                    max_events=settings.batch_max_events,
+                    window=settings.batch_window_seconds)
 
     async def read_events() -> None:
         if follower is not None:
             await _wait_until_caught_up(follower, "the router")
-        await read_rounds(input_consumer(settings, settings.topics.router_group,
-                                         "auditrelay-router"),
-                          settings.topics.events, hand_over_to(rounds_channel, "router"),
-                          name="router", max_records=ROUND_EVENTS,
-                          window=settings.batch_window_seconds)
+        await read_stream(input_consumer(settings, settings.topics.router_group,
+                                         "auditrelay-router",
+                                         fetch_min_bytes=FETCH_MIN_BYTES,
+                                         fetch_max_wait_ms=FETCH_MAX_WAIT_MS),
+                          settings.topics.events, router, name="router",
+                          max_records=READ_EVENTS)
 
     app.task(read_events)
 

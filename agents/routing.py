@@ -1,7 +1,9 @@
 """The router's pure logic: check records, group events into batches, dead-letter the rest.
 
-No Kafka and no clock beyond what is passed in; ``auditrelay.agents.router`` feeds these
-functions rounds of consumed (aiokafka) records and produces what they return.
+No Kafka and no clock beyond what is passed in; ``auditrelay.agents.router`` feeds a
+:class:`BatchBuffer` the consumed (aiokafka) records of every read and produces what it
+closes: a destination's batch as soon as it is full, a partial one once its oldest
+event is a window old. ``plan_round`` batches a whole round at once.
 
 The per-event path is kept minimal on purpose (the pipeline target is 20 000
 events/s on two cores shared with the broker): header lookups, a few cached
@@ -15,6 +17,7 @@ other producer in a non-compact form.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,10 +41,12 @@ from auditrelay.wire.signing import new_batch_id
 
 __all__ = [
     "MAX_BATCH_BYTES",
+    "BatchBuffer",
     "EventFacts",
     "OutRecord",
     "RecordLike",
     "RoundPlan",
+    "batch_deadline",
     "check_record",
     "malformed_record",
     "plan_round",
@@ -230,15 +235,22 @@ def malformed_record(record: RecordLike, reason: str, topics: TopicNames) -> Out
 class _OpenBatch:
     """A batch being filled for one destination."""
 
-    __slots__ = ("config", "events", "first_ms", "size")
+    __slots__ = ("config", "deadline", "events", "first_ms", "firsts", "open", "part", "size")
 
-    def __init__(self, config: DestinationConfig, first_ms: int) -> None:
+    def __init__(self, config: DestinationConfig, first_ms: int, deadline: float) -> None:
         self.config = config
         self.events: list[bytes] = []
         self.first_ms = first_ms
+        self.deadline = deadline
         self.size = 2  # the brackets
+        #: Per input partition (topic, partition) the offset of its first event here.
+        self.firsts: dict[tuple[str, int], int] = {}
+        #: The input partition of the last event added (to skip the dict most of the time).
+        self.part: tuple[str, int] | None = None
+        self.open = True
 
     def close(self, topics: TopicNames) -> OutRecord:
+        self.open = False
         config = self.config
         meta = BatchMeta(batch_id=new_batch_id(), destination_id=config.id,
                          workspace_id=config.workspace_id, events=len(self.events),
@@ -269,6 +281,152 @@ class RoundPlan:
         return [r for r in self.records if r.meta is None or r.meta.reason]
 
 
+def batch_deadline(now: float, first_ms: int, window: float) -> float:
+    """When a partial batch is due, in epoch seconds, given its oldest event's Kafka timestamp.
+
+    ``window`` after that event was produced, so that no event waits longer than
+    the window even when it reached the router late; but never later than
+    ``window`` from ``now`` (a producer clock ahead of ours) nor before ``now``.
+    """
+    return min(now + window, max(now, first_ms / 1000 + window))
+
+
+class BatchBuffer:
+    """Open batches per destination, kept across reads: the router's state.
+
+    :meth:`add` checks and routes input records: events join their destinations'
+    open batches, and a batch is closed the moment it is full (``max_events``
+    events, or the next event would take its body over ``max_bytes``); malformed
+    records become dead letters at once. A batch that is not full is closed by
+    :meth:`close_due` once its oldest event is ``window`` seconds old
+    (:func:`batch_deadline`), or by :meth:`close_all`. :meth:`take` hands out what
+    was closed, batches in order per destination, then dead letters.
+
+    :meth:`held` says, per input partition, the lowest offset still in an open
+    batch: the input must not be committed past it, as those events are not
+    produced yet. Counters (``plan``) add up until the caller resets them.
+    No Kafka, no clock: ``now`` (epoch seconds) is passed in.
+    """
+
+    def __init__(self, matching: Matching, topics: TopicNames, *, max_events: int = 100,
+                 max_bytes: int = MAX_BATCH_BYTES, window: float = 1.0) -> None:
+        self._matching = matching
+        self._topics = topics
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self.window = window
+        self._open: dict[str, _OpenBatch] = {}
+        #: (deadline, sequence, batch) of every batch opened; closed ones are skipped.
+        self._deadlines: list[tuple[float, int, _OpenBatch]] = []
+        self._sequence = 0
+        self._closed: list[OutRecord] = []
+        self._dead: list[OutRecord] = []
+        #: Counts of what was added (its ``records`` stay empty); reset by the caller.
+        self.plan = RoundPlan()
+        #: Index in the last :meth:`add`'s records of the one that raised (a bug): where to
+        #: resume, since those before it are in batches already.
+        self.failed_at = 0
+
+    def __len__(self) -> int:
+        """Open batches."""
+        return len(self._open)
+
+    def add(self, records: Sequence[RecordLike], now: float, start: int = 0) -> None:
+        """Route ``records[start:]`` into open batches, closing those that fill up."""
+        index = start
+        try:
+            for index in range(start, len(records)):
+                self._add(records[index], now)
+        except Exception:
+            self.failed_at = index
+            raise
+
+    def _add(self, record: RecordLike, now: float) -> None:
+        plan = self.plan
+        plan.events += 1
+        value = record.value
+        facts = check_record(record.key, value, record.headers)
+        if type(facts) is str:
+            self._dead.append(malformed_record(record, facts, self._topics))
+            plan.malformed += 1
+            return
+        facts = cast(EventFacts, facts)
+        value = cast(bytes, value)  # check_record refuses records without a value
+        destinations = self._matching(facts.workspace_id, facts.event_type)
+        if not destinations:
+            plan.unrouted += 1
+            return
+        size = len(value) + 1  # and a comma
+        part = (record.topic, record.partition)
+        open_batches = self._open
+        for config in destinations:
+            batch = open_batches.get(config.id)
+            if batch is not None and batch.size + size > self._max_bytes:
+                self._close(batch)
+                batch = None
+            if batch is None:
+                batch = self._open_batch(config, record.timestamp, now)
+            if batch.part != part:
+                batch.part = part
+                batch.firsts.setdefault(part, record.offset)
+            batch.events.append(value)
+            batch.size += size
+            if len(batch.events) >= self._max_events:
+                self._close(batch)
+        plan.routed += len(destinations)
+
+    def _open_batch(self, config: DestinationConfig, stamp: int | None,
+                    now: float) -> _OpenBatch:
+        first_ms = stamp if stamp and stamp > 0 else int(now * 1000)
+        deadline = batch_deadline(now, first_ms, self.window)
+        batch = self._open[config.id] = _OpenBatch(config, first_ms, deadline)
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (deadline, self._sequence, batch))
+        return batch
+
+    def _close(self, batch: _OpenBatch) -> None:
+        del self._open[batch.config.id]
+        self._closed.append(batch.close(self._topics))
+
+    def next_due(self) -> float | None:
+        """When the next open batch is due (epoch seconds), or None without open batches."""
+        deadlines = self._deadlines
+        while deadlines and not deadlines[0][2].open:
+            heapq.heappop(deadlines)
+        return deadlines[0][0] if deadlines else None
+
+    def close_due(self, now: float) -> None:
+        """Close every open batch whose deadline is ``now`` or earlier."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            batch = heapq.heappop(deadlines)[2]
+            if batch.open:
+                self._close(batch)
+
+    def close_all(self) -> None:
+        """Close every open batch, oldest first."""
+        while self._deadlines:
+            batch = heapq.heappop(self._deadlines)[2]
+            if batch.open:
+                self._close(batch)
+
+    def take(self) -> list[OutRecord]:
+        """The records closed since the last take: batches (in order per destination),
+        then dead letters (in input order)."""
+        out = self._closed + self._dead
+        self._closed, self._dead = [], []
+        return out
+
+    def held(self) -> dict[tuple[str, int], int]:
+        """Per input partition, the lowest offset of an event in an open batch."""
+        lowest: dict[tuple[str, int], int] = {}
+        for batch in self._open.values():
+            for part, offset in batch.firsts.items():
+                if offset < lowest.get(part, offset + 1):
+                    lowest[part] = offset
+        return lowest
+
+
 def plan_round(records: Iterable[RecordLike], matching: Matching, topics: TopicNames, *,
                max_events: int = 100, max_bytes: int = MAX_BATCH_BYTES,
                now_ms: int | None = None) -> RoundPlan:
@@ -277,43 +435,13 @@ def plan_round(records: Iterable[RecordLike], matching: Matching, topics: TopicN
     Per destination the input order is kept, and batches hold at most
     ``max_events`` events and ``max_bytes`` of body. A batch's ``first_event_ms``
     is the Kafka timestamp of its oldest event (``now_ms`` if a record has none).
-    Values go into bodies untouched.
+    Values go into bodies untouched. (A :class:`BatchBuffer` given all of them and
+    then closed.)
     """
-    plan = RoundPlan()
-    out = plan.records
-    dead: list[OutRecord] = []
-    open_batches: dict[str, _OpenBatch] = {}
-    fallback_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    events = 0
-    for record in records:
-        events += 1
-        value = record.value
-        facts = check_record(record.key, value, record.headers)
-        if type(facts) is str:
-            dead.append(malformed_record(record, facts, topics))
-            continue
-        facts = cast(EventFacts, facts)
-        value = cast(bytes, value)  # check_record refuses records without a value
-        destinations = matching(facts.workspace_id, facts.event_type)
-        if not destinations:
-            plan.unrouted += 1
-            continue
-        size = len(value) + 1  # and a comma
-        for config in destinations:
-            batch = open_batches.get(config.id)
-            if batch is not None and (len(batch.events) >= max_events
-                                      or batch.size + size > max_bytes):
-                out.append(batch.close(topics))
-                batch = None
-            if batch is None:
-                stamp = record.timestamp
-                batch = open_batches[config.id] = _OpenBatch(
-                    config, stamp if stamp and stamp > 0 else fallback_ms)
-            batch.events.append(value)
-            batch.size += size
-            plan.routed += 1
-    out.extend(batch.close(topics) for batch in open_batches.values())
-    out.extend(dead)
-    plan.events = events
-    plan.malformed = len(dead)
+    now = time.time() if now_ms is None else now_ms / 1000
+    buffer = BatchBuffer(matching, topics, max_events=max_events, max_bytes=max_bytes)
+    buffer.add(records if isinstance(records, Sequence) else list(records), now)
+    buffer.close_all()
+    plan = buffer.plan
+    plan.records = buffer.take()
     return plan

@@ -26,7 +26,13 @@ folder (SQLite database, var dir, worker log):
 
 With ten destinations there are ten workspaces, one destination each, and the
 events go round-robin over the workspaces: every event goes to exactly one
-destination. With one destination all events belong to its one workspace.
+destination. With one destination all events belong to its one workspace. With
+1 000 (the common SaaS shape, webhooks only) the same, but the destinations share
+one receiver port, told apart by their URL paths, and the run also reports the
+median and the largest of the destinations' p99 latencies (no destination starved).
+
+``--check`` compares the run's figures with issue #14's targets for its shape
+(:func:`missed_targets`) and exits non-zero, naming them, when one is missed.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ import click
 
 from auditrelay.schemas.settings import Settings
 
-__all__ = ["pipeline"]
+__all__ = ["Figures", "destination_spread", "figures_of", "missed_targets", "pipeline",
+           "target_lines"]
 
 _READY_TIMEOUT = 120.0
 #: A run ends this long after the last receipt even if events are missing.
@@ -62,6 +69,8 @@ _IDLE_TIMEOUT = 30.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: How long the worker's CPU use is sampled with no events flowing, before the run.
 _IDLE_SECONDS = 3.0
+#: More destinations than this share one receiver port (told apart by their paths).
+_PORTS_MAX = 10
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class RunResult:
     idle_share: float = 0.0
     #: CPU seconds of the receivers' process over the run (incl. the final report).
     receiver_cpu: float = 0.0
+    #: With many destinations: the median and the largest of their p99 latencies (s).
+    destination_p99: tuple[float, float] | None = None
 
     @property
     def wall(self) -> float:
@@ -116,8 +127,10 @@ BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
 @click.option("--events", default=100_000, show_default=True, type=click.IntRange(1, 5_000_000))
 @click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(0, 1_000_000),
               help="Events per second the producer emits; 0 = as fast as it can.")
-@click.option("--destinations", default="1", show_default=True, type=click.Choice(["1", "10"]),
-              help="Loopback receivers, one destination (and workspace) each.")
+@click.option("--destinations", default="1", show_default=True,
+              type=click.Choice(["1", "10", "1000"]),
+              help="Destinations, one workspace each: a receiver port each (1, 10), or "
+              "paths of one port (1000, webhooks).")
 @click.option("--size", default=500, show_default=True, type=click.IntRange(400, 65_536),
               help="Serialised event size in bytes.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 4),
@@ -131,12 +144,19 @@ BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Run the worker under cProfile, write the profile here and "
               "print its top functions.")
+@click.option("--check", is_flag=True,
+              help="Compare the figures with issue #14's targets for this shape; exit "
+              "non-zero, naming them, if one is missed.")
 @click.pass_obj
 def pipeline(settings: Settings, events: int, rate: float, destinations: str, size: int,
-             workers: int, split: bool, kind: str, profile_path: Path | None) -> None:
+             workers: int, split: bool, kind: str, profile_path: Path | None,
+             check: bool) -> None:
     """End-to-end events/s and emit-to-receipt latency through a real worker."""
     from auditrelay.ops import kafka_local
 
+    if int(destinations) > _PORTS_MAX and kind != "webhook":
+        raise click.ClickException(f"--destinations {destinations} is for webhooks only "
+                                   "(they share a port, told apart by path)")
     if not kafka_local.broker_answers(settings.kafka_bootstrap):
         raise click.ClickException(f"no broker answers at {settings.kafka_bootstrap}; start "
                                    "it with `auditrelay kafka up`")
@@ -152,8 +172,128 @@ def pipeline(settings: Settings, events: int, rate: float, destinations: str, si
     click.echo(f"  topics and groups of {prefix} deleted")
     if profile_path is not None:
         _print_profile(profile_path)
+    if check:
+        figures = figures_of(result, rate=rate, destinations=count,
+                             window=settings.batch_window_seconds)
+        missed = missed_targets(figures)
+        for line in target_lines(figures):
+            click.echo(f"  check: {line}")
+        if missed:
+            raise click.ClickException("targets missed: " + "; ".join(missed))
     if result.report["unique"] < events:
         raise click.ClickException(f"only {result.report['unique']} of {events} events arrived")
+
+
+# -- --check: issue #14's targets -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What ``--check`` compares: a run's shape and results (latencies in ms)."""
+
+    events: int
+    unique: int
+    #: Events per second emitted (0: as fast as possible) and destinations.
+    rate: float
+    destinations: int
+    window_seconds: float
+    p99_ms: float
+    events_per_second: float
+    peak_rss_mib: float
+    cpu_us_per_event: float
+    #: Many destinations: the median and the largest of their p99 latencies.
+    destination_p99_ms: tuple[float, float] | None = None
+
+
+#: One destination, paced: the p99 target (ms) per rate (issue #14).
+ONE_DESTINATION_P99_MS: dict[float, float] = {1000.0: 150.0, 5000.0: 100.0, 20000.0: 100.0}
+#: Ten destinations at 1 000 events/s in total: p99 <= window + this (ms).
+TEN_DESTINATIONS_SLACK_MS = 150.0
+#: 1 000 destinations at 10 000 events/s: p99 <= window + this (ms), and the slowest
+#: destination's p99 at most this many times the median destination's.
+MANY_DESTINATIONS_SLACK_MS = 500.0
+STARVATION_FACTOR = 2.0
+#: As fast as possible, one destination (events/s): the target, and the goal (not checked).
+THROUGHPUT_TARGET = 40_000.0
+THROUGHPUT_GOAL = 55_000.0
+RSS_TARGET_MIB = 300.0
+CPU_GOAL_US = 25.0
+
+
+def _latency_target_ms(figures: Figures) -> float | None:
+    window_ms = figures.window_seconds * 1000
+    if figures.destinations == 1 and figures.rate:
+        return ONE_DESTINATION_P99_MS.get(figures.rate)
+    if figures.destinations == 10 and figures.rate == 1000:
+        return window_ms + TEN_DESTINATIONS_SLACK_MS
+    if figures.destinations == 1000 and figures.rate == 10_000:
+        return window_ms + MANY_DESTINATIONS_SLACK_MS
+    return None
+
+
+def missed_targets(figures: Figures) -> list[str]:
+    """Issue #14's targets this run's shape has and missed, one line each (none: all met).
+
+    Every run: all events arrived and the worker(s) stayed within the RSS target.
+    Paced runs of the issue's shapes: the p99 latency (and with 1 000 destinations, no
+    destination's p99 beyond twice the median's). One destination as fast as possible:
+    the throughput target. Shapes the issue names no target for check only the former.
+    """
+    missed = []
+    if figures.unique < figures.events:
+        missed.append(f"only {figures.unique} of {figures.events} events arrived")
+    if figures.peak_rss_mib > RSS_TARGET_MIB:
+        missed.append(f"peak RSS {figures.peak_rss_mib:.0f} MiB > {RSS_TARGET_MIB:.0f} MiB")
+    target = _latency_target_ms(figures)
+    if target is not None and figures.p99_ms > target:
+        missed.append(f"p99 {figures.p99_ms:,.0f} ms > {target:,.0f} ms")
+    spread = figures.destination_p99_ms
+    if figures.destinations == 1000 and figures.rate == 10_000 and spread is not None:
+        median, slowest = spread
+        if slowest > STARVATION_FACTOR * median:
+            missed.append(f"slowest destination's p99 {slowest:,.0f} ms > "
+                          f"{STARVATION_FACTOR:g} x the median's {median:,.0f} ms")
+    if (figures.destinations == 1 and not figures.rate
+            and figures.events_per_second < THROUGHPUT_TARGET):
+        missed.append(f"{figures.events_per_second:,.0f} events/s < "
+                      f"{THROUGHPUT_TARGET:,.0f} events/s")
+    return missed
+
+
+def target_lines(figures: Figures) -> list[str]:
+    """What ``--check`` prints: each target of the shape with the figure, and the goals."""
+    lines = [f"events arrived {figures.unique} of {figures.events}",
+             f"peak RSS {figures.peak_rss_mib:.0f} MiB (target <= {RSS_TARGET_MIB:.0f})"]
+    target = _latency_target_ms(figures)
+    if target is None:
+        lines.append(f"p99 {figures.p99_ms:,.0f} ms (no latency target for this shape)")
+    else:
+        lines.append(f"p99 {figures.p99_ms:,.0f} ms (target <= {target:,.0f})")
+    if figures.destination_p99_ms is not None:
+        median, slowest = figures.destination_p99_ms
+        lines.append(f"destinations' p99: median {median:,.0f} ms, slowest {slowest:,.0f} ms "
+                     f"(target slowest <= {STARVATION_FACTOR:g} x median)")
+    if figures.destinations == 1 and not figures.rate:
+        lines.append(f"{figures.events_per_second:,.0f} events/s (target >= "
+                     f"{THROUGHPUT_TARGET:,.0f}, goal >= {THROUGHPUT_GOAL:,.0f})")
+    lines.append(f"{figures.cpu_us_per_event:.0f} us CPU/event (goal <= {CPU_GOAL_US:.0f}; "
+                 "not checked)")
+    return lines
+
+
+def figures_of(result: RunResult, *, rate: float, destinations: int,
+               window: float) -> Figures:
+    wall = result.wall
+    return Figures(
+        events=result.events, unique=result.report["unique"], rate=rate,
+        destinations=destinations, window_seconds=window,
+        p99_ms=result.report["latency"]["p99"] * 1000,
+        events_per_second=result.report["unique"] / wall if wall > 0 else 0.0,
+        peak_rss_mib=result.peak_rss_kib / 1024,
+        cpu_us_per_event=1e6 * result.cpu_seconds / max(1, result.events),
+        destination_p99_ms=(None if result.destination_p99 is None else
+                            (result.destination_p99[0] * 1000,
+                             result.destination_p99[1] * 1000)))
 
 
 def _bench_settings(settings: Settings, prefix: str, folder: Path) -> Settings:
@@ -179,7 +319,7 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
          ) -> RunResult:
     workers = len(stages)
     dests = _prepare(settings, count, workers, kind)
-    ports = [d.port for d in dests]
+    ports = sorted({d.port for d in dests})
     with contextlib.ExitStack() as stack:
         receiver = stack.enter_context(_process(
             [sys.executable, "-m", "auditrelay.ops.bench_receiver", "--answer", kind,
@@ -207,7 +347,12 @@ def _prepare(settings: Settings, count: int, workers: int, kind: str) -> list[De
     upgrade_database(settings.database_url)  # the run's fresh database, before any worker
     for n in range(workers):  # Faust creates only its own folder in each
         (settings.var_dir / f"worker{n}").mkdir(parents=True, exist_ok=True)
-    dests = _create_destinations(settings, [_free_port() for _ in range(count)], kind)
+    if count > _PORTS_MAX:  # one receiver port; a path each
+        port = _free_port()
+        ports = [port] * count
+    else:
+        ports = [_free_port() for _ in range(count)]
+    dests = _create_destinations(settings, ports, kind)
     _publish_outbox(settings)
     return dests
 
@@ -227,10 +372,26 @@ def _measure(settings: Settings, dests: list[Destination], worker: _Workers,
         emitted_at, emit_seconds = emit.run(events, rate)
     report = _wait_all(f"{control}/stats", f"{control}/report?since={emitted_at:.6f}",
                        events, worker)
-    return RunResult(events, emitted_at, emit_seconds, report,
-                     worker.cpu_seconds() - cpu_before, worker.peak_rss_kib(),
-                     workers=len(worker.procs), idle_share=idle,
-                     receiver_cpu=_cpu_seconds(receiver.pid) - receiver_before)
+    cpu = worker.cpu_seconds() - cpu_before
+    receiver_cpu = _cpu_seconds(receiver.pid) - receiver_before
+    spread = None
+    if len(dests) > _PORTS_MAX:
+        paths = _get(f"{control}/paths?since={emitted_at:.6f}&prefix=/")["paths"]
+        spread = destination_spread([p99 for _, p99 in paths.values()])
+    return RunResult(events, emitted_at, emit_seconds, report, cpu, worker.peak_rss_kib(),
+                     workers=len(worker.procs), idle_share=idle, receiver_cpu=receiver_cpu,
+                     destination_p99=spread)
+
+
+def destination_spread(p99s: list[float]) -> tuple[float, float] | None:
+    """The median and the largest of the destinations' p99 latencies."""
+    if not p99s:
+        return None
+    ordered = sorted(p99s)
+    middle = len(ordered) // 2
+    median = (ordered[middle] if len(ordered) % 2
+              else (ordered[middle - 1] + ordered[middle]) / 2)
+    return median, ordered[-1]
 
 
 class _Workers:
@@ -297,6 +458,8 @@ def _create_destinations(settings: Settings, ports: list[int], kind: str,
             for n, port in enumerate(ports):
                 workspace, _ = service.create_workspace(session, f"bench{n}", "enterprise")
                 path, options, credentials = BENCH_KINDS[kind]
+                if len(ports) > _PORTS_MAX:
+                    path = f"{path}/{n}"
                 # Every event type: a kind's default filter (Slack's) would skip some.
                 body = DestinationIn(name=f"bench receiver {n}", kind=kind,
                                      url=f"http://127.0.0.1:{port}{path}", options=options,
@@ -610,6 +773,10 @@ def _print_result(result: RunResult, settings: Settings, *, rate: float, count: 
     click.echo(f"  received: {report['unique']} of {result.events} events ({arrived}), "
                f"{report['duplicates']} duplicates, {report['batches']} batches "
                f"({report['unique'] / max(1, report['batches']):.1f} events/batch)")
+    if result.destination_p99 is not None:
+        median, slowest = result.destination_p99
+        click.echo(f"  per destination p99: median {median * 1000:,.0f} ms, slowest "
+                   f"{slowest * 1000:,.0f} ms ({slowest / max(median, 1e-9):.2f} x the median)")
     if result.routed_at is not None:
         routed = result.routed_at - result.emitted_at
         click.echo(f"  router: last batch produced {routed:.2f} s after the first emit "

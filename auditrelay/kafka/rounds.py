@@ -3,8 +3,9 @@
 A Faust stream hands its agent one record at a time, with several event-loop
 turns, a task switch and offset bookkeeping per record; that caps one stream
 agent near 11 000 records/s on our 2-core machine whatever the agent does
-(docs/performance.md#router). The router and the archive therefore read the
-input topic through a :class:`RoundReader`: one aiokafka consumer in a group of
+(docs/performance.md#router). The archive therefore reads the input topic
+through a :class:`RoundReader` (the router, whose batches must not wait for a
+round, through :mod:`auditrelay.kafka.streaming`): one aiokafka consumer in a group of
 the stage's own, whose ``getmany`` loop gathers a round (up to ``max_records``
 records, or whatever came until ``window`` seconds after the round's oldest
 record was produced), hands it to the stage's Faust agent over an in-memory channel as a
@@ -14,9 +15,9 @@ Faust's cost is then paid per round, not per record.
 Guarantees:
 
 - At least once: a round's offsets are committed only after the agent settled
-  it (the router: every batch confirmed by the broker; the archive: the rows
-  committed). A round the agent could not settle (cancelled at shutdown) is not
-  committed, and the next owner of its partitions reads it again.
+  it (the archive: the rows committed). A round the agent could not settle
+  (cancelled at shutdown) is not committed, and the next owner of its
+  partitions reads it again.
 - One round at a time per reader, in partition order, so per-partition (hence
   per-workspace, hence per-destination) order is kept.
 - Rebalances: the revocation callback waits for the round in hand, commits it,
@@ -42,14 +43,15 @@ from auditrelay.kafka.backoff import Backoff
 from auditrelay.kafka.clients import commit, consumer, fetch, start_consumer
 from auditrelay.schemas.settings import Settings
 
-__all__ = ["Round", "RoundReader", "hand_over_to", "input_consumer", "next_offsets", "read_rounds",
-           "round_deadline", "settle"]
+__all__ = ["FETCH_MAX_WAIT_MS", "FETCH_MIN_BYTES", "Round", "RoundReader", "hand_over_to",
+           "input_consumer", "next_offsets", "read_rounds", "rewind", "round_deadline", "settle"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
-_FETCH_MIN_BYTES = 256 * 1024
-_FETCH_MAX_WAIT_MS = 50
+FETCH_MIN_BYTES = 256 * 1024
+#: How long the broker may hold a fetch for ``FETCH_MIN_BYTES`` (the archive's wait).
+FETCH_MAX_WAIT_MS = 50
 #: One workspace is one partition: let a fetch bring several rounds' worth of it.
 _PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 
@@ -206,14 +208,7 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
         return records
 
     def _rewind(self, records: list[Any]) -> None:
-        firsts: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            firsts[tp] = min(firsts.get(tp, record.offset), record.offset)
-        assigned = self._consumer.assignment()
-        for tp, offset in firsts.items():
-            if tp in assigned:
-                self._consumer.seek(tp, offset)
+        rewind(self._consumer, records)
 
     async def _commit(self) -> None:
         self._last_commit = time.monotonic()
@@ -230,6 +225,18 @@ class RoundReader(ConsumerRebalanceListener):  # type: ignore[misc]
         """Commit what is settled; call after ``run`` returned or was cancelled."""
         with contextlib.suppress(Exception):
             await self._commit()
+
+
+def rewind(kafka: AIOKafkaConsumer, records: list[Any]) -> None:
+    """Seek each assigned partition of ``records`` back to its first record there."""
+    firsts: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        firsts[tp] = min(firsts.get(tp, record.offset), record.offset)
+    assigned = kafka.assignment()
+    for tp, offset in firsts.items():
+        if tp in assigned:
+            kafka.seek(tp, offset)
 
 
 def hand_over_to(channel: Any, name: str, *, report_seconds: float = 60.0) -> HandOver:
@@ -258,14 +265,20 @@ def hand_over_to(channel: Any, name: str, *, report_seconds: float = 60.0) -> Ha
     return hand_over
 
 
-def input_consumer(settings: Settings, group_id: str, client_id: str) -> AIOKafkaConsumer:
-    """A consumer of the input topic in the stage's group ``group_id`` (``TopicNames``)."""
+def input_consumer(settings: Settings, group_id: str, client_id: str, *,
+                   fetch_min_bytes: int = FETCH_MIN_BYTES,
+                   fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> AIOKafkaConsumer:
+    """A consumer of the input topic in the stage's group ``group_id`` (``TopicNames``).
+
+    The broker answers a fetch once it has ``fetch_min_bytes`` or after
+    ``fetch_max_wait_ms``. The archive's defaults: a few fetches per second at low
+    rates instead of one per record or two (each costs the worker CPU), for at
+    most 50 ms of waiting. The router, whose latency it is, sets its own
+    (``auditrelay.agents.router``).
+    """
     return consumer(settings.kafka_bootstrap, group_id=group_id, client_id=client_id,
                     session_timeout=settings.consumer_session_timeout_seconds,
-                    # The broker answers a fetch once it has this much, or after the
-                    # wait: a few fetches per second at low rates instead of one per
-                    # record or two (each costs the worker CPU), for at most 50 ms.
-                    fetch_min_bytes=_FETCH_MIN_BYTES, fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+                    fetch_min_bytes=fetch_min_bytes, fetch_max_wait_ms=fetch_max_wait_ms,
                     max_partition_fetch_bytes=_PARTITION_FETCH_BYTES)
 
 

@@ -193,7 +193,7 @@ _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "O
 
 
 def count_round(*, routed: int, unmatched: int, malformed: int) -> None:
-    """One router round, once the broker confirmed everything made from it."""
+    """One router step (a read, or batches due), once the broker confirmed what it produced."""
     for outcome, count in (("routed", routed), ("unmatched", unmatched),
                            ("malformed", malformed)):
         if count:

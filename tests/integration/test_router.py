@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from auditrelay.agents import router
@@ -223,3 +223,66 @@ async def test_router_batches_filters_and_dead_letters(settings: Settings, uniqu
         assert info.reason == "malformed_event"
         assert info.source_topic == topics.events
         assert info.source_partition in (0, 1)
+
+
+def committed_offsets(settings: Settings) -> list[int]:
+    """The router group's committed offsets of the events topic's partitions (-1: none)."""
+    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                      "group.id": settings.topics.router_group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(settings.topics.events, p)
+                 for p in range(settings.topic_partitions)]
+        return [max(tp.offset, -1) for tp in probe.committed(parts, timeout=10)]
+    finally:
+        probe.close()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_full_batch_leaves_before_the_window_and_a_partial_one_holds_the_commit(
+        settings: Settings, unique_name: str) -> None:
+    """Issue #14: 150 events, a long window. The first 100 leave at once; the 50 of the
+    partial batch hold the commit at offset 100; a worker stopped then drops them, and
+    the next one reads and delivers them (at least once, in order, nothing twice)."""
+    topics = settings.topics
+    publish_configs(settings)
+    long_window = settings.model_copy(update={"batch_window_seconds": 60.0})
+    built = emit(settings, [("ws_b", "workflow", "started")] * 150)
+    deliveries = TopicReader(settings.kafka_bootstrap, topics.deliveries,
+                             f"test-read-{unique_name}-deliveries")
+
+    def total() -> int:
+        return sum(len(json.loads(m.value())) for m in deliveries.of("dst_b"))
+
+    app = create_app(long_window, app_id=f"test-{unique_name}", registrars=[router.register])
+    await app.start()
+    try:
+        await read_until([deliveries], lambda: total() >= 100, timeout=30)
+        deadline = asyncio.get_running_loop().time() + 30
+        while sorted(await asyncio.to_thread(committed_offsets, settings)) != [-1, 100]:
+            assert asyncio.get_running_loop().time() < deadline, "the held offset was not " \
+                f"committed: {await asyncio.to_thread(committed_offsets, settings)}"
+            await asyncio.sleep(0.1)
+    finally:
+        await app.stop()
+    assert total() == 100  # the partial batch was dropped, not produced
+    assert sorted(committed_offsets(settings)) == [-1, 100]
+
+    # The next worker (a short window) reads the 50 again and delivers them.
+    app = create_app(settings, app_id=f"test-{unique_name}-2", registrars=[router.register])
+    await app.start()
+    try:
+        await read_until([deliveries], lambda: total() >= 150, timeout=30)
+        deadline = asyncio.get_running_loop().time() + 30
+        while sorted(await asyncio.to_thread(committed_offsets, settings)) != [-1, 150]:
+            assert asyncio.get_running_loop().time() < deadline, "not committed after all"
+            await asyncio.sleep(0.1)
+    finally:
+        await app.stop()
+        deliveries.close()
+    by_id = {e.id: e.value for e in built}
+    received = [part for body in events_of(deliveries.of("dst_b"))
+                for part in split_body(body, by_id)]
+    assert received == [e.value for e in built]
+    assert [BatchMeta.from_headers(m.headers()).events for m in deliveries.of("dst_b")] == \
+        [100, 50]

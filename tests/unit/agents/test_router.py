@@ -12,8 +12,6 @@ import pytest
 from auditrelay.agents.app import create_app
 from auditrelay.agents.router import Router, register
 from auditrelay.agents.routing import OutRecord
-from auditrelay.kafka.rounds import Round
-from auditrelay.schemas.batches import MalformedInput
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicNames
 from auditrelay.tables.registry import DestinationRegistry, SharedFollower
@@ -66,9 +64,9 @@ async def test_everything_is_confirmed_before_handle_returns() -> None:
     publisher = FakePublisher()
     registry = registry_with(config("dst_a", "ws_a"), config("dst_b", "ws_a"))
     built = [event() for _ in range(150)]
-    plan = await router_for(registry, publisher).handle(
+    await router_for(registry, publisher).handle(
         [rec(b, i) for i, b in enumerate(built)] + [Rec(b"ws_a", b"junk", None, offset=999)])
-    assert len(publisher.confirmed) == len(plan.records) == 5  # 2 + 2 batches, 1 dead letter
+    assert len(publisher.confirmed) == 5  # 2 + 2 batches, 1 dead letter
     assert [r.topic for r in publisher.confirmed].count("audit.dlq") == 1
     assert ids_in([r for r in publisher.confirmed if r.key == b"dst_a"]) == \
         [b.id for b in built]
@@ -118,30 +116,75 @@ async def test_a_bug_in_a_round_is_retried_not_raised(caplog: pytest.LogCaptureF
     router = router_for(registry, publisher)
     await router.handle([rec(event())])
     assert len(publisher.confirmed) == 1
-    assert "router round of 1 records failed" in caplog.text
+    assert "router step of 1 records failed" in caplog.text
+
+
+#: The Kafka timestamp of ``Rec``s, in epoch seconds, and a moment just after it.
+STAMP = 1_764_000_000.5
+NOW = STAMP + 0.1
 
 
 @pytest.mark.asyncio
-async def test_agent_body_routes_through_faust_test_context(tmp_path: Any) -> None:
-    settings = Settings(var_dir=tmp_path, batch_window_seconds=0.05)
-    app = create_app(settings, app_id="router-unit")
+async def test_a_full_batch_leaves_at_once_a_partial_one_at_the_window() -> None:
     publisher = FakePublisher()
-    registry = registry_with(config("dst_a", "ws_a", event_types=("pro.atmos.auth.*",)))
+    registry = registry_with(config("dst_a", "ws_a"))
+    router = Router(registry, TOPICS, publisher, window=1.0)
+    built = [event() for _ in range(150)]
+    await router.step([rec(b, i) for i, b in enumerate(built)], NOW)
+    # The first 100 are out and confirmed; the other 50 wait, and hold the input there.
+    assert ids_in(publisher.confirmed) == [b.id for b in built[:100]]
+    assert router.held() == {("audit.events", 0): 100}
+    assert router.next_due() == STAMP + 1.0  # the window after the oldest event's emit
+    await router.step([], STAMP + 0.99)
+    assert len(publisher.confirmed) == 1
+    await router.step([], STAMP + 1.0)
+    assert ids_in(publisher.confirmed) == [b.id for b in built]
+    assert router.held() == {}
+    assert router.next_due() is None
+    assert router.stats.events == 150
+    assert router.stats.batches == 2
+
+
+@pytest.mark.asyncio
+async def test_reads_fill_the_same_open_batch_in_order() -> None:
+    publisher = FakePublisher()
+    registry = registry_with(config("dst_a", "ws_a"), config("dst_b", "ws_a"))
+    router = Router(registry, TOPICS, publisher, window=1.0)
+    built = [event() for _ in range(250)]
+    for first in range(0, 250, 30):  # reads of 30 records
+        await router.step([rec(b, first + i) for i, b in enumerate(built[first:first + 30])],
+                          NOW)
+    for dest in (b"dst_a", b"dst_b"):
+        assert ids_in([r for r in publisher.confirmed if r.key == dest]) == \
+            [b.id for b in built[:200]]
+    assert router.held() == {("audit.events", 0): 200}
+    await router.flush()
+    for dest in (b"dst_a", b"dst_b"):
+        assert ids_in([r for r in publisher.confirmed if r.key == dest]) == \
+            [b.id for b in built]
+    assert router.held() == {}
+
+
+@pytest.mark.asyncio
+async def test_a_step_that_cannot_publish_does_not_return() -> None:
+    publisher = FakePublisher(["hang"])
+    registry = registry_with(config("dst_a", "ws_a"))
+    router = router_for(registry, publisher)
+    built = [event() for _ in range(100)]
+    step = asyncio.ensure_future(router.step([rec(b, i) for i, b in enumerate(built)], NOW))
+    await asyncio.sleep(0.05)
+    assert not step.done()  # the reader cannot commit while the batch is unconfirmed
+    publisher.hanging[0].set_result(None)
+    await asyncio.wait_for(step, 5)
+    assert router.held() == {}
+
+
+def test_register_adds_the_router_as_a_task_with_the_settings(tmp_path: Any) -> None:
+    settings = Settings(var_dir=tmp_path, batch_window_seconds=0.25, batch_max_events=7)
+    app = create_app(settings, app_id="router-unit")
     destinations = SharedFollower(app, settings.kafka_bootstrap, settings.topics.destinations)
-    register(app, settings, destinations, registry=registry, publisher=publisher)
-    agent = app.agents["router"]
-    good, skipped = event(), event(category="billing", action="payment_failed")
-    junk = Rec(b"ws_a", b"junk", [("ce_id", b"x")])
-    batch = Round([rec(good), rec(skipped), junk])
-    async with agent.test_context() as tested:
-        await tested.put(batch, wait=False)
-        # The reader waits for this before it commits the round's offsets.
-        await asyncio.wait_for(batch.done, 10)
-    consumer_thread = getattr(app.consumer, "_thread", None)
-    if consumer_thread is not None:
-        consumer_thread.thread_loop.close()
-    sent, dead = sorted(publisher.confirmed, key=lambda r: r.topic)
-    assert (sent.topic, sent.key) == ("audit.deliveries", b"dst_a")
-    assert sent.value == b"[" + good.value + b"]"
-    assert dead.topic == "audit.dlq"
-    assert MalformedInput.from_headers(dead.headers).detail == "header ce_workspaceid is missing"
+    router = register(app, settings, destinations, registry=registry_with(),
+                      publisher=FakePublisher())
+    assert "router" not in app.agents  # no Faust stream acks anything for the router
+    assert router.max_events == 7
+    assert router.buffer.window == 0.25

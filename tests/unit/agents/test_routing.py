@@ -10,8 +10,10 @@ import pytest
 
 from auditrelay.agents.routing import (
     MAX_BATCH_BYTES,
+    BatchBuffer,
     EventFacts,
     OutRecord,
+    batch_deadline,
     check_record,
     malformed_record,
     plan_round,
@@ -344,3 +346,138 @@ def test_topic_prefix_is_respected() -> None:
     registry = registry_with(config("dst_a", "ws_a"))
     plan = plan_round([rec(event()), Rec(None, b"", None)], registry.matching, topics)
     assert [r.topic for r in plan.records] == ["test.x.deliveries", "test.x.dlq"]
+
+
+# -- BatchBuffer: open batches across reads ----------------------------------------------
+
+#: ``Rec``'s Kafka timestamp in epoch seconds, and a moment just after it.
+STAMP = 1_764_000_000.5
+NOW = STAMP + 0.1
+
+
+def buffer_for(registry: DestinationRegistry, **options: Any) -> BatchBuffer:
+    return BatchBuffer(registry.matching, TOPICS, **options)
+
+
+def ids_of(records: list[OutRecord]) -> list[str]:
+    return [e["id"] for r in records for e in events_in(r)]
+
+
+def test_a_batch_is_closed_the_moment_it_is_full() -> None:
+    buffer = buffer_for(registry_with(config("dst_a", "ws_a")), max_events=3)
+    built = [event() for _ in range(4)]
+    buffer.add([rec(b, i) for i, b in enumerate(built[:3])], NOW)
+    (batch,) = buffer.take()  # the third event filled it: no need to wait for a fourth
+    assert ids_of([batch]) == [b.id for b in built[:3]]
+    assert len(buffer) == 0
+    assert buffer.held() == {}
+    buffer.add([rec(built[3], 3)], NOW)
+    assert buffer.take() == []
+    assert len(buffer) == 1
+
+
+def test_a_batch_about_to_pass_the_byte_cap_is_closed() -> None:
+    buffer = buffer_for(registry_with(config("dst_a", "ws_a")), max_bytes=3000)
+    built = [event(metadata={"blob": "x" * 900}) for _ in range(3)]
+    buffer.add([rec(b, i) for i, b in enumerate(built)], NOW)
+    closed = buffer.take()
+    assert [len(events_in(r)) for r in closed] == [2]
+    assert buffer.held() == {("audit.events", 0): 2}
+
+
+def test_open_batches_last_across_adds_and_keep_order() -> None:
+    buffer = buffer_for(registry_with(config("dst_a", "ws_a"), config("dst_b", "ws_a")),
+                        max_events=10)
+    built = [event() for _ in range(25)]
+    out: list[OutRecord] = []
+    for first in range(0, 25, 4):
+        buffer.add([rec(b, first + i) for i, b in enumerate(built[first:first + 4])], NOW)
+        out += buffer.take()
+    for dest in ("dst_a", "dst_b"):
+        assert ids_of(batches_for(out, dest)) == [b.id for b in built[:20]]
+    assert buffer.held() == {("audit.events", 0): 20}
+    buffer.close_all()
+    out += buffer.take()
+    for dest in ("dst_a", "dst_b"):
+        assert ids_of(batches_for(out, dest)) == [b.id for b in built]
+    assert buffer.plan.events == 25
+    assert buffer.plan.routed == 50
+
+
+def test_held_is_the_lowest_open_offset_per_partition() -> None:
+    registry = registry_with(config("dst_a", "ws_a"), config("dst_b", "ws_b"),
+                             config("dst_c", "ws_a", event_types=("pro.atmos.billing.*",)))
+    buffer = buffer_for(registry, max_events=2)
+    records = [
+        rec(event("ws_a"), 10, partition=1),
+        rec(event("ws_a", category="billing", action="payment_failed"), 11,
+            partition=1),  # dst_a (10, 11) full; dst_c opens
+        rec(event("ws_a"), 12, partition=1),
+        rec(event("ws_b"), 40, partition=2),  # dst_b opens
+        rec(event("ws_a"), 13, partition=1),  # dst_a (12, 13) full
+        rec(event("ws_c"), 50, partition=3),  # nobody's: held by nothing
+    ]
+    buffer.add(records, NOW)
+    assert buffer.held() == {("audit.events", 1): 11, ("audit.events", 2): 40}
+    assert len(buffer.take()) == 2
+    buffer.add([rec(event("ws_a", category="billing", action="payment_failed"), 14,
+                    partition=1)], NOW)  # dst_c (11, 14) full; dst_a opens at 14
+    assert len(buffer.take()) == 1
+    assert buffer.held() == {("audit.events", 1): 14, ("audit.events", 2): 40}
+
+
+def test_a_partial_batch_is_due_a_window_after_its_oldest_event() -> None:
+    buffer = buffer_for(registry_with(config("dst_a", "ws_a"), config("dst_b", "ws_b")),
+                        window=1.0)
+    assert buffer.next_due() is None
+    buffer.add([rec(event("ws_a"), 0)], NOW)
+    buffer.add([rec(event("ws_b"), 0, partition=1, timestamp=int((STAMP + 0.3) * 1000))],
+               NOW + 0.2)
+    assert buffer.next_due() == STAMP + 1.0
+    buffer.close_due(STAMP + 0.999)
+    assert buffer.take() == []
+    buffer.close_due(STAMP + 1.0)
+    assert batches_for(buffer.take(), "dst_a")
+    assert buffer.next_due() == pytest.approx(STAMP + 1.3)
+    buffer.close_due(STAMP + 5)
+    assert batches_for(buffer.take(), "dst_b")
+    assert buffer.next_due() is None
+    assert len(buffer) == 0
+
+
+def test_a_batch_closed_full_is_no_longer_due() -> None:
+    buffer = buffer_for(registry_with(config("dst_a", "ws_a")), max_events=2, window=1.0)
+    buffer.add([rec(event(), 0), rec(event(), 1), rec(event(), 2, timestamp=None)], NOW)
+    assert len(buffer.take()) == 1
+    # The open batch's only event has no timestamp: due a window after it was added.
+    assert buffer.next_due() == NOW + 1.0
+
+
+def test_batch_deadline_bounds() -> None:
+    now = 1000.0
+    assert batch_deadline(now, 999_500, 1.0) == 1000.5  # emitted 0.5 s ago
+    assert batch_deadline(now, 990_000, 1.0) == 1000.0  # already late: due now
+    assert batch_deadline(now, 1_060_000, 1.0) == 1001.0  # producer clock ahead of ours
+
+
+def test_an_add_that_fails_can_resume_at_the_failing_record() -> None:
+    registry = registry_with(config("dst_a", "ws_a"))
+    calls = 0
+    real = registry.matching
+
+    def flaky(workspace: str, event_type: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("boom")
+        return real(workspace, event_type)
+
+    buffer = BatchBuffer(flaky, TOPICS)
+    built = [event() for _ in range(5)]
+    records = [rec(b, i) for i, b in enumerate(built)]
+    with pytest.raises(RuntimeError):
+        buffer.add(records, NOW)
+    assert buffer.failed_at == 2
+    buffer.add(records, NOW, buffer.failed_at)
+    buffer.close_all()
+    assert ids_of(buffer.take()) == [b.id for b in built]

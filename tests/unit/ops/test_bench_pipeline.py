@@ -1,0 +1,80 @@
+"""``bench pipeline --check``: a run's figures against issue #14's targets. No broker."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from auditrelay.ops.bench_pipeline import (
+    Figures,
+    destination_spread,
+    missed_targets,
+    target_lines,
+)
+
+GOOD = Figures(events=30_000, unique=30_000, rate=1000.0, destinations=1, window_seconds=1.0,
+               p99_ms=120.0, events_per_second=990.0, peak_rss_mib=150.0,
+               cpu_us_per_event=200.0)
+
+
+def test_a_run_within_its_targets_misses_none() -> None:
+    assert missed_targets(GOOD) == []
+
+
+@pytest.mark.parametrize(("rate", "p99", "missed"), [
+    (1000.0, 150.0, False), (1000.0, 151.0, True),
+    (5000.0, 100.0, False), (5000.0, 101.0, True),
+    (20000.0, 101.0, True),
+    (2000.0, 900.0, False),  # the issue names no target for this rate
+])
+def test_one_destination_latency_targets_by_rate(rate: float, p99: float, missed: bool) -> None:
+    result = missed_targets(replace(GOOD, rate=rate, p99_ms=p99))
+    assert bool(result) is missed
+    if missed:
+        assert result == [f"p99 {p99:,.0f} ms > {150 if rate == 1000 else 100} ms"]
+
+
+def test_ten_destinations_get_the_window_plus_150_ms() -> None:
+    ten = replace(GOOD, destinations=10, window_seconds=1.0)
+    assert missed_targets(replace(ten, p99_ms=1150.0)) == []
+    assert missed_targets(replace(ten, p99_ms=1151.0)) == ["p99 1,151 ms > 1,150 ms"]
+    assert missed_targets(replace(ten, window_seconds=2.0, p99_ms=2100.0)) == []
+
+
+def test_many_destinations_latency_and_starvation() -> None:
+    many = replace(GOOD, destinations=1000, rate=10_000.0, p99_ms=1400.0,
+                   destination_p99_ms=(1000.0, 1900.0))
+    assert missed_targets(many) == []
+    starved = replace(many, destination_p99_ms=(1000.0, 2100.0))
+    assert missed_targets(starved) == [
+        "slowest destination's p99 2,100 ms > 2 x the median's 1,000 ms"]
+    assert missed_targets(replace(many, p99_ms=1600.0)) == ["p99 1,600 ms > 1,500 ms"]
+
+
+def test_throughput_is_checked_as_fast_as_possible_with_one_destination() -> None:
+    fast = replace(GOOD, rate=0.0, events=100_000, unique=100_000, p99_ms=20_000.0)
+    assert missed_targets(replace(fast, events_per_second=40_000.0)) == []
+    assert missed_targets(replace(fast, events_per_second=12_000.0)) == [
+        "12,000 events/s < 40,000 events/s"]
+    # Ten destinations as fast as possible: no throughput target.
+    assert missed_targets(replace(fast, destinations=10, events_per_second=12_000.0)) == []
+
+
+def test_every_run_must_deliver_everything_within_the_rss_target() -> None:
+    bad = replace(GOOD, unique=29_990, peak_rss_mib=301.0, p99_ms=151.0)
+    assert missed_targets(bad) == ["only 29990 of 30000 events arrived",
+                                   "peak RSS 301 MiB > 300 MiB", "p99 151 ms > 150 ms"]
+
+
+def test_target_lines_name_the_figures_and_goals() -> None:
+    lines = target_lines(replace(GOOD, rate=0.0, events_per_second=12_000.0))
+    assert "12,000 events/s (target >= 40,000, goal >= 55,000)" in lines
+    assert "p99 120 ms (no latency target for this shape)" in lines
+    assert lines[-1] == "200 us CPU/event (goal <= 25; not checked)"
+
+
+def test_destination_spread_is_median_and_max() -> None:
+    assert destination_spread([]) is None
+    assert destination_spread([3.0, 1.0, 2.0]) == (2.0, 3.0)
+    assert destination_spread([4.0, 1.0, 2.0, 3.0]) == (2.5, 4.0)
