@@ -120,7 +120,8 @@ def moment_figures(receipts: list[tuple[float, float]], at: float, moments: list
     until = min(later) if later else float("inf")
     around = [(sent, got) for sent, got in receipts if at - _BEFORE <= sent < until]
     late = max(2 * p99, 1.0)
-    delayed = [got for sent, got in around if got - sent > late]
+    # Receipts before the moment belong to an earlier one (a catch-up still going on).
+    delayed = [got for sent, got in around if got - sent > late and got >= at]
     return {"steady_p99": p99,
             "max_latency": max((got - sent for sent, got in around), default=0.0),
             "caught_up_after": (max(delayed) - at) if delayed else 0.0}
