@@ -41,10 +41,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _INTEGRATION in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.broker)
-    # xdist hands out whole files in this order: the files holding slow tests first,
-    # so that no long file starts last and keeps one worker busy alone at the end.
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    # xdist hands out whole files in this order: the longest first (longest processing
+    # time first), so that no long file starts last and keeps one worker busy alone at
+    # the end. A test's own timeout says how long it may take; a slow one without says
+    # little, a quick one nothing.
+    weight: dict[Path, float] = {}
+    for item in items:
+        weight[item.path] = weight.get(item.path, 0.0) + _expected_seconds(item)
+    items.sort(key=lambda item: -weight[item.path])
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    timeout = item.get_closest_marker("timeout")
+    if timeout is not None and timeout.args:
+        return float(timeout.args[0])
+    return 30.0 if item.get_closest_marker("slow") else 0.1
 
 
 @pytest.fixture

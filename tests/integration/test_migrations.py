@@ -49,10 +49,11 @@ def _upgrade_at_the_barrier(url: str, barrier: Barrier, report: Connection) -> N
 
 
 def test_upgrades_in_several_processes_at_once_serialise(empty_url: str) -> None:
-    # fork: the children need nothing but this module's function; the barrier makes
-    # them begin together, so without the database's lock they collide (tables or
-    # alembic_version "already exists", "database is locked").
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a fork of this process (an xdist worker, with threads) could
+    # crash in the child's garbage collection (seen in CI). The barrier makes them begin
+    # together, so without the database's lock they collide (tables or alembic_version
+    # "already exists", "database is locked").
+    context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
     pipes = [context.Pipe(duplex=False) for _ in range(PROCESSES)]
     procs = [context.Process(target=_upgrade_at_the_barrier, args=(empty_url, barrier, sender))
