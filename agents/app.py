@@ -20,12 +20,11 @@ and it keeps no tables (state from compacted topics is in ``auditrelay.tables``)
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import faust
-from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
 
 from auditrelay.kafka.clients import heartbeat_seconds
 from auditrelay.schemas.settings import WORKER_STAGES, Settings
@@ -44,26 +43,6 @@ Registrar = Callable[[faust.App, Settings, SharedFollower], object]
 ROUTER_BATCH_BYTES: Final = 512 * 1024
 
 
-class IdempotentProducer(AIOKafkaFaustProducer):
-    """Faust's aiokafka producer with idempotence, as every other producer of ours.
-
-    Faust writes with ``acks=all`` (``producer_acks=-1``) but turns idempotence on only
-    inside transactions: a retry after a lost answer (a broker dying mid-request) could
-    then write a batch onto ``audit.deliveries`` twice. With producer ids and sequence
-    numbers the broker drops such a retry (docs/kafka.md).
-    """
-
-    def _settings_extra(self) -> Mapping[str, Any]:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-
-class App(faust.App):
-    """The worker's Faust app: its producer is an ``IdempotentProducer``."""
-
-    def _new_producer(self) -> IdempotentProducer:
-        return IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
-
-
 def faust_broker_url(bootstrap: str) -> str:
     """Faust's broker URL for a ``host:port,host:port`` bootstrap list."""
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
@@ -73,7 +52,7 @@ def create_app(settings: Settings, *, app_id: str | None = None,
                registrars: Sequence[Registrar] = (), replication_factor: int = 1) -> faust.App:
     """``replication_factor``: of the topic Faust creates (its leader topic); the worker
     passes what the settings resolve to on the cluster (3 on three or more brokers)."""
-    app = App(
+    app = faust.App(
         app_id or settings.topics.app_group,
         broker=faust_broker_url(settings.kafka_bootstrap),
         store="memory://",
@@ -90,6 +69,11 @@ def create_app(settings: Settings, *, app_id: str | None = None,
         broker_heartbeat_interval=heartbeat_seconds(settings.consumer_session_timeout_seconds),
         # The router's producer (ROUTER_BATCH_BYTES says why).
         producer_max_batch_size=ROUTER_BATCH_BYTES,
+        # acks=all (Faust's default, -1), without idempotence: aiokafka's idempotent
+        # producer stops for good once the broker refuses its sequence, which an outage
+        # longer than the request timeout can cause (seen in CI), and Faust would not
+        # replace it. A batch written twice after a lost answer keeps its batch id.
+        producer_acks=-1,
     )
     destinations = SharedFollower(app, settings.kafka_bootstrap, settings.topics.destinations)
     for register in registrars:

@@ -6,17 +6,31 @@ dead-letter topic is confirmed before the offset that held it is committed.
 ``enqueue`` only hands the record to the producer and returns the future of its
 confirmation, so a caller can go on while the broker confirms (the status and
 attempt records, ``auditrelay.tables.status.StatusPublisher``).
+
+An idempotent aiokafka producer is finished after the broker refuses its sequence
+(``OutOfOrderSequenceNumber``, which a broker outage longer than the request timeout
+can cause: batches expired on our side, later ones arrive with a gap): its sender
+task ends and every later send fails the same way. ``RecordSink`` then starts a new
+producer (a new producer id, sequences from zero) in its place; the records that
+failed are the callers' to send again, as after any failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.errors import KafkaError as AIOKafkaError
 
 from auditrelay.kafka.backoff import Backoff
@@ -32,15 +46,28 @@ START_GRACE_SECONDS = 5.0
 
 HeaderPairs = Sequence[tuple[str, bytes]]
 
+#: Errors after which an idempotent aiokafka producer sends nothing more.
+FATAL_TO_PRODUCER: tuple[type[Exception], ...] = (
+    OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId, InvalidProducerEpoch)
+#: How long the stop of a finished producer may take (it has nothing left to deliver).
+_STOP_BROKEN_SECONDS = 5.0
+
 
 class RecordSink:
     """One idempotent producer per worker; ``start`` before use, ``stop`` after."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "auditrelay-worker",
-                 request_timeout_ms: int = 30_000) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-            enable_idempotence=True, request_timeout_ms=request_timeout_ms, linger_ms=0)
+                 request_timeout_ms: int = 30_000,
+                 new_producer: Callable[[], AIOKafkaProducer] | None = None) -> None:
+        def fresh() -> AIOKafkaProducer:
+            return AIOKafkaProducer(
+                bootstrap_servers=bootstrap, client_id=client_id, acks="all",
+                enable_idempotence=True, request_timeout_ms=request_timeout_ms, linger_ms=0)
+
+        self._new_producer = new_producer or fresh
+        self._producer = self._new_producer()
+        self._renewal: asyncio.Task[None] | None = None
+        self.renewals = 0
 
     async def start(self) -> None:
         try:
@@ -49,6 +76,9 @@ class RecordSink:
             raise BrokerUnavailableError(f"producer could not connect: {exc}") from exc
 
     async def stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            await asyncio.gather(self._renewal, return_exceptions=True)
         try:
             await self._producer.stop()
         except AIOKafkaError as exc:
@@ -57,20 +87,23 @@ class RecordSink:
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    headers: HeaderPairs = ()) -> None:
         """Produce one record and wait for the broker's confirmation."""
+        producer = self._producer
         try:
-            await self._producer.send_and_wait(topic, value=value, key=key,
-                                               headers=list(headers))
+            await producer.send_and_wait(topic, value=value, key=key, headers=list(headers))
         except AIOKafkaError as exc:
+            await self._after_failure(producer, exc)
             raise ProduceError(f"record to {topic} not confirmed: {exc}") from exc
 
     async def send_to(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                       headers: HeaderPairs = ()) -> int:
         """Produce one record to ``partition`` and wait for the broker's confirmation;
         returns its offset."""
+        producer = self._producer
         try:
-            metadata = await self._producer.send_and_wait(
+            metadata = await producer.send_and_wait(
                 topic, value=value, key=key, partition=partition, headers=list(headers))
         except AIOKafkaError as exc:
+            await self._after_failure(producer, exc)
             raise ProduceError(f"record to {topic}[{partition}] not confirmed: {exc}") from exc
         offset: int = metadata.offset
         return offset
@@ -82,12 +115,52 @@ class RecordSink:
         The future's exception (an aiokafka error) says the record is not confirmed.
         Raises ``ProduceError`` when the record cannot even be queued.
         """
+        producer = self._producer
         try:
-            future: asyncio.Future[Any] = await self._producer.send(
+            future: asyncio.Future[Any] = await producer.send(
                 topic, value=value, key=key, headers=list(headers) if headers else None)
         except AIOKafkaError as exc:
+            await self._after_failure(producer, exc)
             raise ProduceError(f"record to {topic} not queued: {exc}") from exc
+        future.add_done_callback(lambda done: self._watch(producer, done))
         return future
+
+    def _watch(self, producer: AIOKafkaProducer, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and isinstance(future.exception(), FATAL_TO_PRODUCER):
+            self._renew_soon(producer)
+
+    async def _after_failure(self, producer: AIOKafkaProducer, exc: Exception) -> None:
+        if isinstance(exc, FATAL_TO_PRODUCER):
+            self._renew_soon(producer)
+            renewal = self._renewal
+            if renewal is not None:
+                await asyncio.gather(asyncio.shield(renewal), return_exceptions=True)
+
+    def _renew_soon(self, broken: AIOKafkaProducer) -> None:
+        if broken is self._producer and self._renewal is None:
+            self._renewal = asyncio.ensure_future(self._renew(broken))
+
+    async def _renew(self, broken: AIOKafkaProducer) -> None:
+        """Put a started new producer in the place of ``broken``; on failure (the broker
+        still away) keep ``broken``, so that the next fatal error tries again."""
+        try:
+            fresh = self._new_producer()
+            try:
+                await fresh.start()
+            except AIOKafkaError as exc:
+                log.warning("a new producer could not start (%s); the next failure tries again",
+                            exc)
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                return
+            self._producer = fresh
+            self.renewals += 1
+            log.warning("the broker refused the producer's sequence; a new producer took over "
+                        "(records not confirmed are sent again)")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(broken.stop(), _STOP_BROKEN_SECONDS)
+        finally:
+            self._renewal = None
 
 
 def consumer(bootstrap: str, *, group_id: str | None, client_id: str,
