@@ -15,7 +15,7 @@ from auditrelay.agents.routing import OutRecord
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.topics import TopicNames
 from auditrelay.tables.registry import DestinationRegistry, SharedFollower
-from tests.unit.agents.test_routing import Rec, event, rec, registry_with
+from tests.unit.agents.test_routing import Rec, event, failing_on_call, rec, registry_with
 from tests.unit.tables.test_registry import config
 
 TOPICS = TopicNames("audit.")
@@ -102,17 +102,7 @@ async def test_a_long_outage_is_waited_out() -> None:
 async def test_a_bug_in_a_round_is_retried_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     publisher = FakePublisher()
     registry = registry_with(config("dst_a", "ws_a"))
-    calls = 0
-    real = registry.matching
-
-    def flaky(workspace: str, event_type: str) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("boom")
-        return real(workspace, event_type)
-
-    registry.matching = flaky  # type: ignore[method-assign]
+    registry.matching = failing_on_call(registry.matching, 1)  # type: ignore[method-assign,assignment]
     router = router_for(registry, publisher)
     await router.handle([rec(event())])
     assert len(publisher.confirmed) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -460,19 +461,23 @@ def test_batch_deadline_bounds() -> None:
     assert batch_deadline(now, 1_060_000, 1.0) == 1001.0  # producer clock ahead of ours
 
 
-def test_an_add_that_fails_can_resume_at_the_failing_record() -> None:
-    registry = registry_with(config("dst_a", "ws_a"))
+def failing_on_call(real: Callable[[str, str], Any], call: int) -> Callable[[str, str], Any]:
+    """``real``, except that its ``call``-th call raises (a bug in the middle of a step)."""
     calls = 0
-    real = registry.matching
 
-    def flaky(workspace: str, event_type: str) -> Any:
+    def matching(workspace: str, event_type: str) -> Any:
         nonlocal calls
         calls += 1
-        if calls == 3:
+        if calls == call:
             raise RuntimeError("boom")
         return real(workspace, event_type)
 
-    buffer = BatchBuffer(flaky, TOPICS)
+    return matching
+
+
+def test_an_add_that_fails_can_resume_at_the_failing_record() -> None:
+    registry = registry_with(config("dst_a", "ws_a"))
+    buffer = BatchBuffer(failing_on_call(registry.matching, 3), TOPICS)
     built = [event() for _ in range(5)]
     records = [rec(b, i) for i, b in enumerate(built)]
     with pytest.raises(RuntimeError):
