@@ -225,6 +225,14 @@ async def test_router_batches_filters_and_dead_letters(settings: Settings, uniqu
         assert info.source_partition in (0, 1)
 
 
+async def committed_become(settings: Settings, expected: list[int], what: str) -> None:
+    """Until the router group's committed offsets, sorted, are ``expected`` (30 s at most)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while (found := sorted(await asyncio.to_thread(committed_offsets, settings))) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: {found}"
+        await asyncio.sleep(0.1)
+
+
 def committed_offsets(settings: Settings) -> list[int]:
     """The router group's committed offsets of the events topic's partitions (-1: none)."""
     probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
@@ -258,11 +266,7 @@ async def test_a_full_batch_leaves_before_the_window_and_a_partial_one_holds_the
     await app.start()
     try:
         await read_until([deliveries], lambda: total() >= 100, timeout=30)
-        deadline = asyncio.get_running_loop().time() + 30
-        while sorted(await asyncio.to_thread(committed_offsets, settings)) != [-1, 100]:
-            assert asyncio.get_running_loop().time() < deadline, "the held offset was not " \
-                f"committed: {await asyncio.to_thread(committed_offsets, settings)}"
-            await asyncio.sleep(0.1)
+        await committed_become(settings, [-1, 100], "the held offset was not committed")
     finally:
         await app.stop()
     assert total() == 100  # the partial batch was dropped, not produced
@@ -273,10 +277,7 @@ async def test_a_full_batch_leaves_before_the_window_and_a_partial_one_holds_the
     await app.start()
     try:
         await read_until([deliveries], lambda: total() >= 150, timeout=30)
-        deadline = asyncio.get_running_loop().time() + 30
-        while sorted(await asyncio.to_thread(committed_offsets, settings)) != [-1, 150]:
-            assert asyncio.get_running_loop().time() < deadline, "not committed after all"
-            await asyncio.sleep(0.1)
+        await committed_become(settings, [-1, 150], "not committed after all")
     finally:
         await app.stop()
         deliveries.close()
