@@ -50,6 +50,12 @@ async def quickest_start(start: Callable[[], Awaitable[None]],
     return min(took)
 
 
+async def timed(start: Callable[[], Awaitable[None]]) -> float:
+    began = time.perf_counter()
+    await start()
+    return time.perf_counter() - began
+
+
 async def cancel_each_start(start: Callable[[], Awaitable[None]],
                             stop: Callable[[], Awaitable[None]],
                             opened: list[AIOKafkaConnection]) -> None:
@@ -63,10 +69,7 @@ async def cancel_each_start(start: Callable[[], Awaitable[None]],
     while step < STEPS and attempts < 3 * STEPS:
         attempts += 1
         delay = quickest * step / STEPS  # from "before it began" to just before it ends
-        began = time.perf_counter()
-        task = asyncio.ensure_future(start())
-        finished: list[float] = []
-        task.add_done_callback(lambda _: finished.append(time.perf_counter() - began))
+        task = asyncio.ensure_future(timed(start))
         await asyncio.sleep(delay)
         if task.cancel():
             cancelled += 1
@@ -74,8 +77,7 @@ async def cancel_each_start(start: Callable[[], Awaitable[None]],
             with pytest.raises(asyncio.CancelledError):  # the caller still learns of it
                 await task
         else:
-            await task  # it had finished, and must have succeeded
-            quickest = min(quickest, finished[0])
+            quickest = min(quickest, await task)  # it had finished, and must have succeeded
         await stop()
         assert opened, "the start never got as far as a connection"
         left = [conn for conn in opened if conn.connected()]

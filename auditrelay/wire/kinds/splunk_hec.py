@@ -57,6 +57,7 @@ Words never hold the token; HEC's ``text`` is quoted at most 200 characters.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -80,6 +81,7 @@ from auditrelay.wire.kinds.base import (
     Request,
     Target,
     Verdict,
+    compact_json,
     json_answer,
 )
 
@@ -250,18 +252,22 @@ def channel_of(target: Target) -> str:
 def hec_object(event: Event, options: SplunkHecOptions) -> bytes:
     """One event as a HEC object; the envelope's bytes are kept as produced."""
     meta: dict[str, Any] = {}
-    seconds = epoch_seconds(event.field("time"))
+    data = event.data
+    seconds = epoch_seconds(data.get("time"))
     if seconds is not None:
         meta["time"] = seconds
-    for name in ("host", "source", "sourcetype", "index"):
-        value = getattr(options, name)
-        if value is not None:
-            meta[name] = value
-    fields = {"type": event.field("type"), "category": _category(event),
-              "workspace": event.field("workspaceid")}
+    meta.update(_static_meta(options))
+    fields = {"type": data.get("type"), "category": _category(data),
+              "workspace": data.get("workspaceid")}
     meta["fields"] = {k: v for k, v in fields.items() if isinstance(v, str) and v}
-    head = json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
-    return (head[:-1] + ',"event":').encode() + event.raw.strip() + b"}"
+    return compact_json(meta)[:-1] + b',"event":' + event.raw.strip() + b"}"
+
+
+@functools.lru_cache(maxsize=256)
+def _static_meta(options: SplunkHecOptions) -> dict[str, str]:
+    """The HEC metadata every event of a destination carries (options are frozen)."""
+    return {name: value for name in ("host", "source", "sourcetype", "index")
+            if (value := getattr(options, name)) is not None}
 
 
 def epoch_seconds(value: object) -> float | None:
@@ -277,11 +283,13 @@ def epoch_seconds(value: object) -> float | None:
     return round(moment.timestamp(), 3)
 
 
-def _category(event: Event) -> str | None:
-    category = event.field("data", "action", "category")
+def _category(data: Mapping[str, Any]) -> str | None:
+    inner = data.get("data")
+    action = inner.get("action") if isinstance(inner, dict) else None
+    category = action.get("category") if isinstance(action, dict) else None
     if isinstance(category, str):
         return category
-    kind = event.field("type")
+    kind = data.get("type")
     if isinstance(kind, str) and kind.count(".") >= 2:
         return kind.rsplit(".", 2)[-2]
     return None

@@ -94,6 +94,7 @@ def test_envelopes_carried_as_json_strings_are_counted_too() -> None:
                                    "metadata": {"t": "90.000000"}}}]).encode()
     store.add(100.5, 1, body)
     assert store.events == 1
+    assert store.paths[b"/"][0] == 1  # the stamp of the envelope, not the attribute's
     assert report(store)["unique"] == 1
     assert report(store)["latency"]["max"] == 0.5
 

@@ -23,6 +23,8 @@ from auditrelay.wire.kinds.base import (
     Request,
     Target,
     Verdict,
+    _split_canonical,
+    _split_spans,
     answer_text,
 )
 
@@ -77,6 +79,30 @@ def test_a_batch_keeps_each_events_bytes_as_produced() -> None:
 def test_a_body_that_is_no_json_array_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError, match=r"JSON|Expecting|Extra|delimiter|array"):
         _ = Batch(body, "msg_1", "ws1", 1).events
+
+
+def test_a_canonical_batch_is_split_by_the_fast_path_with_the_same_bytes() -> None:
+    raws = [b'{"id":"aud_1","n":1.5,"s":"\xc3\xa9 \\"]},{"}',
+            b'{"id":"aud_2","l":[{"a":1},{"b":2}]}']
+    body = b"[" + b",".join(raws) + b"]"
+    fast = _split_canonical(body)
+    assert fast is not None
+    slow = _split_spans(body)
+    assert [event.raw for event in fast] == raws == [event.raw for event in slow]
+    assert fast[0].data["s"] == '\u00e9 "]},{'
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"id": "aud_1"}',                # spaces
+    b'{"id":"\\u00e9"}',              # an escape orjson would not write
+    b'{"n":1e2}',                      # another float form
+    b'{"n":123456789012345678901234}',  # beyond 64 bits: orjson refuses it
+    b'{"a":1,"a":2}',                  # a repeated name
+])
+def test_a_batch_written_otherwise_takes_the_slow_path_and_keeps_its_bytes(raw: bytes) -> None:
+    body = b'[{"id":"aud_0"},' + raw + b"]"
+    assert _split_canonical(body) is None
+    assert [event.raw for event in Batch(body, "m", "ws1", 2).events] == [b'{"id":"aud_0"}', raw]
 
 
 def test_an_empty_batch_has_no_events() -> None:

@@ -122,8 +122,19 @@ def test_a_request_is_a_gzipped_array_of_log_objects_with_the_key_header() -> No
     assert first["audit"]["action"] == {"category": "auth", "action": "login_succeeded"}
     assert first["usr"] == {"id": "usr_1"}
     assert first["evt"] == {"name": "pro.atmos.auth.login_succeeded"}
-    assert "metadata" not in first["audit"]
+    assert first["audit"].keys() == {"id", "source", "type", "time", "subject", "workspaceid",
+                                     "actor", "action", "target"}
     assert not {"timestamp", "date", "source", "status", "host"} & first.keys()
+
+
+def test_extension_attributes_are_facets_too_and_the_envelope_is_left_as_it_was() -> None:
+    event = {**envelope(1), "traceparent": "00-abc-def-01", "sampled": True}
+    batch = Batch(json.dumps([event], separators=(",", ":")).encode(), "msg_01", "ws1", 1)
+    [request] = KIND.requests(batch, target(), range(1))
+    [log] = json.loads(gzip.decompress(request.body))
+    assert (log["audit"]["traceparent"], log["audit"]["sampled"]) == ("00-abc-def-01", True)
+    assert not {"data", "specversion", "datacontenttype"} & log["audit"].keys()
+    assert batch.events[0].data == event
 
 
 def test_unset_options_are_left_out() -> None:
