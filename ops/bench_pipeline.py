@@ -16,7 +16,8 @@ folder (SQLite database, var dir, worker log):
    arrive before the clock starts, which proves every stage is ready; the idle
    worker's CPU use is sampled for 3 s;
 3. the producer emits ``--events`` events, at ``--rate`` per second or as fast
-   as it can, each carrying its emit time in ``data.metadata.t``;
+   as it can, each carrying its emit time in ``data.metadata.t`` (with ``--backlog``
+   the workers are stopped meanwhile, so they start with all of them waiting);
 4. when every event arrived (or nothing arrived for a while), the receivers
    report unique and duplicate counts and latency percentiles; the worker's CPU
    time (``/proc/<pid>/stat``) over the run and its peak RSS (``VmHWM``) are read,
@@ -144,13 +145,17 @@ BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Run the worker under cProfile, write the profile here and "
               "print its top functions.")
+@click.option("--backlog", is_flag=True,
+              help="Stop the worker(s) (SIGSTOP) while the events are emitted and let them "
+              "go on after: they start with every event waiting in Kafka (issue #14's "
+              "memory target: --events 1000000 --backlog).")
 @click.option("--check", is_flag=True,
               help="Compare the figures with issue #14's targets for this shape; exit "
               "non-zero, naming them, if one is missed.")
 @click.pass_obj
 def pipeline(settings: Settings, events: int, rate: float, destinations: str, size: int,
              workers: int, split: bool, kind: str, profile_path: Path | None,
-             check: bool) -> None:
+             backlog: bool, check: bool) -> None:
     """End-to-end events/s and emit-to-receipt latency through a real worker."""
     from auditrelay.ops import kafka_local
 
@@ -167,7 +172,7 @@ def pipeline(settings: Settings, events: int, rate: float, destinations: str, si
         bench = _bench_settings(settings, prefix, Path(folder))
         stages: list[str | None] = _SPLIT if split else [None] * workers
         result = _run(bench, Path(folder), events=events, rate=rate, count=count, size=size,
-                      stages=stages, profile_path=profile_path, kind=kind)
+                      stages=stages, profile_path=profile_path, kind=kind, backlog=backlog)
     _print_result(result, settings, rate=rate, count=count, size=size, kind=kind)
     click.echo(f"  topics and groups of {prefix} deleted")
     if profile_path is not None:
@@ -316,7 +321,7 @@ _SPLIT: list[str | None] = ["router,delivery,retention", "archive"]
 
 def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: int, size: int,
          stages: list[str | None], profile_path: Path | None, kind: str = "webhook",
-         ) -> RunResult:
+         backlog: bool = False) -> RunResult:
     workers = len(stages)
     dests = _prepare(settings, count, workers, kind)
     ports = sorted({d.port for d in dests})
@@ -333,7 +338,7 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
         if workers > 1 and stages[0] is None:  # identical workers: all in every group
             worker.wait_groups(settings)
         result = _measure(settings, dests, worker, receiver, events=events, rate=rate,
-                          size=size)
+                          size=size, backlog=backlog)
     _add_stage_times(settings, dests, result)
     return result
 
@@ -359,8 +364,9 @@ def _prepare(settings: Settings, count: int, workers: int, kind: str) -> list[De
 
 def _measure(settings: Settings, dests: list[Destination], worker: _Workers,
              receiver: subprocess.Popen[bytes], *, events: int, rate: float,
-             size: int) -> RunResult:
-    """Warm up, sample the idle worker, then emit and wait for every event."""
+             size: int, backlog: bool = False) -> RunResult:
+    """Warm up, sample the idle worker, then emit (the worker stopped meanwhile, with
+    ``backlog``) and wait for every event."""
     control = f"http://127.0.0.1:{dests[0].port}"
     with _emitter(settings, dests, size) as emit:
         _warm_up(emit, dests, control, worker)
@@ -369,7 +375,8 @@ def _measure(settings: Settings, dests: list[Destination], worker: _Workers,
         cpu_before = worker.cpu_seconds()
         idle = (cpu_before - idle) / _IDLE_SECONDS
         receiver_before = _cpu_seconds(receiver.pid)
-        emitted_at, emit_seconds = emit.run(events, rate)
+        with worker.stopped() if backlog else contextlib.nullcontext():
+            emitted_at, emit_seconds = emit.run(events, rate)
     report = _wait_all(f"{control}/stats", f"{control}/report?since={emitted_at:.6f}",
                        events, worker)
     cpu = worker.cpu_seconds() - cpu_before
@@ -400,6 +407,17 @@ class _Workers:
     def __init__(self, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
         self.procs = procs
         self.logs = logs
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The workers stopped (SIGSTOP) inside, and going on (SIGCONT) after."""
+        for proc in self.procs:
+            proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for proc in self.procs:
+                proc.send_signal(signal.SIGCONT)
 
     def died(self) -> bool:
         return any(proc.poll() is not None for proc in self.procs)

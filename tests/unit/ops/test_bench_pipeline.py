@@ -1,13 +1,18 @@
-"""``bench pipeline --check``: a run's figures against issue #14's targets. No broker."""
+"""``bench pipeline``: ``--check`` (a run's figures against issue #14's targets) and
+``--backlog`` (workers stopped while events are emitted). No broker."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from auditrelay.ops.bench_pipeline import (
     Figures,
+    _Workers,
     destination_spread,
     missed_targets,
     target_lines,
@@ -78,3 +83,19 @@ def test_destination_spread_is_median_and_max() -> None:
     assert destination_spread([]) is None
     assert destination_spread([3.0, 1.0, 2.0]) == (2.0, 3.0)
     assert destination_spread([4.0, 1.0, 2.0, 3.0]) == (2.5, 4.0)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_backlog_stops_the_workers_while_inside_and_lets_them_go_on_after() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        workers = _Workers([proc], [])
+        with workers.stopped():
+            assert _state(proc.pid) == "T"
+        assert _state(proc.pid) in {"S", "R"}
+    finally:
+        proc.kill()
+        proc.wait()
