@@ -18,6 +18,7 @@ other producer in a non-compact form.
 from __future__ import annotations
 
 import heapq
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,9 @@ MAX_BATCH_BYTES: Final = 900 * 1024
 #: Lower snake-case labels separated by dots, as ``auditrelay.schemas.catalogue`` builds types.
 _TYPE_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.")
 _CACHE_LIMIT: Final = 4096
+#: ``EVENT_ID_RE`` on the header's bytes (the pattern is ASCII), without a decode first.
+_EVENT_ID_BYTES: Final = re.compile(EVENT_ID_RE.pattern.encode("ascii"))
+_NO_HEADERS: Final[dict[str, Any]] = {}
 
 Matching = Callable[[str, str], Sequence[DestinationConfig]]
 HeaderPairs = Sequence[tuple[str, bytes | str | None]]
@@ -154,10 +158,9 @@ def _event_type(header: bytes | None) -> str:
 def _event_id(header: bytes | None) -> str:
     if header is None:
         raise ValueError("header ce_id is missing")
-    text = header.decode("ascii", errors="replace")
-    if EVENT_ID_RE.fullmatch(text) is None:
+    if _EVENT_ID_BYTES.fullmatch(header) is None:
         raise ValueError(f"header ce_id {_show(header)} is not aud_ + a ULID")
-    return text
+    return header.decode("ascii")
 
 
 def _as_bytes(value: bytes | str | None) -> bytes | None:
@@ -174,15 +177,12 @@ def check_record(key: bytes | None, value: bytes | None, headers: Any) -> EventF
     ``"workspaceid":"<ws>"``); a value failing that is parsed, and accepted only
     if it is a valid event whose attributes equal the headers.
     """
-    ce_id = ce_type = ce_ws = None
-    if headers:
-        for name, raw in (headers.items() if isinstance(headers, Mapping) else headers):
-            if name == "ce_id":
-                ce_id = _as_bytes(raw)
-            elif name == "ce_type":
-                ce_type = _as_bytes(raw)
-            elif name == "ce_workspaceid":
-                ce_ws = _as_bytes(raw)
+    # One C-level dict of the headers (the last of a repeated name wins), then lookups.
+    found = dict(headers) if headers else _NO_HEADERS
+    ce_id, ce_type, ce_ws = found.get("ce_id"), found.get("ce_type"), found.get(
+        "ce_workspaceid")
+    if ce_id.__class__ is str or ce_type.__class__ is str or ce_ws.__class__ is str:
+        ce_id, ce_type, ce_ws = _as_bytes(ce_id), _as_bytes(ce_type), _as_bytes(ce_ws)
     try:
         workspace_id = _workspace(key, ce_ws)
         event_id = _event_id(ce_id)

@@ -138,6 +138,9 @@ BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
               help="Worker processes (each joins every group; scaling.md).")
 @click.option("--split", is_flag=True,
               help="Two workers: router+delivery+retention, and archive (worker --stages).")
+@click.option("--stages", "stage_sets", multiple=True, metavar="STAGES",
+              help="One worker running these stages (comma-separated, as worker --stages); "
+              "repeat for more: --stages router,retention --stages delivery --stages archive.")
 @click.option("--kind", default="webhook", show_default=True,
               type=click.Choice(sorted(BENCH_KINDS)),
               help="The destinations' kind (docs/destinations.md); the receivers answer as "
@@ -154,11 +157,20 @@ BENCH_KINDS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
               "non-zero, naming them, if one is missed.")
 @click.pass_obj
 def pipeline(settings: Settings, events: int, rate: float, destinations: str, size: int,
-             workers: int, split: bool, kind: str, profile_path: Path | None,
-             backlog: bool, check: bool) -> None:
+             workers: int, split: bool, stage_sets: tuple[str, ...], kind: str,
+             profile_path: Path | None, backlog: bool, check: bool) -> None:
     """End-to-end events/s and emit-to-receipt latency through a real worker."""
     from auditrelay.ops import kafka_local
 
+    if stage_sets and (split or workers > 1):
+        raise click.ClickException("--stages names every worker: not with --split or --workers")
+    from auditrelay.schemas.settings import WORKER_STAGES
+
+    named = {stage for group in stage_sets for stage in group.split(",")}
+    needed = {"router", "delivery", "archive"}
+    if stage_sets and (named - set(WORKER_STAGES) or not needed <= named):
+        raise click.ClickException(f"--stages: the workers must run router, delivery and archive "
+                                   f"between them, from: {', '.join(WORKER_STAGES)}")
     if int(destinations) > _PORTS_MAX and kind != "webhook":
         raise click.ClickException(f"--destinations {destinations} is for webhooks only "
                                    "(they share a port, told apart by path)")
@@ -170,7 +182,8 @@ def pipeline(settings: Settings, events: int, rate: float, destinations: str, si
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder, \
             _topics_deleted(settings, prefix):
         bench = _bench_settings(settings, prefix, Path(folder))
-        stages: list[str | None] = _SPLIT if split else [None] * workers
+        stages: list[str | None] = (list(stage_sets) if stage_sets else
+                                    _SPLIT if split else [None] * workers)
         result = _run(bench, Path(folder), events=events, rate=rate, count=count, size=size,
                       stages=stages, profile_path=profile_path, kind=kind, backlog=backlog)
     _print_result(result, settings, rate=rate, count=count, size=size, kind=kind)
