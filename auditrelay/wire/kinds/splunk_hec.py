@@ -57,7 +57,6 @@ Words never hold the token; HEC's ``text`` is quoted at most 200 characters.
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -154,7 +153,8 @@ class SplunkHec(Kind):
     def body(self, batch: Batch, target: Target, events: Sequence[int]) -> bytes:
         options = _options(target)
         every = batch.events
-        return b"\n".join(hec_object(every[i], options) for i in events)
+        static = _static_meta(options)
+        return b"\n".join(hec_object(every[i], static) for i in events)
 
     def base_headers(self, target: Target, batch: Batch) -> dict[str, str]:
         headers = {**super().base_headers(target, batch), **_auth(target)}
@@ -249,23 +249,23 @@ def channel_of(target: Target) -> str:
     return str(uuid.uuid5(_CHANNEL_NAMESPACE, target.config.id))
 
 
-def hec_object(event: Event, options: SplunkHecOptions) -> bytes:
-    """One event as a HEC object; the envelope's bytes are kept as produced."""
+def hec_object(event: Event, static: Mapping[str, str]) -> bytes:
+    """One event as a HEC object, with a destination's ``static`` metadata (host, source,
+    sourcetype, index); the envelope's bytes are kept as produced."""
     meta: dict[str, Any] = {}
     data = event.data
     seconds = epoch_seconds(data.get("time"))
     if seconds is not None:
         meta["time"] = seconds
-    meta.update(_static_meta(options))
+    meta.update(static)
     fields = {"type": data.get("type"), "category": _category(data),
               "workspace": data.get("workspaceid")}
     meta["fields"] = {k: v for k, v in fields.items() if isinstance(v, str) and v}
     return compact_json(meta)[:-1] + b',"event":' + event.raw.strip() + b"}"
 
 
-@functools.lru_cache(maxsize=256)
 def _static_meta(options: SplunkHecOptions) -> dict[str, str]:
-    """The HEC metadata every event of a destination carries (options are frozen)."""
+    """The HEC metadata every event of a destination carries."""
     return {name: value for name in ("host", "source", "sourcetype", "index")
             if (value := getattr(options, name)) is not None}
 
