@@ -10,7 +10,8 @@ most ``peek_limit`` per partition), for their key (the destination: every destin
 shares those topics, so its backlog is counted from its records, not from offsets)
 and their ``ar_first_event_ms``, which gives the age of each destination's oldest
 undelivered event. The destinations themselves (a series each, 0 when nothing waits)
-come from a follower of ``audit.destinations``.
+come from a follower of ``audit.destinations``, which also gives how many are enabled
+and how many disabled, by reason (``destination_states``).
 
 Every worker computes the same cluster-wide values; aggregate them with
 ``max`` across workers, not ``sum`` (docs/metrics.md). The arithmetic is in pure
@@ -168,6 +169,21 @@ _COORDINATOR_WARMING_UP: Final = frozenset({
     KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._WAIT_COORD})
 
 
+#: The disabled reasons always shown (as 0 when none), so that alerts and panels see a
+#: series before the first destination is disabled; any other reason gets one when seen.
+DISABLED_REASONS: Final = ("manual", "gone", "failing")
+
+
+def destination_states(configs: Iterable[Any]) -> dict[tuple[str, str], int]:
+    """Destinations per (state, reason): ``("enabled", "")`` or ``("disabled", reason)``."""
+    counts = {("enabled", ""): 0, **{("disabled", reason): 0 for reason in DISABLED_REASONS}}
+    for config in configs:
+        key = ("enabled", "") if config.enabled else \
+            ("disabled", config.disabled_reason or "manual")
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def is_coordinator_warming_up(exc: BaseException) -> bool:
     """True for the errors a group coordinator answers while it is still loading."""
     error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
@@ -196,6 +212,7 @@ class OffsetCollector:
         self._consumer: Consumer | None = None
         self._group_consumers: dict[str, Consumer] = {}
         self._shown: set[str] = set()  # destinations with gauge children
+        self._states_shown: set[tuple[str, str]] = set()
         self._failing_since: float | None = None
         self._warned = False
         self._stop = threading.Event()
@@ -261,6 +278,13 @@ class OffsetCollector:
         backlog = backlog_of(waiting, known)
         ages = oldest_ages(first_event_ms, backlog, time.time())
         self._publish(summary, backlog, ages)
+        if self._destinations.caught_up:
+            states = destination_states(self._destinations.registry.all())
+            for key in self._states_shown - states.keys():  # a reason no longer held
+                states[key] = 0
+            for (state, reason), count in states.items():
+                metrics.DESTINATIONS.labels(state, reason).set(count)
+            self._states_shown = set(states)
 
     def _add_archive_lag(self, offsets: Mapping[TP, PartitionOffsets],
                          summary: Summary) -> None:

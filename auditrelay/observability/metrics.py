@@ -118,6 +118,10 @@ OLDEST_UNDELIVERED_AGE: Final = Gauge(
     "destination waiting in the deliveries, parked or retry topics; 0 when none waits",
     ["destination"],
     registry=WORKER_REGISTRY)
+DESTINATIONS: Final = Gauge(
+    "auditrelay_destinations", "Destinations by state, from audit.destinations: enabled, or "
+    "disabled with its reason (manual: by a user; gone: the receiver answered 410; failing: "
+    "72 h of failed retries)", ["state", "reason"], registry=WORKER_REGISTRY)
 RETRY_TIER_SIZE: Final = Gauge(
     "auditrelay_retry_tier_size", "Batches waiting in a retry tier (end offset minus the retry "
     "group's committed offset)", ["tier"], registry=WORKER_REGISTRY)

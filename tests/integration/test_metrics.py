@@ -235,6 +235,11 @@ def _settled_worker_metrics(worker: Child, url: str, settings: Settings, total: 
         series("auditrelay_retry_tier_size", tier="10s"): 1,
         series("auditrelay_retry_tier_size", tier="1m"): 0,
         series("auditrelay_dead_letters"): 1,
+        # Two destinations, both enabled: every disabled reason is shown, at 0.
+        series("auditrelay_destinations", state="enabled", reason=""): 2,
+        series("auditrelay_destinations", state="disabled", reason="manual"): 0,
+        series("auditrelay_destinations", state="disabled", reason="gone"): 0,
+        series("auditrelay_destinations", state="disabled", reason="failing"): 0,
         series("auditrelay_consumer_lag", group=groups.router,
                topic=settings.topics.events): 0,
         series("auditrelay_consumer_lag", group=groups.archive,

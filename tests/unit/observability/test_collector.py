@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from auditrelay.observability.collector import (
@@ -9,6 +11,7 @@ from auditrelay.observability.collector import (
     PartitionOffsets,
     backlog_of,
     delivery_topics,
+    destination_states,
     oldest_ages,
     second_group_lag,
     summarise,
@@ -96,3 +99,16 @@ def test_oldest_ages_are_zero_where_nothing_waits() -> None:
     ages = oldest_ages({"dst_a": 1_000_000, "dst_c": 1_009_000}, ["dst_a", "dst_b"], 1010.5)
     assert ages == {"dst_a": 10.5, "dst_b": 0.0}  # dst_c is gone: not reported
     assert oldest_ages({"dst_a": 2_000_000}, ["dst_a"], 1000.0) == {"dst_a": 0.0}  # clock skew
+
+
+def test_destination_states_count_enabled_and_disabled_by_reason_with_zeros_for_the_known() -> None:
+    configs = [SimpleNamespace(enabled=True, disabled_reason=None),
+               SimpleNamespace(enabled=True, disabled_reason=None),
+               SimpleNamespace(enabled=False, disabled_reason="failing"),
+               SimpleNamespace(enabled=False, disabled_reason=None),  # an old record: manual
+               SimpleNamespace(enabled=False, disabled_reason="quota")]
+    assert destination_states(configs) == {
+        ("enabled", ""): 2, ("disabled", "manual"): 1, ("disabled", "gone"): 0,
+        ("disabled", "failing"): 1, ("disabled", "quota"): 1}
+    assert destination_states([]) == {("enabled", ""): 0, ("disabled", "manual"): 0,
+                                      ("disabled", "gone"): 0, ("disabled", "failing"): 0}
