@@ -19,9 +19,9 @@ run: install
 test: install system-deps lint
 	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=25
 
-# Unit tests only: no broker, a few seconds.
+# Unit tests only: no broker and no Debian tool, a few seconds.
 test-fast: install
-	$(BIN)/python -m pytest tests/unit -m "not broker and not slow"
+	$(BIN)/python -m pytest tests/unit -m "not broker and not slow and not system"
 
 lint: install
 	$(BIN)/ruff check .

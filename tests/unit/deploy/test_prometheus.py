@@ -2,7 +2,8 @@
 (``promtool test rules``), and the example configuration passes ``promtool check config``.
 
 promtool comes from Debian's ``prometheus`` package, which ``make test`` installs
-(``APT_PACKAGES``): without it these tests fail, they do not skip.
+(``APT_PACKAGES``): without it these tests fail, they do not skip. They are marked
+``system``, so that ``make test-fast``, which installs no Debian package, leaves them out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+pytestmark = pytest.mark.system
 
 PROMETHEUS = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
 
