@@ -45,7 +45,7 @@ def test_the_dashboard_reads_only_exposed_metrics() -> None:
 
 def test_the_alert_rules_read_only_exposed_metrics() -> None:
     exprs = rule_exprs()
-    assert len(exprs) == 6
+    assert len(exprs) == 7
     assert unknown(exprs) == {}
 
 
