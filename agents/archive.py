@@ -27,6 +27,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
@@ -71,15 +72,16 @@ def event_row(event: AuditEvent, raw: str) -> Row:
     }
 
 
-#: The head of an envelope as ``auditrelay.schemas.builder`` writes it, up to ``data.target``.
+#: The head of an envelope as ``auditrelay.schemas.builder`` writes it, up to ``data.target``,
+#: matched on the decoded text (the row keeps that text, and text groups need no decoding).
 #: Strings with escapes do not match (``[^"\\]``); those take the JSON path.
 _CANONICAL_HEAD = re.compile(
-    rb'\{"specversion":"1\.0","id":"(aud_[0-9A-Z]{26})","source":"([^"\\]*)",'
-    rb'"type":"([a-z0-9_.]+)","time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z"'
-    rb'(?:,"subject":"([^"\\]*)")?,"datacontenttype":"application/json",'
-    rb'"workspaceid":"(ws_[a-z0-9]+)","data":\{"actor":\{"id":"([^"\\]*)","type":"([a-z_]+)"\},'
-    rb'"action":\{"category":"[a-z0-9_]+","action":"[a-z0-9_]+"\},'
-    rb'"target":(?:null|\{"type":"([a-z0-9_]+)","id":"([^"\\]*)"\}),')
+    r'\{"specversion":"1\.0","id":"(aud_[0-9A-Z]{26})","source":"([^"\\]*)",'
+    r'"type":"([a-z0-9_.]+)","time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z"'
+    r'(?:,"subject":"([^"\\]*)")?,"datacontenttype":"application/json",'
+    r'"workspaceid":"(ws_[a-z0-9]+)","data":\{"actor":\{"id":"([^"\\]*)","type":"([a-z_]+)"\},'
+    r'"action":\{"category":"[a-z0-9_]+","action":"[a-z0-9_]+"\},'
+    r'"target":(?:null|\{"type":"([a-z0-9_]+)","id":"([^"\\]*)"\}),', re.ASCII)
 
 
 def quick_row(value: bytes) -> Row:
@@ -90,14 +92,15 @@ def quick_row(value: bytes) -> Row:
     ``json.loads``. Raises ``ValueError``, ``KeyError`` or ``TypeError`` on anything
     unexpected, for the caller to fall back to :func:`event_row` on the parsed event.
     """
-    head = _CANONICAL_HEAD.match(value)
+    raw = value.decode()
+    head = _CANONICAL_HEAD.match(raw)
     if head is not None:
         (event_id, source, event_type, when, subject, workspace, actor_id, actor_type,
-         target_type, target_id) = (None if g is None else g.decode() for g in head.groups())
+         target_type, target_id) = head.groups()
         return {"id": event_id, "source": source, "workspace_id": workspace,
                 "type": event_type, "time": datetime.fromisoformat(f"{when}+00:00"),
                 "actor_id": actor_id, "actor_type": actor_type, "target_type": target_type,
-                "target_id": target_id, "subject": subject, "raw": value.decode()}
+                "target_id": target_id, "subject": subject, "raw": raw}
     return _json_row(value)
 
 
@@ -175,11 +178,43 @@ def insert_rows(engine: Engine, rows: Sequence[Row]) -> None:
         return
     sql, order = _driver_sql(engine)
     if engine.dialect.name == "sqlite":
-        rows = [{**row, "time": _sqlite_time(row["time"])} for row in rows]
-    params: list[Any] = ([tuple(row[name] for name in order) for row in rows] if order
-                         else list(rows))
+        rows = _with_sqlite_times(rows)
+    params: list[Any] = list(rows)  # named parameters (PostgreSQL) as they are
+    if order:  # positional ones (SQLite) as tuples in the statement's column order
+        values = itemgetter(*order)
+        params = [values(row) for row in rows]
     with engine.begin() as connection:
         connection.exec_driver_sql(sql, params)
+
+
+def _with_sqlite_times(rows: Sequence[Row]) -> list[Row]:
+    """``rows`` with ``time`` as SQLite text. At high rates many events of a round share
+    their millisecond, so each distinct time is formatted once."""
+    texts: dict[datetime, str] = {}
+    out: list[Row] = []
+    for row in rows:
+        when = row["time"]
+        text = texts.get(when)
+        if text is None:
+            text = texts[when] = _sqlite_time(when)
+        out.append({**row, "time": text})
+    return out
+
+
+def _sqlite_times(params: list[tuple[Any, ...]], at: int) -> list[list[Any]]:
+    """``params`` with the datetime at index ``at`` as SQLite text. At high rates many
+    events of a round share their millisecond, so each distinct time is formatted once."""
+    texts: dict[datetime, str] = {}
+    out: list[list[Any]] = []
+    for row in params:
+        values = list(row)
+        when = values[at]
+        text = texts.get(when)
+        if text is None:
+            text = texts[when] = _sqlite_time(when)
+        values[at] = text
+        out.append(values)
+    return out
 
 
 _compiled: weakref.WeakKeyDictionary[Engine, tuple[str, tuple[str, ...]]] = (
@@ -198,8 +233,8 @@ def _driver_sql(engine: Engine) -> tuple[str, tuple[str, ...]]:
 
 
 def _sqlite_time(value: datetime) -> str:
-    utc = value.astimezone(UTC)
-    return f"{utc:%Y-%m-%d %H:%M:%S}.{utc.microsecond:06d}"
+    """A UTC datetime as SQLAlchemy's SQLite ``DATETIME`` stores it (naive, microseconds)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class ArchiveWriter:

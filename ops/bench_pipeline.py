@@ -54,6 +54,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,9 @@ class RunResult:
     receiver_cpu: float = 0.0
     #: With many destinations: the median and the largest of their p99 latencies (s).
     destination_p99: tuple[float, float] | None = None
+    #: Rows of the run's events in the archive, and seconds from the last receipt until
+    #: the last of them was seen; None when no worker runs the archive.
+    archived: tuple[int, float] | None = None
 
     @property
     def wall(self) -> float:
@@ -221,6 +225,8 @@ class Figures:
     cpu_us_per_event: float
     #: Many destinations: the median and the largest of their p99 latencies.
     destination_p99_ms: tuple[float, float] | None = None
+    #: Rows of the run's events in the archive; None when no worker ran the archive.
+    archived: int | None = None
 
 
 #: One destination, paced: the p99 target (ms) per rate (issue #14).
@@ -252,7 +258,8 @@ def _latency_target_ms(figures: Figures) -> float | None:
 def missed_targets(figures: Figures) -> list[str]:
     """Issue #14's targets this run's shape has and missed, one line each (none: all met).
 
-    Every run: all events arrived and the worker(s) stayed within the RSS target.
+    Every run: all events arrived (and were archived, when a worker ran the archive) and
+    the worker(s) stayed within the RSS target.
     Paced runs of the issue's shapes: the p99 latency (and with 1 000 destinations, no
     destination's p99 beyond twice the median's). One destination as fast as possible:
     the throughput target. Shapes the issue names no target for check only the former.
@@ -260,6 +267,8 @@ def missed_targets(figures: Figures) -> list[str]:
     missed = []
     if figures.unique < figures.events:
         missed.append(f"only {figures.unique} of {figures.events} events arrived")
+    if figures.archived is not None and figures.archived < figures.events:
+        missed.append(f"only {figures.archived} of {figures.events} events archived")
     if figures.peak_rss_mib > RSS_TARGET_MIB:
         missed.append(f"peak RSS {figures.peak_rss_mib:.0f} MiB > {RSS_TARGET_MIB:.0f} MiB")
     target = _latency_target_ms(figures)
@@ -280,7 +289,8 @@ def missed_targets(figures: Figures) -> list[str]:
 
 def target_lines(figures: Figures) -> list[str]:
     """What ``--check`` prints: each target of the shape with the figure, and the goals."""
-    lines = [f"events arrived {figures.unique} of {figures.events}",
+    lines = [f"events arrived {figures.unique} of {figures.events}"
+             + ("" if figures.archived is None else f", archived {figures.archived}"),
              f"peak RSS {figures.peak_rss_mib:.0f} MiB (target <= {RSS_TARGET_MIB:.0f})"]
     target = _latency_target_ms(figures)
     if target is None:
@@ -311,7 +321,8 @@ def figures_of(result: RunResult, *, rate: float, destinations: int,
         cpu_us_per_event=1e6 * result.cpu_seconds / max(1, result.events),
         destination_p99_ms=(None if result.destination_p99 is None else
                             (result.destination_p99[0] * 1000,
-                             result.destination_p99[1] * 1000)))
+                             result.destination_p99[1] * 1000)),
+        archived=None if result.archived is None else result.archived[0])
 
 
 def _bench_settings(settings: Settings, prefix: str, folder: Path) -> Settings:
@@ -351,7 +362,8 @@ def _run(settings: Settings, folder: Path, *, events: int, rate: float, count: i
         if workers > 1 and stages[0] is None:  # identical workers: all in every group
             worker.wait_groups(settings)
         result = _measure(settings, dests, worker, receiver, events=events, rate=rate,
-                          size=size, backlog=backlog)
+                          size=size, backlog=backlog,
+                          archive=any(runs_archive(stage) for stage in stages))
     _add_stage_times(settings, dests, result)
     return result
 
@@ -377,9 +389,10 @@ def _prepare(settings: Settings, count: int, workers: int, kind: str) -> list[De
 
 def _measure(settings: Settings, dests: list[Destination], worker: _Workers,
              receiver: subprocess.Popen[bytes], *, events: int, rate: float,
-             size: int, backlog: bool = False) -> RunResult:
+             size: int, backlog: bool = False, archive: bool = True) -> RunResult:
     """Warm up, sample the idle worker, then emit (the worker stopped meanwhile, with
-    ``backlog``) and wait for every event."""
+    ``backlog``) and wait for every event, and with ``archive`` for its every row: the
+    CPU figure covers the archive's work too."""
     control = f"http://127.0.0.1:{dests[0].port}"
     with _emitter(settings, dests, size) as emit:
         _warm_up(emit, dests, control, worker)
@@ -392,6 +405,10 @@ def _measure(settings: Settings, dests: list[Destination], worker: _Workers,
             emitted_at, emit_seconds = emit.run(events, rate)
     report = _wait_all(f"{control}/stats", f"{control}/report?since={emitted_at:.6f}",
                        events, worker)
+    archived = (_wait_archived(settings.database_url, emitted_at, events, worker)
+                if archive else None)
+    if archived is not None:
+        archived = archived[0], max(0.0, archived[1] - (report["last_receipt"] or emitted_at))
     cpu = worker.cpu_seconds() - cpu_before
     receiver_cpu = _cpu_seconds(receiver.pid) - receiver_before
     spread = None
@@ -400,7 +417,7 @@ def _measure(settings: Settings, dests: list[Destination], worker: _Workers,
         spread = destination_spread([p99 for _, p99 in paths.values()])
     return RunResult(events, emitted_at, emit_seconds, report, cpu, worker.peak_rss_kib(),
                      workers=len(worker.procs), idle_share=idle, receiver_cpu=receiver_cpu,
-                     destination_p99=spread)
+                     destination_p99=spread, archived=archived)
 
 
 def destination_spread(p99s: list[float]) -> tuple[float, float] | None:
@@ -788,6 +805,39 @@ def _records(bootstrap: str, topic: str, timeout: float = 60.0,
 # -- output -------------------------------------------------------------------------------
 
 
+def runs_archive(stages: str | None) -> bool:
+    """Whether a worker given ``--stages`` (None: every stage) runs the archive."""
+    return stages is None or "archive" in (part.strip() for part in stages.split(","))
+
+
+def _wait_archived(database_url: str, since: float, events: int,
+                   worker: _Workers) -> tuple[int, float]:
+    """Rows archived of the events emitted from ``since`` on, once all are there or none
+    came for a while, and when the count last grew (epoch seconds)."""
+    from sqlalchemy import func, select
+
+    from auditrelay.store.db import ArchivedEvent
+    from auditrelay.store.engine import make_engine
+
+    # Event times are whole milliseconds; the warm-up's came seconds before ``since``.
+    start = datetime.fromtimestamp(int(since * 1000) / 1000, UTC)
+    count = select(func.count()).select_from(ArchivedEvent).where(ArchivedEvent.time >= start)
+    engine = make_engine(database_url)
+    rows, grew, last_change = -1, time.time(), time.monotonic()
+    try:
+        while True:
+            with engine.connect() as connection:
+                now = int(connection.scalar(count) or 0)
+            if now != rows:
+                rows, grew, last_change = now, time.time(), time.monotonic()
+            if rows >= events or worker.died() or \
+                    time.monotonic() - last_change > _IDLE_TIMEOUT:
+                return rows, grew
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
 def _print_result(result: RunResult, settings: Settings, *, rate: float, count: int,
                   size: int, kind: str = "webhook") -> None:
     report, wall = result.report, result.wall
@@ -815,6 +865,11 @@ def _print_result(result: RunResult, settings: Settings, *, rate: float, count: 
     if result.route_ms is not None:
         click.echo(f"  router: oldest event of a batch routed after p50 {result.route_ms[0]:,.0f} "
                    f"ms, p99 {result.route_ms[1]:,.0f} ms")
+    if result.archived is not None:
+        rows, after = result.archived
+        state = "all archived" if rows >= result.events else "ROWS MISSING"
+        click.echo(f"  archive: {rows} of {result.events} events ({state}), the last "
+                   f"{after:.2f} s after the last receipt")
     if result.post_ms is not None:
         click.echo(f"  delivery: POST latency mean {result.post_ms[0]:.1f} ms, "
                    f"p99 {result.post_ms[1]:.0f} ms (from audit.delivery-attempts)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -138,4 +138,21 @@ def test_quick_row_reads_the_canonical_head_like_the_json_path(options: dict[str
     options.setdefault("actor", Actor(id="usr_1", type="user"))
     built = EventBuilder().build("ws_a", "workspace", "updated", **options)
     assert quick_row(built.value) == _json_row(built.value)
-    assert (_CANONICAL_HEAD.match(built.value) is None) == ("\\" in built.value.decode())
+    assert (_CANONICAL_HEAD.match(built.value.decode()) is None) == ("\\" in built.value.decode())
+
+
+@pytest.mark.parametrize("when", [
+    NOW, NOW.replace(microsecond=253000), datetime(2026, 3, 29, 2, 30, 0, 1, tzinfo=UTC),
+    datetime(2026, 11, 25, 13, 0, 0, 500, tzinfo=timezone(timedelta(hours=1))),
+])
+def test_sqlite_times_are_stored_as_sqlalchemy_stores_them(when: datetime) -> None:
+    from sqlalchemy.dialects.sqlite import DATETIME
+    from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+
+    from auditrelay.agents.archive import _with_sqlite_times
+
+    bind = DATETIME().bind_processor(sqlite_dialect())
+    assert bind is not None
+    expected = bind(when.astimezone(UTC).replace(tzinfo=None))
+    rows = _with_sqlite_times([{"id": "a", "time": when}, {"id": "b", "time": when}])
+    assert rows == [{"id": "a", "time": expected}, {"id": "b", "time": expected}]

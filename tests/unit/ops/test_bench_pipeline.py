@@ -16,6 +16,7 @@ from auditrelay.ops.bench_pipeline import (
     _Workers,
     destination_spread,
     missed_targets,
+    runs_archive,
     target_lines,
 )
 
@@ -71,6 +72,21 @@ def test_every_run_must_deliver_everything_within_the_rss_target() -> None:
     bad = replace(GOOD, unique=29_990, peak_rss_mib=301.0, p99_ms=151.0)
     assert missed_targets(bad) == ["only 29990 of 30000 events arrived",
                                    "peak RSS 301 MiB > 300 MiB", "p99 151 ms > 150 ms"]
+
+
+def test_every_event_must_be_archived_when_a_worker_runs_the_archive() -> None:
+    assert missed_targets(replace(GOOD, archived=30_000)) == []
+    assert missed_targets(replace(GOOD, archived=0)) == ["only 0 of 30000 events archived"]
+    assert target_lines(replace(GOOD, archived=12))[0] == (
+        "events arrived 30000 of 30000, archived 12")
+
+
+@pytest.mark.parametrize(("stages", "archives"), [
+    (None, True), ("archive", True), ("router, archive", True), ("router,retention", False),
+    ("delivery", False),
+])
+def test_which_workers_run_the_archive(stages: str | None, archives: bool) -> None:
+    assert runs_archive(stages) is archives
 
 
 def test_target_lines_name_the_figures_and_goals() -> None:
