@@ -317,6 +317,12 @@ class BatchBuffer:
         self._max_bytes = max_bytes
         self.window = window
         self._open: dict[str, _OpenBatch] = {}
+        #: Per input partition, the open batches holding its events, each with the offset
+        #: of its first one there, in the order they took one: a partition's events come
+        #: in offset order, so the first entry holds its lowest (``held`` in O(partitions);
+        #: scanning every open batch at every read cost the router a sixth of its CPU with
+        #: 1 000 destinations).
+        self._holders: dict[tuple[str, int], dict[_OpenBatch, int]] = {}
         #: (deadline, sequence, batch) of every batch opened; closed ones are skipped.
         self._deadlines: list[tuple[float, int, _OpenBatch]] = []
         self._sequence = 0
@@ -368,7 +374,9 @@ class BatchBuffer:
                 batch = self._open_batch(config, record.timestamp, now)
             if batch.part != part:
                 batch.part = part
-                batch.firsts.setdefault(part, record.offset)
+                if part not in batch.firsts:
+                    batch.firsts[part] = record.offset
+                    self._holders.setdefault(part, {})[batch] = record.offset
             batch.events.append(value)
             batch.size += size
             if len(batch.events) >= self._max_events:
@@ -386,6 +394,11 @@ class BatchBuffer:
 
     def _close(self, batch: _OpenBatch) -> None:
         del self._open[batch.config.id]
+        for part in batch.firsts:
+            holders = self._holders[part]
+            del holders[batch]
+            if not holders:
+                del self._holders[part]
         self._closed.append(batch.close(self._topics))
 
     def next_due(self) -> float | None:
@@ -419,12 +432,7 @@ class BatchBuffer:
 
     def held(self) -> dict[tuple[str, int], int]:
         """Per input partition, the lowest offset of an event in an open batch."""
-        lowest: dict[tuple[str, int], int] = {}
-        for batch in self._open.values():
-            for part, offset in batch.firsts.items():
-                if offset < lowest.get(part, offset + 1):
-                    lowest[part] = offset
-        return lowest
+        return {part: next(iter(holders.values())) for part, holders in self._holders.items()}
 
 
 def plan_round(records: Iterable[RecordLike], matching: Matching, topics: TopicNames, *,

@@ -427,6 +427,36 @@ def test_held_is_the_lowest_open_offset_per_partition() -> None:
     assert buffer.held() == {("audit.events", 1): 14, ("audit.events", 2): 40}
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_held_is_what_the_open_batches_hold_whatever_the_traffic(seed: int) -> None:
+    import random
+
+    chance = random.Random(seed)
+    workspaces = [f"ws_{n}" for n in range(6)]
+    registry = registry_with(*(config(f"dst_{n}{m}", ws) for n, ws in enumerate(workspaces)
+                               for m in range(2)))
+    buffer = buffer_for(registry, max_events=chance.randint(2, 5), window=1.0)
+    offsets = dict.fromkeys(range(3), 0)
+    now = NOW
+    for _ in range(30):
+        records = []
+        for _ in range(chance.randint(0, 8)):
+            partition = chance.randrange(3)
+            records.append(rec(event(chance.choice(workspaces)), offsets[partition],
+                               partition=partition))
+            offsets[partition] += 1
+        buffer.add(records, now)
+        if chance.random() < 0.2:
+            buffer.close_due(now + chance.random() * 2)
+        buffer.take()
+        lowest: dict[tuple[str, int], int] = {}
+        for batch in buffer._open.values():  # the definition, the slow way
+            for part, offset in batch.firsts.items():
+                lowest[part] = min(offset, lowest.get(part, offset))
+        assert buffer.held() == lowest
+        now += 0.1
+
+
 def test_a_partial_batch_is_due_a_window_after_its_oldest_event() -> None:
     buffer = buffer_for(registry_with(config("dst_a", "ws_a"), config("dst_b", "ws_b")),
                         window=1.0)
