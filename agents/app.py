@@ -26,7 +26,7 @@ from typing import Final
 
 import faust
 
-from auditrelay.kafka.clients import heartbeat_seconds
+from auditrelay.kafka.clients import KeyHashPartitioner, heartbeat_seconds
 from auditrelay.schemas.settings import WORKER_STAGES, Settings
 from auditrelay.tables.registry import SharedFollower
 
@@ -74,6 +74,8 @@ def create_app(settings: Settings, *, app_id: str | None = None,
         # longer than the request timeout can cause (seen in CI), and Faust would not
         # replace it. A batch written twice after a lost answer keeps its batch id.
         producer_acks=-1,
+        # Partitions of audit.deliveries by destination id, as aiokafka's default does.
+        producer_partitioner=KeyHashPartitioner(),
     )
     destinations = SharedFollower(app, settings.kafka_bootstrap, settings.topics.destinations)
     for register in registrars:

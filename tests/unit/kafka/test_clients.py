@@ -1,5 +1,5 @@
 """auditrelay.kafka.clients without a broker: the fetch loop's backoff, and a start that
-is cancelled. The starts are fakes the test holds (events and futures), so what
+is cancelled, the partitioner. The starts are fakes the test holds (events and futures), so what
 happens first never depends on timers or on how busy the machine is."""
 
 from __future__ import annotations
@@ -119,3 +119,20 @@ async def test_a_rebalance_is_one_line_of_counts_and_the_inner_listener_still_ru
     assert calls == [("revoked", 0), ("assigned", 1198), ("revoked", 1198), ("assigned", 1200)]
     assert rebalance_line("g", second, set()) == (
         "group g: assigned 0 partitions of 0 topics (was 1200; 0 new, 1200 gone)")
+
+
+def test_the_key_hash_partitioner_picks_aiokafkas_partitions() -> None:
+    import random
+
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from auditrelay.kafka.clients import KeyHashPartitioner
+
+    chance = random.Random(7)
+    ours, theirs = KeyHashPartitioner(limit=50), DefaultPartitioner()
+    keys = [bytes(chance.randrange(256) for _ in range(chance.randrange(1, 40)))
+            for _ in range(200)] + [b"dst_01KBQ6R0S5M8J3Z2XG5B9W3F7Q", b"ws_a"]
+    for partitions in ([0], list(range(6)), list(range(12)), [3, 4, 5]):
+        for key in keys * 2:  # again: from what it remembered (and forgot, past 50)
+            assert ours(key, partitions, partitions) == theirs(key, partitions, partitions)
+    assert ours(None, [0, 1], [1]) == 1  # no key: one of the available ones
