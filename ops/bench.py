@@ -20,6 +20,9 @@ process with concurrent HTTP clients: destinations/s, latency, and the outbox's 
 ``bench destinations`` (``auditrelay.ops.bench_destinations``) creates thousands of
 destinations through the API, then one worker delivers to them all: time to every
 delivery, peak RSS, CPU, log size and failed attempts (issue #19).
+
+``bench read`` (``auditrelay.ops.bench_read``) compares the Kafka clients that could read
+``audit.events``: CPU per record of aiokafka and of confluent-kafka (issue #14).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from auditrelay.ops.bench_create import create
 from auditrelay.ops.bench_destinations import destinations
 from auditrelay.ops.bench_http import http
 from auditrelay.ops.bench_pipeline import pipeline
+from auditrelay.ops.bench_read import read
 from auditrelay.ops.bench_takeover import takeover
 from auditrelay.schemas.settings import Settings
 
@@ -56,6 +60,7 @@ bench.add_command(http)  # ops/bench_http.py: CPU per request of each HTTP clien
 bench.add_command(create)  # ops/bench_create.py: destinations/s through the API
 bench.add_command(destinations)  # ops/bench_destinations.py: delivery at scale
 bench.add_command(takeover)  # ops/bench_takeover.py: a worker killed, one started
+bench.add_command(read)  # ops/bench_read.py: CPU per record of each Kafka client
 
 
 def padded_metadata(builder: Any, actor: Any, size: int) -> dict[str, str]:

@@ -35,6 +35,7 @@ def test_bench_pipeline_reports_rate_latency_and_completeness(kafka_bootstrap: s
     assert re.search(r"end to end: [\d,]+ events/s", out), out
     assert re.search(r"p50 [\d,]+ ms, p95 [\d,]+ ms, p99 [\d,]+ ms", out), out
     assert "received: 300 of 300 events (all events arrived)" in out, out
+    assert "archive: 300 of 300 events (all archived)" in out, out
     assert re.search(r"worker: [\d.]+ s CPU .*peak RSS \d+ MiB", out), out
     prefix = re.search(r"topics and groups of (bench\.[0-9a-f]+\.) deleted", out)
     assert prefix is not None, out
