@@ -201,22 +201,6 @@ def _with_sqlite_times(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
-def _sqlite_times(params: list[tuple[Any, ...]], at: int) -> list[list[Any]]:
-    """``params`` with the datetime at index ``at`` as SQLite text. At high rates many
-    events of a round share their millisecond, so each distinct time is formatted once."""
-    texts: dict[datetime, str] = {}
-    out: list[list[Any]] = []
-    for row in params:
-        values = list(row)
-        when = values[at]
-        text = texts.get(when)
-        if text is None:
-            text = texts[when] = _sqlite_time(when)
-        values[at] = text
-        out.append(values)
-    return out
-
-
 _compiled: weakref.WeakKeyDictionary[Engine, tuple[str, tuple[str, ...]]] = (
     weakref.WeakKeyDictionary())
 
