@@ -146,20 +146,14 @@ _READERS: dict[str, Callable[[str, str, int], ReadFigures]] = {
 
 
 def _fill(settings: Settings, topic: str, events: int, size: int, workspaces: int) -> None:
-    from auditrelay.ops.bench import padded_metadata
-    from auditrelay.producer import Actor, AuditProducer, ProducerConfig
+    from auditrelay.ops.bench import emit_sync, padded_metadata
+    from auditrelay.producer import Actor, ProducerConfig
     from auditrelay.schemas.builder import EventBuilder
 
     actor = Actor(id="usr_bench", type="user")
-    metadata = padded_metadata(EventBuilder(), actor, size)
-    ids = [f"ws_bench{i:04d}" for i in range(workspaces)]
-    with AuditProducer(ProducerConfig.from_settings(settings, topic=topic)) as producer:
-        for i in range(events):
-            producer.emit(ids[i % workspaces], "workspace", "updated", actor=actor,
-                          metadata=metadata)
-        producer.flush()
-        if producer.delivered != events:
-            raise click.ClickException(f"only {producer.delivered} of {events} produced")
+    emit_sync(ProducerConfig.from_settings(settings, topic=topic), actor,
+              padded_metadata(EventBuilder(), actor, size),
+              [f"ws_bench{i:04d}" for i in range(workspaces)], events)
 
 
 @click.command("read")
