@@ -593,6 +593,8 @@ def _worker_env(settings: Settings, index: int, stages: str | None = None) -> di
         # A var dir per worker: Faust keeps per-process state in it.
         "AUDITRELAY_VAR_DIR": str(settings.var_dir / f"worker{index}"),
         "AUDITRELAY_BATCH_WINDOW_SECONDS": str(settings.batch_window_seconds),
+        # As the caller set it: an archive worker of ``--stages archive`` yields the CPU.
+        "AUDITRELAY_WORKER_BACKGROUND_NICE": str(settings.worker_background_nice),
         "AUDITRELAY_LOG_LEVEL": "WARNING",
         # No metrics endpoint: its port could clash with a worker already running.
         "AUDITRELAY_METRICS_PORT": "0",

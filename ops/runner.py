@@ -22,7 +22,7 @@ from types import FrameType
 import click
 from pydantic import SecretStr
 
-from auditrelay.schemas.settings import Settings
+from auditrelay.schemas.settings import BACKGROUND_STAGES, Settings
 
 _STOP_GRACE_SECONDS = 15.0
 #: The cyclic collector's thresholds in a worker (CPython's: 700, 10, 10). Every
@@ -58,6 +58,7 @@ def run_worker(settings: Settings) -> None:
             self.spinner = None
             super().on_setup_root_logger(logger, level)
             install_log_filters(logger)
+            _yield_cpu(settings)  # here, once logging is set up, before any stage starts
 
     app = create_app(settings, registrars=default_registrars(settings.worker_stages),
                      replication_factor=_leader_replication(settings))
@@ -70,6 +71,28 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
     finally:
         stop_metrics()
+
+
+def background_niceness(settings: Settings) -> int:
+    """How much this worker lowers its CPU priority: ``worker_background_nice`` when all
+    its stages are background stages (no event waits for them on its way to a
+    receiver), else nothing."""
+    if set(settings.worker_stages) <= BACKGROUND_STAGES:
+        return settings.worker_background_nice
+    return 0
+
+
+def _yield_cpu(settings: Settings) -> None:
+    """Lower the priority of a background worker: on a host it shares with the router
+    and delivery (two cores in docs/performance.md), the archive then takes the CPU
+    they leave and catches up after a burst, instead of slowing every delivery's
+    turn; it still gets its share when they are busy all the time."""
+    niceness = background_niceness(settings)
+    if niceness:
+        os.nice(niceness)
+        logging.getLogger(__name__).info(
+            "background stages only (%s): niceness raised by %d (AUDITRELAY_WORKER_"
+            "BACKGROUND_NICE)", ",".join(settings.worker_stages), niceness)
 
 
 def _tune_gc() -> None:

@@ -47,6 +47,9 @@ DEFAULT_DESTINATION_PORTS: tuple[tuple[int, int], ...] = ((443, 443), (1024, 655
 
 #: The stages a worker can run, in the order it starts them.
 WORKER_STAGES: tuple[str, ...] = ("router", "archive", "delivery", "retention")
+#: Stages no event waits for on its way to a receiver: a worker running only these may
+#: yield the CPU (``Settings.worker_background_nice``).
+BACKGROUND_STAGES: frozenset[str] = frozenset({"archive", "retention"})
 
 #: The newest Kafka that faust-streaming, aiokafka and the suite work with; docs/kafka.md.
 DEFAULT_KAFKA_VERSION = "4.4.0"
@@ -238,6 +241,13 @@ class Settings(BaseSettings):
         default=("router", "archive", "delivery", "retention"),
         description="what `auditrelay worker` runs (comma-separated): router, archive, "
                     "delivery, retention",
+    )
+
+    worker_background_nice: int = Field(
+        default=10, ge=0, le=19,
+        description="niceness a worker adds to itself when all its stages are background "
+                    "ones (archive, retention), so that on a shared host the router and "
+                    "delivery get the CPU first; 0 leaves the priority as started",
     )
 
     # Pipeline.

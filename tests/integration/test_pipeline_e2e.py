@@ -16,6 +16,7 @@ batches of 1 to 100 valid CloudEvents.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -178,6 +179,10 @@ def test_routing_and_archiving_in_separate_workers(settings: Settings, tmp_path:
         for worker in workers:
             worker.wait_ready()
         assert "(delivery only)" in workers[2].output()
+        # Only the archive worker yields the CPU to the delivery path (runner._yield_cpu).
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert [os.getpriority(os.PRIO_PROCESS, w.pid) for w in workers] == [
+            ours, min(ours + 10, 19), ours]
         emitted = set(emit(settings, workspace_ids, 2_000))
         expected = expected_ids(settings, sinks)
         wait_delivered(sinks, expected, 60, workers)
