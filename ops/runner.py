@@ -88,11 +88,16 @@ def _yield_cpu(settings: Settings) -> None:
     they leave and catches up after a burst, instead of slowing every delivery's
     turn; it still gets its share when they are busy all the time."""
     niceness = background_niceness(settings)
-    if niceness:
+    if not niceness:
+        return
+    log = logging.getLogger(__name__)
+    try:
         os.nice(niceness)
-        logging.getLogger(__name__).info(
-            "background stages only (%s): niceness raised by %d (AUDITRELAY_WORKER_"
-            "BACKGROUND_NICE)", ",".join(settings.worker_stages), niceness)
+    except OSError as exc:  # a sandbox that forbids it: run as started
+        log.warning("cannot lower the worker's CPU priority (%s); it runs as started", exc)
+        return
+    log.info("background stages only (%s): niceness raised by %d "
+             "(AUDITRELAY_WORKER_BACKGROUND_NICE)", ",".join(settings.worker_stages), niceness)
 
 
 def _tune_gc() -> None:
