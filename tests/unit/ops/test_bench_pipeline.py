@@ -16,6 +16,7 @@ from auditrelay.ops.bench_pipeline import (
     _Workers,
     destination_spread,
     missed_targets,
+    recommended_deployment,
     runs_archive,
     target_lines,
 )
@@ -66,6 +67,23 @@ def test_throughput_is_checked_as_fast_as_possible_with_one_destination() -> Non
         "12,000 events/s < 40,000 events/s"]
     # Ten destinations as fast as possible: no throughput target.
     assert missed_targets(replace(fast, destinations=10, events_per_second=12_000.0)) == []
+    # A backlog run, or another deployment than the recommended one: shown, not checked.
+    other = replace(fast, events_per_second=12_000.0, throughput_shape=False)
+    assert missed_targets(other) == []
+    assert any(line.startswith("12,000 events/s (not checked: ") for line in target_lines(other))
+
+
+@pytest.mark.parametrize(("stages", "recommended"), [
+    (["router,retention", "delivery", "archive"], True),
+    (["router", "delivery", "archive,retention"], True),
+    (["delivery", "archive", "router"], True),
+    ([None], False),
+    (["router,delivery,retention", "archive"], False),
+    (["router,retention", "delivery", "archive", "delivery"], False),
+])
+def test_the_recommended_deployment_has_each_main_stage_alone(
+        stages: list[str | None], recommended: bool) -> None:
+    assert recommended_deployment(stages) is recommended
 
 
 def test_every_run_must_deliver_everything_within_the_rss_target() -> None:
