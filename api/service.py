@@ -305,7 +305,6 @@ class Service:
             event_types=event_types, headers_encrypted=self._seal_headers(headers),
             secret_encrypted=self.box.encrypt(secret), version=1, created_at=now, updated_at=now)
         session.add(dest)
-        session.flush()
         self.publish_config(session, workspace, dest)
         self._audit_destination(session, dest, "created", actor)
         return dest, secret
