@@ -23,11 +23,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from auditrelay.kafka.admin import create_topics, delete_topics
@@ -39,20 +39,31 @@ from auditrelay.schemas.topics import TopicSpec
 from auditrelay.store.db import OutboxEntry, OutboxLease, utcnow
 from auditrelay.store.engine import Store
 
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
 log = logging.getLogger(__name__)
 
 RECORD, CREATE_TOPIC, DELETE_TOPIC = "record", "create_topic", "delete_topic"
 _BATCH = 200
 _FLUSH_TIMEOUT = 30.0
+#: How long a woken publisher waits for more commits before it reads: a burst of
+#: changes (one per request) is then published in a few passes, not one pass each.
+LINGER = 0.05
 #: Longer than the slowest batch (a flush timing out), so a holder never loses
 #: the lease in the middle of one.
 LEASE = timedelta(seconds=60)
 
 
+#: Entries are inserted at once with this Core statement, not added to the session: the
+#: ORM's unit of work cost more CPU than the rest of a destination's creation together,
+#: and the entries' ids then follow the order of the calls whatever else is pending.
+_INSERT = insert(cast("Table", OutboxEntry.__table__))
+
+
 def enqueue_record(session: Session, topic: str, key: bytes, value: bytes | None,
                    headers: Sequence[tuple[str, str]] = ()) -> None:
-    session.add(OutboxEntry(kind=RECORD, topic=topic, key=key, value=value,
-                            headers=[list(h) for h in headers] or None))
+    _enqueue(session, RECORD, topic, key, value, [list(h) for h in headers] or None)
 
 
 def enqueue_event(session: Session, topic: str, event: EncodedEvent) -> None:
@@ -63,8 +74,14 @@ def enqueue_event(session: Session, topic: str, event: EncodedEvent) -> None:
 
 def enqueue_topic(session: Session, kind: str, spec: TopicSpec) -> None:
     """``kind`` is CREATE_TOPIC or DELETE_TOPIC; creation uses the spec's configs."""
-    session.add(OutboxEntry(kind=kind, topic=spec.name, key=str(spec.partitions).encode(),
-                            headers=[[k, v] for k, v in spec.config.items()] or None))
+    _enqueue(session, kind, spec.name, str(spec.partitions).encode(), None,
+             [[k, v] for k, v in spec.config.items()] or None)
+
+
+def _enqueue(session: Session, kind: str, topic: str, key: bytes | None, value: bytes | None,
+             headers: list[list[str]] | None) -> None:
+    session.execute(_INSERT, {"kind": kind, "topic": topic, "key": key, "value": value,
+                              "headers": headers, "created_at": utcnow()})
 
 
 @dataclass(frozen=True)
@@ -81,13 +98,15 @@ class OutboxPublisher:
     """Publishes outbox entries in order; one per API process, on its own thread."""
 
     def __init__(self, store: Store, producer_config: dict[str, Any], admin: AdminClient,
-                 *, idle_wait: float = 1.0, max_backoff: float = 10.0) -> None:
+                 *, idle_wait: float = 1.0, max_backoff: float = 10.0,
+                 linger: float = LINGER) -> None:
         self._store = store
         # librdkafka's own log lines go through logging, not straight to stderr.
         self._producer = Producer(producer_config, logger=librdkafka_logger("auditrelay.kafka"))
         self._admin = admin
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff
+        self._linger = linger
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
@@ -110,13 +129,16 @@ class OutboxPublisher:
 
     def acquire(self) -> bool:
         """Take or renew the lease; True while this publisher holds it."""
-        now = utcnow()
         with self._store.transaction() as session:
-            taken = session.execute(
-                update(OutboxLease)
-                .where(OutboxLease.id == 1,
-                       or_(OutboxLease.holder == self.holder, OutboxLease.expires_at < now))
-                .values(holder=self.holder, expires_at=now + LEASE))
+            return self._claim(session)
+
+    def _claim(self, session: Session) -> bool:
+        now = utcnow()
+        taken = session.execute(
+            update(OutboxLease)
+            .where(OutboxLease.id == 1,
+                   or_(OutboxLease.holder == self.holder, OutboxLease.expires_at < now))
+            .values(holder=self.holder, expires_at=now + LEASE))
         return bool(taken.rowcount)  # type: ignore[attr-defined]
 
     def release(self) -> None:
@@ -129,10 +151,10 @@ class OutboxPublisher:
         backoff = Backoff(0.5, self._max_backoff)
         while not self._stop.is_set():
             try:
-                if not self.acquire():
+                published = self._publish_held()
+                if published is None:  # another process holds the lease
                     self._stop.wait(self._idle_wait)
                     continue
-                published = self.publish_pending()
                 backoff.reset()
             except KafkaError as exc:
                 log.warning("outbox: Kafka unavailable, retrying in %.1f s: %s", backoff.delay,
@@ -143,15 +165,29 @@ class OutboxPublisher:
                 log.exception("outbox: unexpected error; retrying")
                 self._stop.wait(self._max_backoff)
                 continue
-            if published < _BATCH:
-                self._wake.wait(self._idle_wait)
+            if published < _BATCH and self._wake.wait(self._idle_wait):
+                self._lingering()
                 self._wake.clear()
+
+    def _lingering(self) -> None:
+        self._stop.wait(self._linger)
+
+    def _publish_held(self) -> int | None:
+        """Renew the lease and read a batch in one transaction, then :meth:`publish_pending`'s
+        work; None (and nothing done) while another publisher holds the lease."""
+        with self._store.transaction() as session:
+            if not self._claim(session):
+                return None
+            pending = _read(session)
+        return self._perform_all(pending)
 
     def publish_pending(self) -> int:
         """Perform up to one batch of entries in order; returns how many were done."""
         with self._store.transaction() as session:
-            rows = session.scalars(select(OutboxEntry).order_by(OutboxEntry.id).limit(_BATCH))
-            pending = [_Pending(r.id, r.kind, r.topic, r.key, r.value, r.headers) for r in rows]
+            pending = _read(session)
+        return self._perform_all(pending)
+
+    def _perform_all(self, pending: list[_Pending]) -> int:
         done: list[int] = []
         try:
             for step in steps(pending):
@@ -194,6 +230,16 @@ class OutboxPublisher:
         if failures or remaining:
             raise ProduceError(f"outbox: {len(failures) or remaining} record(s) not confirmed: "
                                f"{failures[0] if failures else 'flush timed out'}")
+
+
+_PENDING = (select(OutboxEntry.id, OutboxEntry.kind, OutboxEntry.topic, OutboxEntry.key,
+                   OutboxEntry.value, OutboxEntry.headers)
+            .order_by(OutboxEntry.id).limit(_BATCH))
+
+
+def _read(session: Session) -> list[_Pending]:
+    """The first batch of entries, in id order (plain rows: no ORM objects to build)."""
+    return [_Pending(*row) for row in session.execute(_PENDING)]
 
 
 def steps(pending: Sequence[_Pending]) -> list[list[_Pending]]:

@@ -1,7 +1,8 @@
 """The outbox publisher against the real broker: steps, and what it deletes after.
 
 A burst of destinations (topic, config record, event each) is published in one
-step: every topic exists and the records arrive in their order. An entry that
+step: every topic exists and the records arrive in their order. Commits that wake the
+running publisher within its linger are read in one pass. An entry that
 became visible after the publisher read its batch (on PostgreSQL a transaction
 holding a lower id can commit late) is not deleted with the batch: it is
 published by the next one.
@@ -9,6 +10,7 @@ published by the next one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from auditrelay.schemas.topics import TopicSpec
 from auditrelay.store import outbox
 from auditrelay.store.db import OutboxEntry
 from auditrelay.store.engine import Store, make_engine, upgrade_database
+from tests.support.polling import wait_until
 
 
 @pytest.fixture
@@ -98,3 +101,39 @@ def test_an_entry_committed_late_with_a_lower_id_is_kept_for_the_next_batch(
         follower.stop()
     values = [m.value() for m in read_topic(kafka_bootstrap, topic)]
     assert values == [b"entry 1", b"entry 3", b"entry 2"]
+
+
+def test_commits_within_the_linger_are_published_in_one_pass(
+        store: Store, kafka_bootstrap: str, kafka_admin: AdminClient, topic: str) -> None:
+    passes: list[int] = []
+    lingering = threading.Event()
+
+    class Counting(outbox.OutboxPublisher):
+        def _perform_all(self, pending: list[outbox._Pending]) -> int:
+            passes.append(len(pending))
+            return super()._perform_all(pending)
+
+        def _lingering(self) -> None:
+            lingering.set()
+            super()._lingering()
+
+    # No idle poll: only the wake after the first commit makes it read.
+    sender = Counting(store, {"bootstrap.servers": kafka_bootstrap,
+                              "enable.idempotence": True}, kafka_admin,
+                      idle_wait=60.0, linger=2.0)
+    sender.start()
+    try:
+        wait_until(lambda: passes == [0], 30, "the publisher's first (empty) pass")
+        with store.transaction() as session:
+            outbox.enqueue_record(session, topic, b"k", b"entry 0")
+        sender.wake()
+        wait_until(lingering.is_set, 30, "the woken publisher lingering")
+        for n in range(1, 5):
+            with store.transaction() as session:
+                outbox.enqueue_record(session, topic, b"k", f"entry {n}".encode())
+        wait_until(lambda: len(passes) > 1, 30, "a pass after the wake")
+        values = [m.value() for m in read_topic(kafka_bootstrap, topic)]
+    finally:
+        sender.stop()
+    assert passes[1:] == [5]
+    assert values == [f"entry {n}".encode() for n in range(5)]
