@@ -11,6 +11,8 @@ header, a query, a log line).
 FastAPI runs a plain ``def`` dependency in the thread pool, one hop there and back per
 dependency; those that do no I/O are ``async def`` so that they run on the event loop,
 and ``transaction`` hops only where the database is used (docs/scaling.md, part 5).
+A workspace dependency (``Ws``, ``Readable``) authenticates the caller in its own hop
+and keeps the ``Principal`` on the request, where ``Who`` finds it without another.
 """
 
 from __future__ import annotations
@@ -44,15 +46,18 @@ __all__ = [
     "Who",
     "WorkspaceId",
     "Ws",
+    "caller",
     "committed",
     "destination_id",
     "forwarding_workspace",
+    "forwarding_workspace_of",
     "get_service",
     "principal",
     "token_id",
     "transaction",
     "visible_workspace",
     "workspace_id",
+    "workspace_seen_by",
 ]
 
 
@@ -117,8 +122,19 @@ async def transaction(request: Request) -> AsyncIterator[Session]:
 Tx = Annotated[Session, Depends(transaction, scope="function")]
 
 
-def principal(request: Request,
-              authorization: Annotated[str | None, Header()] = None) -> Principal:
+Authorization = Annotated[str | None, Header()]
+
+
+async def caller(request: Request, authorization: Authorization = None) -> Principal:
+    """:func:`principal`, once per request: a workspace dependency that ran before has
+    authenticated the caller already, in its own hop to the thread pool."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
+    return await run_in_threadpool(_authenticated, request, authorization)
+
+
+def principal(request: Request, authorization: Authorization = None) -> Principal:
     """The caller of ``Authorization: Bearer <token>``: the admin or a workspace.
 
     Refused tokens are counted per client address and per path workspace; past the limit
@@ -136,17 +152,22 @@ def principal(request: Request,
     service = _service(request)
     admin = service.settings.admin_token
     if admin is not None and same_secret(token, admin.get_secret_value()):
-        return Principal(admin=True)
+        return _remember(request, Principal(admin=True))
     store: Store = request.app.state.store
     with store.transaction() as session:
         workspace = service.workspace_for_token(session, token)
     if workspace is None:
         limits.failed_authentication(address, ws, via="bearer")
         raise AuthenticationError("invalid bearer token")
-    return Principal(admin=False, workspace_id=workspace.id)
+    return _remember(request, Principal(admin=False, workspace_id=workspace.id))
 
 
-Who = Annotated[Principal, Depends(principal)]
+def _remember(request: Request, who: Principal) -> Principal:
+    request.state.principal = who
+    return who
+
+
+Who = Annotated[Principal, Depends(caller)]
 
 
 async def workspace_id(ws: str) -> str:
@@ -176,8 +197,19 @@ DestinationId = Annotated[str, Depends(destination_id)]
 TokenId = Annotated[str, Depends(token_id)]
 
 
-def visible_workspace(ws: WorkspaceId, who: Who, session: Tx) -> Workspace:
-    """The workspace ``ws`` if the caller may see it."""
+def visible_workspace(request: Request, ws: WorkspaceId, session: Tx,
+                      authorization: Authorization = None) -> Workspace:
+    """The workspace ``ws`` if the caller (authenticated here first) may see it."""
+    return workspace_seen_by(ws, _authenticated(request, authorization), session)
+
+
+def _authenticated(request: Request, authorization: str | None) -> Principal:
+    known: Principal | None = getattr(request.state, "principal", None)
+    return known if known is not None else principal(request, authorization)
+
+
+def workspace_seen_by(ws: str, who: Principal, session: Session) -> Workspace:
+    """The workspace ``ws`` if ``who`` may see it."""
     if not who.admin and who.workspace_id != ws:
         # 404, not 403: another tenant's workspace must look like no workspace.
         raise NotFoundError(f"no workspace {ws}")
@@ -187,9 +219,17 @@ def visible_workspace(ws: WorkspaceId, who: Who, session: Tx) -> Workspace:
     return found
 
 
-def forwarding_workspace(ws: str, who: Who, session: Tx, service: ServiceDep) -> Workspace:
+def forwarding_workspace(request: Request, ws: str, session: Tx, service: ServiceDep,
+                         authorization: Authorization = None) -> Workspace:
     """The workspace ``ws`` if the caller may see it and its plan includes forwarding."""
-    found = visible_workspace(ws, who, session)
+    return forwarding_workspace_of(ws, _authenticated(request, authorization), session,
+                                   service)
+
+
+def forwarding_workspace_of(ws: str, who: Principal, session: Session,
+                            service: Service) -> Workspace:
+    """The workspace ``ws`` if ``who`` may see it and its plan includes forwarding."""
+    found = workspace_seen_by(ws, who, session)
     service.require_forwarding(found)
     return found
 

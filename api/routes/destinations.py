@@ -21,7 +21,7 @@ from auditrelay.api.deps import (
     WorkspaceId,
     Ws,
     committed,
-    forwarding_workspace,
+    forwarding_workspace_of,
 )
 from auditrelay.api.models import (
     DeliveryList,
@@ -99,7 +99,7 @@ async def test_destination(ws: WorkspaceId, who: Who, dest_id: DestinationId,
                            request: Request, service: ServiceDep) -> TestResult:
     def prepare() -> TestBatch:
         with committed(request.app) as session:
-            found = forwarding_workspace(ws, who, session, service)
+            found = forwarding_workspace_of(ws, who, session, service)
             dest = service.get_destination(session, found, dest_id)
             # Only once the caller may test it: nobody spends another tenant's allowance.
             limits: ApiLimits = request.app.state.limits

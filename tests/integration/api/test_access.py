@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from auditrelay.store.db import Destination, Workspace
 from tests.integration.api.conftest import ADMIN_TOKEN, ApiServer, MakeApi, error_of
@@ -149,3 +149,27 @@ def test_a_downgraded_workspace_gets_402_for_its_existing_destinations(
     row = api.destination_row(dest["id"])
     assert row is not None
     assert (row.enabled, row.version) == (True, 1)
+
+
+@pytest.mark.parametrize("via", ["destination", "token"])
+def test_a_route_with_a_workspace_and_its_caller_looks_the_token_up_once(
+        api: ApiServer, via: str) -> None:
+    # The workspace dependency authenticates in its own hop and `Who` reuses the result:
+    # a second lookup would cost a query and count a refused token twice.
+    ws, token = api.create_workspace()
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(api.store.engine, "before_cursor_execute", seen)
+    try:
+        if via == "destination":
+            api.create_destination(ws, token)
+        else:
+            answer = api.call("POST", f"/v1/workspaces/{ws}/tokens", token, json={"name": "ci"})
+            assert answer.status_code == 201, answer.text
+    finally:
+        event.remove(api.store.engine, "before_cursor_execute", seen)
+    lookups = [s for s in statements if "FROM workspace_tokens JOIN workspaces" in s]
+    assert len(lookups) == 1, statements
