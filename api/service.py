@@ -39,7 +39,7 @@ from auditrelay.schemas.ids import new_workspace_id
 from auditrelay.schemas.settings import Settings
 from auditrelay.schemas.status import DeliveryAttempt
 from auditrelay.store import outbox
-from auditrelay.store.db import Destination, Workspace, WorkspaceToken, utcnow
+from auditrelay.store.db import Destination, Workspace, WorkspaceToken, insert_new, utcnow
 from auditrelay.store.mutations import (
     config_of,
     enqueue_audit,
@@ -304,7 +304,7 @@ class Service:
             disabled_reason=None if body.enabled else "manual",
             event_types=event_types, headers_encrypted=self._seal_headers(headers),
             secret_encrypted=self.box.encrypt(secret), version=1, created_at=now, updated_at=now)
-        session.add(dest)
+        insert_new(session, dest)
         self.publish_config(session, workspace, dest)
         self._audit_destination(session, dest, "created", actor)
         return dest, secret

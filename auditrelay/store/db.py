@@ -9,7 +9,7 @@ only as ciphertext; workspace tokens and page sessions only as SHA-256 hashes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -22,11 +22,14 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
+    insert,
+    inspect,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -62,6 +65,20 @@ class UtcDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: dict[Any, Any] = {datetime: UtcDateTime()}  # noqa: RUF012
+
+
+def insert_new(session: Session, row: Base) -> None:
+    """Insert the row of ``row``, a new object, with one Core statement now.
+
+    For hot paths: the unit of work costs a destination's creation more CPU than the
+    rest of it together. ``row`` stays out of the session: it can be read, later changes
+    to it are not saved, and a column it was not given takes its default.
+    """
+    mapper = inspect(type(row))
+    given = row.__dict__
+    values = {prop.columns[0].key: given[prop.key] for prop in mapper.column_attrs
+              if prop.key in given}
+    session.execute(insert(cast(Table, mapper.local_table)), values)
 
 
 class Workspace(Base):
