@@ -41,7 +41,7 @@ from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
 from auditrelay.tables.registry import RegistryFollower
 
 __all__ = ["Groups", "OffsetCollector", "PartitionOffsets", "Summary", "backlog_of",
-           "oldest_ages", "serve_worker_metrics", "summarise"]
+           "oldest_ages", "serve_worker_metrics", "summarise", "waiting_destinations"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,15 @@ def backlog_of(waiting: Iterable[str], destinations: Iterable[str]) -> dict[str,
     for destination in waiting:
         backlog[destination] = backlog.get(destination, 0) + 1
     return backlog
+
+
+def waiting_destinations(backlog: Mapping[str, int], ages: Mapping[str, float]) -> set[str]:
+    """The destinations shown by the backlog and age gauges: those with something waiting.
+
+    Idle destinations have no series at all, so that thousands of them cost a scrape
+    nothing (an absent series reads as 0 in the alert and the dashboard).
+    """
+    return {dest for dest, batches in backlog.items() if batches or ages.get(dest, 0.0)}
 
 
 def second_group_lag(offsets: Mapping[TP, PartitionOffsets],
@@ -408,14 +417,15 @@ class OffsetCollector:
 
     def _publish(self, summary: Summary, backlog: Mapping[str, int],
                  ages: Mapping[str, float]) -> None:
-        for destination, batches in backlog.items():
-            metrics.DESTINATION_BACKLOG.labels(destination).set(batches)
+        shown = waiting_destinations(backlog, ages)
+        for destination in shown:
+            metrics.DESTINATION_BACKLOG.labels(destination).set(backlog[destination])
             metrics.OLDEST_UNDELIVERED_AGE.labels(destination).set(ages.get(destination, 0.0))
-        # A deleted destination's series disappear once nothing of it waits.
-        for gone in self._shown - backlog.keys():
+        # A destination's series disappear once nothing of it waits (or it is deleted).
+        for gone in self._shown - shown:
             for gauge in (metrics.DESTINATION_BACKLOG, metrics.OLDEST_UNDELIVERED_AGE):
                 gauge.remove(gone)
-        self._shown = set(backlog)
+        self._shown = shown
         for tier, size in summary.tiers.items():
             metrics.RETRY_TIER_SIZE.labels(tier).set(size)
         metrics.DEAD_LETTERS.set(summary.dead_letters)

@@ -15,6 +15,7 @@ from auditrelay.observability.collector import (
     oldest_ages,
     second_group_lag,
     summarise,
+    waiting_destinations,
 )
 from auditrelay.schemas.topics import RETRY_TIERS, TopicNames
 
@@ -93,6 +94,13 @@ def test_summary_of_every_kind_of_topic() -> None:
 def test_without_any_batch_the_delivery_lag_is_zero() -> None:
     assert summarise({}, NAMES, GROUPS).lag == {(GROUPS.delivery, "t.deliveries"): 0,
                                                (GROUPS.delivery, "t.parked"): 0}
+
+
+def test_only_destinations_with_something_waiting_are_shown() -> None:
+    backlog = {"dst_idle": 0, "dst_backlog": 3, "dst_retrying": 0}
+    ages = {"dst_idle": 0.0, "dst_backlog": 2.5, "dst_retrying": 40.0}
+    assert waiting_destinations(backlog, ages) == {"dst_backlog", "dst_retrying"}
+    assert waiting_destinations({"dst_idle": 0}, {}) == set()
 
 
 def test_oldest_ages_are_zero_where_nothing_waits() -> None:
