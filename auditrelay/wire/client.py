@@ -102,8 +102,8 @@ class DeliveryConfig:
 
     ``request_timeout_seconds`` runs from the moment a request is sent;
     ``max_connections`` requests are in flight at most, the others wait for a slot.
-    Idle connections are kept ``keepalive_expiry_seconds``; aiohttp's pool has no cap
-    on how many, so ``max_keepalive_connections`` (httpx's) no longer changes anything.
+    Idle connections are kept ``keepalive_expiry_seconds``; aiohttp has no separate cap on
+    idle ones, so the pool's size (``max_connections + max_slow_requests``) bounds them.
     """
 
     connect_timeout_seconds: float = 5.0
@@ -117,7 +117,6 @@ class DeliveryConfig:
     #: slot from the others (without a slow place free, it keeps its slot).
     slow_after_seconds: float = 1.0
     max_slow_requests: int = 1000
-    max_keepalive_connections: int = 20
     keepalive_expiry_seconds: float = 30.0
 
     @classmethod
