@@ -24,7 +24,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from starlette.applications import Starlette
 
 from auditrelay.api.ratelimit import ApiLimits, client_address
@@ -32,7 +34,7 @@ from auditrelay.api.service import ADMIN_ACTOR, Actor, Service, storable, worksp
 from auditrelay.api.tokens import same_secret
 from auditrelay.schemas.errors import AuthenticationError, NotFoundError
 from auditrelay.schemas.ids import is_destination_id, is_token_id, is_workspace_id
-from auditrelay.store.db import Workspace
+from auditrelay.store.db import Workspace, WorkspaceToken, utcnow
 from auditrelay.store.engine import Store
 from auditrelay.store.outbox import OutboxPublisher
 
@@ -134,8 +136,13 @@ async def caller(request: Request, authorization: Authorization = None) -> Princ
     return await run_in_threadpool(_authenticated, request, authorization)
 
 
-def principal(request: Request, authorization: Authorization = None) -> Principal:
+def principal(request: Request, authorization: Authorization = None,
+              session: Session | None = None) -> Principal:
     """The caller of ``Authorization: Bearer <token>``: the admin or a workspace.
+
+    A workspace token is looked up in ``session``, the route's transaction, when given
+    (the token's workspace is then in it, and a route reading that workspace sends no
+    other query), else in a transaction of its own.
 
     Refused tokens are counted per client address and per path workspace; past the limit
     the caller gets 429 before its token is checked (``auditrelay.api.ratelimit``).
@@ -154,12 +161,40 @@ def principal(request: Request, authorization: Authorization = None) -> Principa
     if admin is not None and same_secret(token, admin.get_secret_value()):
         return _remember(request, Principal(admin=True))
     store: Store = request.app.state.store
-    with store.transaction() as session:
-        workspace = service.workspace_for_token(session, token)
+    if session is None:
+        with store.transaction() as own:
+            workspace = service.workspace_for_token(own, token)
+    else:
+        workspace = _workspace_in(store, session, token)
     if workspace is None:
         limits.failed_authentication(address, ws, via="bearer")
         raise AuthenticationError("invalid bearer token")
     return _remember(request, Principal(admin=False, workspace_id=workspace.id))
+
+
+def _workspace_in(store: Store, session: Session, token: str) -> Workspace | None:
+    """The token's workspace, read in ``session``, which is left without a write: a due
+    ``last_used_at`` is written in a transaction of its own, so that the route's
+    transaction never holds the token's row (another request's revocation of tokens
+    could otherwise deadlock with it on PostgreSQL)."""
+    found = Service.token_and_workspace(session, token)
+    if found is None:
+        return None
+    row, workspace = found
+    # The session's identity map holds clean objects weakly: kept here, the route's
+    # session.get(Workspace, ...) finds the workspace without another query.
+    session.info["caller"] = (row, workspace)
+    now = utcnow()
+    if Service.token_use_due(row, now):
+        with store.transaction() as own:
+            own.execute(_NOTE_USE, {"token_id": row.id, "now": now})
+        # What the route reads of the row (a token listing) shows the use too.
+        set_committed_value(row, "last_used_at", now)
+    return workspace
+
+
+_NOTE_USE = (update(WorkspaceToken).where(WorkspaceToken.id == bindparam("token_id"))
+             .values(last_used_at=bindparam("now")))
 
 
 def _remember(request: Request, who: Principal) -> Principal:
@@ -200,12 +235,13 @@ TokenId = Annotated[str, Depends(token_id)]
 def visible_workspace(request: Request, ws: WorkspaceId, session: Tx,
                       authorization: Authorization = None) -> Workspace:
     """The workspace ``ws`` if the caller (authenticated here first) may see it."""
-    return workspace_seen_by(ws, _authenticated(request, authorization), session)
+    return workspace_seen_by(ws, _authenticated(request, authorization, session), session)
 
 
-def _authenticated(request: Request, authorization: str | None) -> Principal:
+def _authenticated(request: Request, authorization: str | None,
+                   session: Session | None = None) -> Principal:
     known: Principal | None = getattr(request.state, "principal", None)
-    return known if known is not None else principal(request, authorization)
+    return known if known is not None else principal(request, authorization, session)
 
 
 def workspace_seen_by(ws: str, who: Principal, session: Session) -> Workspace:
@@ -222,8 +258,8 @@ def workspace_seen_by(ws: str, who: Principal, session: Session) -> Workspace:
 def forwarding_workspace(request: Request, ws: str, session: Tx, service: ServiceDep,
                          authorization: Authorization = None) -> Workspace:
     """The workspace ``ws`` if the caller may see it and its plan includes forwarding."""
-    return forwarding_workspace_of(ws, _authenticated(request, authorization), session,
-                                   service)
+    return forwarding_workspace_of(ws, _authenticated(request, authorization, session),
+                                   session, service)
 
 
 def forwarding_workspace_of(ws: str, who: Principal, session: Session,

@@ -194,8 +194,7 @@ class Service:
     @classmethod
     def workspace_for_token(cls, session: Session, token: str) -> Workspace | None:
         """:meth:`authenticate`, and the token's workspace in the same query."""
-        found = session.execute(_TOKEN_AND_WORKSPACE,
-                                {"token_hash": hash_token(token)}).first()
+        found = cls.token_and_workspace(session, token)
         if found is None:
             return None
         row, workspace = found
@@ -203,9 +202,22 @@ class Service:
         return workspace
 
     @staticmethod
-    def note_token_use(row: WorkspaceToken, now: datetime) -> None:
+    def token_and_workspace(session: Session, token: str,
+                            ) -> tuple[WorkspaceToken, Workspace] | None:
+        """The row of ``token`` and its workspace, in one query; nothing noted."""
+        found = session.execute(_TOKEN_AND_WORKSPACE,
+                                {"token_hash": hash_token(token)}).first()
+        return None if found is None else (found[0], found[1])
+
+    @staticmethod
+    def token_use_due(row: WorkspaceToken, now: datetime) -> bool:
+        """Whether ``last_used_at`` is to move to ``now``: it is at least a minute old."""
+        return row.last_used_at is None or now - row.last_used_at >= TOKEN_USE_RESOLUTION
+
+    @classmethod
+    def note_token_use(cls, row: WorkspaceToken, now: datetime) -> None:
         """Move ``last_used_at`` to ``now`` unless it is less than a minute old."""
-        if row.last_used_at is None or now - row.last_used_at >= TOKEN_USE_RESOLUTION:
+        if cls.token_use_due(row, now):
             row.last_used_at = now
 
     @staticmethod

@@ -173,3 +173,6 @@ def test_a_route_with_a_workspace_and_its_caller_looks_the_token_up_once(
         event.remove(api.store.engine, "before_cursor_execute", seen)
     lookups = [s for s in statements if "FROM workspace_tokens JOIN workspaces" in s]
     assert len(lookups) == 1, statements
+    # It runs in the route's transaction, whose session then holds the workspace.
+    reloaded = [s for s in statements if s.startswith("SELECT workspaces.id, workspaces.name")]
+    assert reloaded == [], statements
