@@ -31,17 +31,14 @@ import asyncio
 import cProfile
 import platform
 import pstats
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from auditrelay.ops.bench_create import create
+from auditrelay.ops.bench_create import bench_database, create
 from auditrelay.ops.bench_destinations import destinations
 from auditrelay.ops.bench_http import http
 from auditrelay.ops.bench_pipeline import pipeline
@@ -190,7 +187,7 @@ def archive(settings: Settings, events: int, db_kind: str, workspaces: int,
     run_id = uuid.uuid4().hex[:12]
     prefix = f"bench.archive.{run_id}."
     admin = admin_client(settings.kafka_bootstrap)
-    with _bench_database(settings, db_kind, run_id) as url:
+    with bench_database(settings, db_kind, run_id, purpose="archive") as url:
         bench_settings = settings.model_copy(update={"topic_prefix": prefix,
                                                      "database_url": url})
         topic = bench_settings.topics.events
@@ -203,32 +200,17 @@ def archive(settings: Settings, events: int, db_kind: str, workspaces: int,
             delete_topics(admin, [topic])
     click.echo(f"bench archive: {events} events, {workspaces} workspaces, {partitions} "
                f"partitions, {db_kind}, batches of {settings.archive_batch_max_events}")
+    # Rows are counted every _POLL s: a run done between two counts has no rate of its own.
+    since_first = (f"{events / after_first:,.0f} rows/s from the first commit"
+                   if after_first >= _POLL else "every row there at the first count")
     click.echo(f"  Kafka -> archive agent -> {db_kind}: {events / total:,.0f} rows/s "
-               f"({total:.2f} s from worker start, {events / after_first:,.0f} rows/s "
-               "from the first commit)")
+               f"({total:.2f} s from worker start, {since_first})")
     click.echo(f"  parse + bulk insert only (no Kafka): {insert_rate:,.0f} rows/s")
     click.echo(f"  Python {platform.python_version()}, {platform.machine()}, broker "
                f"{settings.kafka_bootstrap}")
 
 
-@contextmanager
-def _bench_database(settings: Settings, kind: str, run_id: str) -> Iterator[str]:
-    """The URL of a database that exists for this run only, at the head revision."""
-    from auditrelay.store.engine import upgrade_database
-
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench-archive-") as folder:
-            url = f"sqlite:///{Path(folder) / 'archive.db'}"
-            upgrade_database(url)
-            yield url
-        return
-    from auditrelay.ops.postgres_local import LocalPostgres
-
-    server = LocalPostgres.from_settings(settings)
-    server.up()
-    with server.temporary_database(f"bench_archive_{run_id}") as url:
-        upgrade_database(url)
-        yield url
+_POLL = 0.2
 
 
 def _produce_events(settings: Settings, events: int, workspaces: int) -> list[Any]:
@@ -288,7 +270,7 @@ async def _archive_run(settings: Settings, events: int, run_id: str) -> tuple[fl
         while rows < events:
             if time.perf_counter() - started > 600:
                 raise click.ClickException(f"only {rows} of {events} rows after 600 s")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(_POLL)
             with engine.connect() as connection:
                 rows = int(connection.scalar(count_rows) or 0)
             if rows and first is None:

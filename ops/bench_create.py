@@ -101,7 +101,7 @@ def create(settings: Settings, workspaces: int, per_workspace: int, clients: int
     run_id = uuid.uuid4().hex[:12]
     base = settings.model_copy(update={"kafka_bootstrap": bootstrap or settings.kafka_bootstrap})
     with tempfile.TemporaryDirectory(prefix="bench-create-") as tmp, \
-            _database(base, db_kind, database_url, run_id, Path(tmp)) as url:
+            bench_database(base, db_kind, run_id, purpose="create", url=database_url) as url:
         run = _bench_settings(base, f"bench.{run_id}.", Path(tmp), url)
         with _topics_deleted(run, run.topic_prefix):
             _run(run, Path(tmp), workspaces=workspaces, per_workspace=per_workspace,
@@ -125,12 +125,28 @@ def _bench_settings(settings: Settings, prefix: str, folder: Path, url: str) -> 
 
 
 @contextlib.contextmanager
-def _database(settings: Settings, kind: str, url: str | None, run_id: str,
-              folder: Path) -> Iterator[str]:
-    """The run's database URL, at the head revision."""
+def bench_database(settings: Settings, kind: str, run_id: str, *, purpose: str,
+                   url: str | None = None) -> Iterator[str]:
+    """A bench run's database URL, at the head revision: ``url`` as given (left in
+    place), else a fresh SQLite file or a temporary database on the local PostgreSQL
+    (`auditrelay postgres up`), either removed afterwards."""
     from auditrelay.store.engine import upgrade_database
 
     if url is not None:
+        upgrade_database(url)
+        yield url
+        return
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix=f"bench-{purpose}-") as folder:
+            url = f"sqlite:///{Path(folder) / 'bench.db'}"
+            upgrade_database(url)
+            yield url
+        return
+    from auditrelay.ops.postgres_local import LocalPostgres
+
+    server = LocalPostgres.from_settings(settings)
+    server.up()
+    with server.temporary_database(f"bench_{purpose}_{run_id}") as url:
         upgrade_database(url)
         yield url
         return

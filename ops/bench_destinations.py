@@ -51,11 +51,11 @@ from auditrelay.ops.bench_create import (
     Job,
     _api_process,
     _bench_settings,
-    _database,
     _drain,
     _post_all,
     _span,
     _wait_ready,
+    bench_database,
 )
 from auditrelay.ops.bench_pipeline import (
     Destination,
@@ -141,7 +141,7 @@ def destinations(settings: Settings, workspaces: int, per_workspace: int,
                f"{events_per_workspace} events per workspace, deadline {deadline:.0f} s, "
                f"{db_kind} database")
     with tempfile.TemporaryDirectory(prefix="bench-destinations-") as tmp, \
-            _database(base, db_kind, None, run_id, Path(tmp)) as url:
+            bench_database(base, db_kind, run_id, purpose="destinations") as url:
         run = _bench_settings(base, f"bench.{run_id}.", Path(tmp), url)
         try:
             with _topics_deleted(run, run.topic_prefix):
