@@ -497,6 +497,12 @@ def _kind_and_detail(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "RemoteProtocolError", "server disconnected without a complete answer"
     if isinstance(exc, aiohttp.ClientResponseError):
+        if exc.message.startswith("Bad status line"):
+            # Most often stray bytes after a complete answer: a 204 or 304 sent with a
+            # body, which HTTP forbids; the parser then meets them where a status is due.
+            return "RemoteProtocolError", (
+                "the receiver's answer is not valid HTTP/1.1 (a body on a 204 or 304 "
+                f"answer, or not HTTP at all): {exc.message}")
         return "RemoteProtocolError", exc.message
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "RemoteProtocolError", str(exc)

@@ -476,6 +476,18 @@ async def test_status_outcomes(
 
 
 @pytest.mark.asyncio
+async def test_a_204_with_a_body_fails_with_words_its_receiver_can_act_on(
+        ca: trustme.CA) -> None:
+    # HTTP forbids it; aiohttp fails the answer, and the error says what to fix.
+    result, _ = await deliver_once(ca, respond(204, body=b"hello"))
+    assert result.ok is False
+    assert result.error is not None
+    assert result.error.startswith("RemoteProtocolError: the receiver's answer is not valid "
+                                   "HTTP/1.1 (a body on a 204 or 304 answer"), result.error
+    assert "b'hello'" in result.error  # the stray bytes, as the parser met them
+
+
+@pytest.mark.asyncio
 async def test_retry_after_http_date_on_503(ca: trustme.CA) -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
     result, _ = await deliver_once(ca, respond(503, {"Retry-After": later}))
