@@ -149,19 +149,6 @@ def bench_database(settings: Settings, kind: str, run_id: str, *, purpose: str,
     with server.temporary_database(f"bench_{purpose}_{run_id}") as url:
         upgrade_database(url)
         yield url
-        return
-    if kind == "sqlite":
-        url = f"sqlite:///{folder / 'bench.db'}"
-        upgrade_database(url)
-        yield url
-        return
-    from auditrelay.ops.postgres_local import LocalPostgres
-
-    server = LocalPostgres.from_settings(settings)
-    server.up()
-    with server.temporary_database(f"bench_create_{run_id}") as url:
-        upgrade_database(url)
-        yield url
 
 
 def _run(settings: Settings, folder: Path, *, workspaces: int, per_workspace: int,
