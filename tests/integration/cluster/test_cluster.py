@@ -89,9 +89,18 @@ def test_ensure_creates_three_replicas_two_in_sync_and_reports_drift(
     assert report.replication == "replication factor 3, min.insync.replicas 2 (3 brokers)"
     names = [spec.name for spec in static_topic_specs(settings.topics, 2, 2)]
     assert sorted(report.created) == sorted(names)
-    meta = cluster_admin.list_topics(timeout=10).topics
-    for name in names:
-        assert {len(p.replicas) for p in meta[name].partitions.values()} == {3}, name
+    # Each broker learns of a new topic from the metadata log at its own pace, and this
+    # admin client may ask another broker than `ensure_topics` did.
+    replicas: dict[str, set[int]] = {}
+
+    def every_topic_listed() -> bool:
+        meta = cluster_admin.list_topics(timeout=10).topics
+        replicas.update({name: {len(p.replicas) for p in meta[name].partitions.values()}
+                         for name in names if name in meta})
+        return replicas.keys() >= set(names)
+
+    wait_until(every_topic_listed, 30, lambda: f"listed: {sorted(replicas)}")
+    assert {name: counts for name, counts in replicas.items() if counts != {3}} == {}
     configs = describe_configs(cluster_admin, names)
     assert {configs[name]["min.insync.replicas"] for name in names} == {"2"}
     assert ensure_topics(settings).drifted == []
