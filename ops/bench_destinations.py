@@ -1,7 +1,7 @@
 """``auditrelay bench destinations``: the delivery stage with thousands of destinations.
 
-Measures whatever topic layout the code under test has (issue #19: one topic per
-destination today, a keyed deliveries topic next) the same way. A run, under a fresh
+Measures whatever topic layout the code under test has the same way (issue #19 measured
+the old topic per destination and the keyed deliveries topic with it). A run, under a fresh
 topic prefix ``bench.<random>.`` and a temporary folder:
 
 1. the contract's topics (``auditrelay.ops.topics.ensure_topics``) and a fresh database;
@@ -12,16 +12,18 @@ topic prefix ``bench.<random>.`` and a temporary folder:
    told apart by URL path: healthy ones at ``/d/<n>``, ``--slow`` ones on a second
    port that answers after 14 s (``/s/<n>``), ``--refusing`` ones at a port where
    nothing listens (``/r/<n>``);
-3. ``--events-per-workspace`` events per workspace are produced, then ONE worker
-   (``auditrelay worker``) starts; from its start: the first delivery, the time until
-   every healthy destination has all its events, and how many had them within
-   ``--deadline`` seconds (the run stops waiting then and reports what it has);
+3. ``--events-per-workspace`` events per workspace are produced, then one worker
+   (``auditrelay worker``) starts, or ``--workers N`` alike, all at once (each runs
+   every stage and joins every group: the horizontal scaling of docs/scaling.md);
+   from their start: the first delivery, the time until every healthy destination
+   has all its events, and how many had them within ``--deadline`` seconds (the run
+   stops waiting then and reports what it has);
 4. ``--burst``: one event per workspace, and the time from the produce to the last
    receipt; ``--rate R --duration S``: a steady phase, emit -> receipt percentiles
    overall, of the median and of the slowest destination;
    with ``--keep-logs DIR`` the steady phase's receipts, batches and attempts are also
    written to ``DIR/receipts.json`` (docs/scaling.md: where the tail's time went);
-5. the worker's peak RSS (``VmHWM``), CPU seconds, log size, and its failed attempts
+5. each worker's peak RSS (``VmHWM``), CPU seconds, log size, and the failed attempts
    (``audit.delivery-attempts``), healthy destinations apart from slow/refusing ones;
    then everything stops and every topic of the prefix is deleted.
 """
@@ -39,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +112,8 @@ def _figure(label: str, value: str) -> None:
               help="Destinations in each workspace.")
 @click.option("--events-per-workspace", default=3, show_default=True,
               type=click.IntRange(1, 1000))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 4),
+              help="Identical workers, each with every stage (they share the partitions).")
 @click.option("--deadline", default=300.0, show_default=True, type=click.FloatRange(1, 7200),
               help="Seconds each phase waits for its deliveries before reporting what it has.")
 @click.option("--slow", default=0, show_default=True, type=click.IntRange(0),
@@ -128,10 +133,10 @@ def _figure(label: str, value: str) -> None:
               help="Copy the worker's, the API's and the receiver's logs into this folder.")
 @click.pass_obj
 def destinations(settings: Settings, workspaces: int, per_workspace: int,
-                 events_per_workspace: int, deadline: float, slow: int, refusing: int,
-                 burst: bool, rate: float, duration: float, db_kind: str,
+                 events_per_workspace: int, workers: int, deadline: float, slow: int,
+                 refusing: int, burst: bool, rate: float, duration: float, db_kind: str,
                  bootstrap: str | None, keep_logs: Path | None) -> None:
-    """Deliveries to thousands of destinations through one worker: times, memory, failures."""
+    """Deliveries to thousands of destinations through the worker(s): times, memory, failures."""
     if slow + refusing > workspaces * per_workspace:
         raise click.UsageError("--slow + --refusing exceed the destinations")
     run_id = uuid.uuid4().hex[:12]
@@ -139,14 +144,14 @@ def destinations(settings: Settings, workspaces: int, per_workspace: int,
     click.echo(f"bench destinations: {workspaces} workspaces x {per_workspace} destinations "
                f"= {workspaces * per_workspace} ({slow} slow, {refusing} refusing), "
                f"{events_per_workspace} events per workspace, deadline {deadline:.0f} s, "
-               f"{db_kind} database")
+               f"{db_kind} database" + (f", {workers} workers" if workers > 1 else ""))
     with tempfile.TemporaryDirectory(prefix="bench-destinations-") as tmp, \
             bench_database(base, db_kind, run_id, purpose="destinations") as url:
         run = _bench_settings(base, f"bench.{run_id}.", Path(tmp), url)
         try:
             with _topics_deleted(run, run.topic_prefix):
                 _run(run, Path(tmp), workspaces=workspaces, per_workspace=per_workspace,
-                     events=events_per_workspace, deadline=deadline, slow=slow,
+                     events=events_per_workspace, workers=workers, deadline=deadline, slow=slow,
                      refusing=refusing, burst=burst, rate=rate, duration=duration,
                      dump=keep_logs)
         finally:
@@ -158,8 +163,8 @@ def destinations(settings: Settings, workspaces: int, per_workspace: int,
 
 
 def _run(settings: Settings, folder: Path, *, workspaces: int, per_workspace: int,
-         events: int, deadline: float, slow: int, refusing: int, burst: bool, rate: float,
-         duration: float, dump: Path | None = None) -> None:
+         events: int, workers: int, deadline: float, slow: int, refusing: int, burst: bool,
+         rate: float, duration: float, dump: Path | None = None) -> None:
     from auditrelay.ops.topics import ensure_topics
 
     ensure_topics(settings)
@@ -177,13 +182,8 @@ def _run(settings: Settings, folder: Path, *, workspaces: int, per_workspace: in
         dests = [Destination(ws, "", port) for ws in fleet.workspaces]
         with _emitter(settings, dests, 500) as emit:
             emit.run(events * workspaces, 0.0)  # round-robin: `events` per workspace
-            (settings.var_dir / "worker0").mkdir(parents=True, exist_ok=True)
-            log = folder / "worker0.log"
-            env = _worker_env(settings, 0)
-            env.pop("AUDITRELAY_LOG_LEVEL")  # the default level: the log size is a figure
-            worker = stack.enter_context(_process(
-                [sys.executable, "-m", "auditrelay.ops", "worker"], log, env))
-            watch = _Watch(worker, log)
+            watch = _Watch([stack.enter_context(_worker(settings, folder, n))
+                            for n in range(workers)], folder)
             complete = _first_phase(control, fleet, watch, events=events,
                                     deadline=deadline)
             if (burst or rate) and not complete:
@@ -196,9 +196,7 @@ def _run(settings: Settings, folder: Path, *, workspaces: int, per_workspace: in
                     _steady(settings, control, fleet, emit, watch, rate=rate,
                             duration=duration, deadline=deadline, dump=dump)
             watch.sample()
-            _figure("worker", f"peak RSS {watch.rss_kib / 1024:,.0f} MiB, "
-                        f"{_cpu_seconds(worker.pid):,.1f} s CPU, "
-                        f"log {log.stat().st_size:,} bytes")
+            _figure("worker" if workers == 1 else "workers", watch.figures())
             receiver_cpu = _cpu_seconds(receiver.pid)
         _failed_attempts(settings, fleet)
     _figure("receiver process", f"{receiver_cpu:,.1f} s CPU over the run")
@@ -249,19 +247,38 @@ def _create(settings: Settings, folder: Path, *, workspaces: int,
 # -- the worker -------------------------------------------------------------------------------
 
 
-class _Watch:
-    """The worker: alive?, its peak RSS (sampled), and the clock from its start."""
+@contextlib.contextmanager
+def _worker(settings: Settings, folder: Path, index: int) -> Iterator[subprocess.Popen[bytes]]:
+    (settings.var_dir / f"worker{index}").mkdir(parents=True, exist_ok=True)
+    env = _worker_env(settings, index)
+    env.pop("AUDITRELAY_LOG_LEVEL")  # the default level: the log size is a figure
+    with _process([sys.executable, "-m", "auditrelay.ops", "worker"],
+                  folder / f"worker{index}.log", env) as proc:
+        yield proc
 
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.proc, self.log = proc, log
+
+class _Watch:
+    """The workers: alive?, their peak RSS (sampled), and the clock from their start."""
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]], folder: Path) -> None:
+        self.procs = procs
+        self.logs = [folder / f"worker{n}.log" for n in range(len(procs))]
         self.started = time.time()
-        self.rss_kib = 0
+        self.rss_kib = [0] * len(procs)
 
     def sample(self) -> None:
-        if self.proc.poll() is not None:
-            raise click.ClickException("the worker died" + _tail(self.log))
-        with contextlib.suppress(OSError):
-            self.rss_kib = max(self.rss_kib, _peak_rss_kib(self.proc.pid))
+        for n, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                raise click.ClickException(f"worker {n} died" + _tail(self.logs[n]))
+            with contextlib.suppress(OSError):
+                self.rss_kib[n] = max(self.rss_kib[n], _peak_rss_kib(proc.pid))
+
+    def figures(self) -> str:
+        """Peak RSS, CPU seconds and log size, of each worker in turn (`a + b`)."""
+        rss = " + ".join(f"{kib / 1024:,.0f}" for kib in self.rss_kib)
+        cpu = " + ".join(f"{_cpu_seconds(p.pid):,.1f}" for p in self.procs)
+        logs = " + ".join(f"{log.stat().st_size:,}" for log in self.logs)
+        return f"peak RSS {rss} MiB, {cpu} s CPU, log {logs} bytes"
 
 
 def _wait(control: str, watch: _Watch, prefix: str, least: int, paths: int,

@@ -1,9 +1,10 @@
 """Smoke test of ``auditrelay bench destinations``: a tiny run whose figures must be real.
 
 Not a timed test: 3 workspaces x 2 destinations through a real API process, one
-worker and the loopback receiver; every healthy destination must get its events with
-no failed attempt, the worker's peak RSS must have been read, and the run's topics
-must be gone afterwards. docs/scaling.md holds the measured numbers.
+worker (or two, sharing the partitions) and the loopback receiver; every healthy
+destination must get its events with no failed attempt, each worker's peak RSS and
+CPU must have been read, and the run's topics must be gone afterwards. docs/scaling.md
+holds the measured numbers.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from auditrelay.kafka.admin import admin_client
 pytestmark = pytest.mark.slow
 
 
-def test_bench_destinations_reports_real_figures(kafka_bootstrap: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bench_destinations_reports_real_figures(kafka_bootstrap: str, workers: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITRELAY_")}
     done = subprocess.run(
         [sys.executable, "-m", "auditrelay.ops", "bench", "destinations", "--workspaces", "3",
          "--per-workspace", "2", "--slow", "0", "--deadline", "40", "--burst",
-         "--bootstrap", kafka_bootstrap],
+         "--workers", str(workers), "--bootstrap", kafka_bootstrap],
         env=env, capture_output=True, text=True, timeout=120, check=False)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
@@ -41,10 +43,12 @@ def test_bench_destinations_reports_real_figures(kafka_bootstrap: str) -> None:
     assert failed is not None, out
     assert failed.groups()[:3] == ("0", "0", "0"), out
     assert int(failed.group(4).replace(",", "")) >= 6, out  # one batch per destination at least
-    worker = re.search(r"worker: peak RSS ([\d,]+) MiB, ([\d.]+) s CPU, log ([\d,]+) bytes", out)
-    assert worker is not None, out
-    assert int(worker.group(1).replace(",", "")) > 0, out
-    assert float(worker.group(2)) > 0, out
+    each = r" \+ ".join([r"([\d,.]+)"] * workers)
+    figures = re.search(rf"workers?: peak RSS {each} MiB, {each} s CPU, log {each} bytes", out)
+    assert figures is not None, out
+    rss, cpu = figures.groups()[:workers], figures.groups()[workers:2 * workers]
+    assert all(int(kib.replace(",", "")) > 0 for kib in rss), out
+    assert all(float(seconds) > 0 for seconds in cpu), out
     prefix = re.search(r"topics of (bench\.[0-9a-f]+\.) deleted", out)
     assert prefix is not None, out
     topics = admin_client(kafka_bootstrap).list_topics(timeout=10).topics
