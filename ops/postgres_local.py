@@ -11,7 +11,10 @@ root), who must be able to reach its data directory. A checkout inside a private
 directory (mode 700: ``/root``, most homes, anything ``mktemp -d`` made) is not
 reachable, so the cluster then lives under ``/var/lib/auditrelay/postgres/``, in a
 folder named after the checkout's ``var`` path (several checkouts never share one).
-``auditrelay postgres status`` says where.
+``auditrelay postgres status`` says where. Such a folder names its checkout's ``var``
+folder in an ``owner`` file; ``up`` deletes the folders whose ``var`` folder is gone and
+whose server is not running (a deleted clone's cluster, which would have been deleted
+with it had it lived inside).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import os
 import pwd
 import re
+import shutil
 import stat
 import uuid
 from collections.abc import Iterator
@@ -36,6 +40,8 @@ _SYSTEM_USER = "postgres"
 _DATABASE = "auditrelay"
 #: Where clusters live whose checkout the server user cannot reach: root-owned, traversable.
 SHARED_ROOT = Path("/var/lib/auditrelay/postgres")
+#: In a folder under SHARED_ROOT: the ``var/postgres`` path of the checkout it serves.
+_OWNER_FILE = "owner"
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,14 @@ class LocalPostgres:
     port: int
     home: Path
 
+    #: The checkout's own ``var/postgres``, where the cluster lives when it can.
+    preferred: Path | None = None
+
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalPostgres:
-        return cls(port=settings.postgres_port,
-                   home=server_home((settings.var_dir / "postgres").resolve()))
+        preferred = (settings.var_dir / "postgres").resolve()
+        return cls(port=settings.postgres_port, home=server_home(preferred),
+                   preferred=preferred)
 
     @property
     def data_dir(self) -> Path:
@@ -118,6 +128,7 @@ class LocalPostgres:
                 for folder in (SHARED_ROOT.parent, SHARED_ROOT):
                     folder.mkdir(exist_ok=True)
                     folder.chmod(0o755)  # whatever the umask: the server user walks through
+                remove_abandoned(SHARED_ROOT, keep=self.home)
             blocked = first_unreachable(self.home, user)
             if blocked is not None:
                 raise ProvisioningError(
@@ -127,6 +138,9 @@ class LocalPostgres:
             for path in (self.home, self.socket_dir):
                 path.mkdir(parents=True, exist_ok=True)
                 os.chown(path, user.pw_uid, user.pw_gid)
+            if self.home.parent == SHARED_ROOT and self.preferred is not None:
+                self.preferred.parent.mkdir(parents=True, exist_ok=True)
+                (self.home / _OWNER_FILE).write_text(f"{self.preferred}\n")
         else:
             self.socket_dir.mkdir(parents=True, exist_ok=True)
         if (self.data_dir / "PG_VERSION").exists():
@@ -164,6 +178,32 @@ def shared_folder_name(preferred: Path) -> str:
     readable = re.sub(r"[^A-Za-z0-9]+", "-", str(preferred.parent)).strip("-")[-40:]
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
     return f"{readable}-{digest}"
+
+
+def abandoned(root: Path) -> list[Path]:
+    """The folders under ``root`` whose checkout's ``var`` folder is gone and whose server
+    does not run. A folder without an ``owner`` file (made before there was one, or
+    being made) is never among them: nothing says whose it is."""
+    if not root.is_dir():
+        return []
+    found = []
+    for home in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            preferred = Path((home / _OWNER_FILE).read_text().strip())
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            continue
+        if preferred.is_absolute() and not preferred.parent.exists() \
+                and not LocalPostgres(port=0, home=home).running():
+            found.append(home)
+    return found
+
+
+def remove_abandoned(root: Path, *, keep: Path) -> list[Path]:
+    """Delete :func:`abandoned` folders but ``keep``; returns those deleted."""
+    removed = [home for home in abandoned(root) if home != keep]
+    for home in removed:
+        shutil.rmtree(home, ignore_errors=True)
+    return removed
 
 
 def first_unreachable(path: Path, user: pwd.struct_passwd) -> Path | None:

@@ -46,6 +46,10 @@ def provision_and_query(checkout: Path) -> LocalPostgres:
         with psycopg.connect(server.url.replace("+psycopg", "")) as conn:
             row = conn.execute("SELECT current_database(), 6 * 7").fetchone()
         assert row == ("auditrelay", 42)
+        if server.home.parent == SHARED_ROOT:
+            # Whose it is, so that `up` can delete it once that checkout is gone.
+            owner = (server.home / "owner").read_text().strip()
+            assert owner == str((checkout / "var" / "postgres").resolve())
     finally:
         server.down()
         if server.home.parent == SHARED_ROOT:

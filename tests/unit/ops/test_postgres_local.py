@@ -13,8 +13,10 @@ import pytest
 
 from auditrelay.ops.postgres_local import (
     SHARED_ROOT,
+    abandoned,
     can_enter,
     first_unreachable,
+    remove_abandoned,
     server_home,
     shared_folder_name,
 )
@@ -88,3 +90,39 @@ def test_as_root_a_private_checkout_is_moved_under_the_shared_root(tmp_path: Pat
     except KeyError:
         pytest.skip("no postgres system user yet")
     assert server_home(preferred).parent == SHARED_ROOT
+
+
+# -- the shared folders of deleted checkouts ----------------------------------------------
+
+
+def cluster_of(root: Path, name: str, var: Path | None, *, running: bool = False) -> Path:
+    """A folder under ``root`` as ``up`` leaves it: its owner file (unless ``var`` is None)
+    and, when ``running``, a postmaster.pid naming a live process (this one)."""
+    home = root / name
+    (home / "data").mkdir(parents=True)
+    if var is not None:
+        (home / "owner").write_text(f"{var / 'postgres'}\n")
+    if running:
+        (home / "data" / "postmaster.pid").write_text(f"{os.getpid()}\n/data\n")
+    return home
+
+
+def test_only_stopped_clusters_of_vanished_checkouts_are_abandoned(tmp_path: Path) -> None:
+    root, checkouts = tmp_path / "shared", tmp_path / "checkouts"
+    (checkouts / "alive" / "var").mkdir(parents=True)
+    gone = checkouts / "deleted" / "var"
+    alive = cluster_of(root, "alive", checkouts / "alive" / "var")
+    deleted = cluster_of(root, "deleted", gone)
+    still_running = cluster_of(root, "running", gone, running=True)
+    unowned = cluster_of(root, "unowned", None)
+    dead_pid = cluster_of(root, "stale-pid", gone)
+    (dead_pid / "data" / "postmaster.pid").write_text("999999999\n")
+
+    assert abandoned(root) == [deleted, dead_pid]
+    assert remove_abandoned(root, keep=dead_pid) == [deleted]
+    assert not deleted.exists()
+    assert all(p.exists() for p in (alive, still_running, unowned, dead_pid))
+
+
+def test_no_shared_root_means_nothing_abandoned(tmp_path: Path) -> None:
+    assert abandoned(tmp_path / "absent") == []
