@@ -70,10 +70,10 @@ from auditrelay.ops.bench_pipeline import (
     _peak_rss_kib,
     _process,
     _records,
-    _tail,
     _topics_deleted,
     _wait_line,
     _worker_env,
+    _Workers,
 )
 from auditrelay.schemas.settings import Settings
 
@@ -258,26 +258,26 @@ def _worker(settings: Settings, folder: Path, index: int) -> Iterator[subprocess
 
 
 class _Watch:
-    """The workers: alive?, their peak RSS (sampled), and the clock from their start."""
+    """The workers (``bench pipeline``'s ``_Workers``): alive?, each one's peak RSS
+    (sampled), and the clock from their start."""
 
     def __init__(self, procs: list[subprocess.Popen[bytes]], folder: Path) -> None:
-        self.procs = procs
-        self.logs = [folder / f"worker{n}.log" for n in range(len(procs))]
+        self.workers = _Workers(procs, [folder / f"worker{n}.log" for n in range(len(procs))])
         self.started = time.time()
         self.rss_kib = [0] * len(procs)
 
     def sample(self) -> None:
-        for n, proc in enumerate(self.procs):
-            if proc.poll() is not None:
-                raise click.ClickException(f"worker {n} died" + _tail(self.logs[n]))
+        if self.workers.died():
+            raise click.ClickException("a worker died" + self.workers.tail())
+        for n, proc in enumerate(self.workers.procs):
             with contextlib.suppress(OSError):
                 self.rss_kib[n] = max(self.rss_kib[n], _peak_rss_kib(proc.pid))
 
     def figures(self) -> str:
         """Peak RSS, CPU seconds and log size, of each worker in turn (`a + b`)."""
         rss = " + ".join(f"{kib / 1024:,.0f}" for kib in self.rss_kib)
-        cpu = " + ".join(f"{_cpu_seconds(p.pid):,.1f}" for p in self.procs)
-        logs = " + ".join(f"{log.stat().st_size:,}" for log in self.logs)
+        cpu = " + ".join(f"{_cpu_seconds(p.pid):,.1f}" for p in self.workers.procs)
+        logs = " + ".join(f"{log.stat().st_size:,}" for log in self.workers.logs)
         return f"peak RSS {rss} MiB, {cpu} s CPU, log {logs} bytes"
 
 
