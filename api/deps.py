@@ -130,10 +130,10 @@ Authorization = Annotated[str | None, Header()]
 async def caller(request: Request, authorization: Authorization = None) -> Principal:
     """:func:`principal`, once per request: a workspace dependency that ran before has
     authenticated the caller already, in its own hop to the thread pool."""
-    known: Principal | None = getattr(request.state, "principal", None)
+    known = _known(request)
     if known is not None:
         return known
-    return await run_in_threadpool(_authenticated, request, authorization)
+    return await run_in_threadpool(principal, request, authorization)
 
 
 def principal(request: Request, authorization: Authorization = None,
@@ -240,8 +240,14 @@ def visible_workspace(request: Request, ws: WorkspaceId, session: Tx,
 
 def _authenticated(request: Request, authorization: str | None,
                    session: Session | None = None) -> Principal:
-    known: Principal | None = getattr(request.state, "principal", None)
+    known = _known(request)
     return known if known is not None else principal(request, authorization, session)
+
+
+def _known(request: Request) -> Principal | None:
+    """The caller as :func:`principal` left it on the request, if it ran."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    return known
 
 
 def workspace_seen_by(ws: str, who: Principal, session: Session) -> Workspace:

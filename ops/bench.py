@@ -46,6 +46,9 @@ from auditrelay.ops.bench_read import read
 from auditrelay.ops.bench_takeover import takeover
 from auditrelay.schemas.settings import Settings
 
+#: How often `bench archive` counts the rows (a run done between two counts has no rate).
+_POLL = 0.2
+
 
 @click.group()
 def bench() -> None:
@@ -209,8 +212,6 @@ def archive(settings: Settings, events: int, db_kind: str, workspaces: int,
     click.echo(f"  Python {platform.python_version()}, {platform.machine()}, broker "
                f"{settings.kafka_bootstrap}")
 
-
-_POLL = 0.2
 
 
 def _produce_events(settings: Settings, events: int, workspaces: int) -> list[Any]:

@@ -72,6 +72,7 @@ from auditrelay.ops.bench_pipeline import (
     _records,
     _topics_deleted,
     _wait_line,
+    _worker_argv,
     _worker_env,
     _Workers,
 )
@@ -252,8 +253,7 @@ def _worker(settings: Settings, folder: Path, index: int) -> Iterator[subprocess
     (settings.var_dir / f"worker{index}").mkdir(parents=True, exist_ok=True)
     env = _worker_env(settings, index)
     env.pop("AUDITRELAY_LOG_LEVEL")  # the default level: the log size is a figure
-    with _process([sys.executable, "-m", "auditrelay.ops", "worker"],
-                  folder / f"worker{index}.log", env) as proc:
+    with _process(_worker_argv(None), folder / f"worker{index}.log", env) as proc:
         yield proc
 
 
